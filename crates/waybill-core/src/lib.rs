@@ -1,0 +1,33 @@
+//! Waybill's domain rules, free of I/O.
+//!
+//! # Layout
+//!
+//! - [`catalog`]: the built-in event catalog and the domain topic of each event.
+//! - [`pattern`]: event-type patterns of a subscription (`exact`, `prefix.*`, `*`).
+//! - [`event`]: the domain event model and the webhook body rendered from it.
+//! - [`subscription`]: the subscription model, its create request and its validation.
+//! - [`matching`]: does an event go to a subscription?
+//! - [`signing`]: Standard Webhooks secrets and signatures.
+//! - [`sealing`]: encryption of secrets stored on Kafka topics.
+//! - [`url_policy`]: which callback URLs and addresses may be called.
+//! - [`trace`]: W3C trace context (`traceparent`) parsing and propagation.
+//! - [`ids`]: identifiers (subscriptions, events, deliveries).
+//!
+//! Services move bytes between Kafka and HTTP; every decision they take is a
+//! function of this crate so that it can be unit-tested without a broker.
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod error;
+pub mod event;
+pub mod fields;
+pub mod ids;
+pub mod matching;
+pub mod pattern;
+pub mod sealing;
+pub mod signing;
+pub mod subscription;
+pub mod trace;
+pub mod url_policy;
+
+pub use error::FieldError;
