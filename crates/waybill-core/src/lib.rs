@@ -12,12 +12,15 @@
 //! - [`url_policy`]: which callback URLs and addresses may be called.
 //! - [`trace`]: W3C trace context (`traceparent`) parsing and propagation.
 //! - [`ids`]: identifiers (subscriptions, events, deliveries).
+//! - [`duration`]: durations written as strings (`"500ms"`, `"5m"`).
+//! - [`fields`]: reading request bodies while collecting every field error.
 //!
 //! Services move bytes between Kafka and HTTP; every decision they take is a
 //! function of this crate so that it can be unit-tested without a broker.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod duration;
 pub mod error;
 pub mod event;
 pub mod fields;

@@ -1,0 +1,101 @@
+//! Connection settings.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// How to reach Kafka and how topics are laid out.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Prefix added to every topic name (e.g. `prod.`), empty by default.
+    pub topic_prefix: String,
+    /// Create missing topics at start-up.
+    pub create_topics: bool,
+    /// Partitions of the domain topics and of `deliveries` when created.
+    pub partitions: i32,
+    /// Partitions of the compacted `subscriptions` topic when created.
+    pub subscriptions_partitions: i32,
+    /// Replication factor of created topics.
+    pub replication_factor: i32,
+    /// Extra librdkafka properties for every client (e.g. `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            create_topics: true,
+            partitions: 12,
+            subscriptions_partitions: 3,
+            replication_factor: 1,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Every problem with these settings (empty when valid).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.brokers.trim().is_empty() {
+            out.push("kafka.brokers: must list at least one host:port".into());
+        }
+        for (name, value) in [
+            ("partitions", self.partitions),
+            ("subscriptions_partitions", self.subscriptions_partitions),
+            ("replication_factor", self.replication_factor),
+        ] {
+            if !(1..=10_000).contains(&value) {
+                out.push(format!(
+                    "kafka.{name}: must be between 1 and 10000, not {value}"
+                ));
+            }
+        }
+        if !self
+            .topic_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            out.push("kafka.topic_prefix: may only use letters, digits, `.`, `_` and `-`".into());
+        }
+        for key in self.properties.keys() {
+            if key == "bootstrap.servers" {
+                out.push("kafka.properties.bootstrap.servers: set kafka.brokers instead".into());
+            }
+        }
+        out
+    }
+
+    /// A librdkafka config with the brokers and extra properties set.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        // Keep librdkafka's own logs at warning and above; ours go through tracing.
+        config.set(
+            "log_level",
+            if self.properties.contains_key("debug") {
+                "7"
+            } else {
+                "4"
+            },
+        );
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Sets `key` unless the operator already set it in `kafka.properties`.
+pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+    if config.get(key).is_none() {
+        config.set(key, value);
+    }
+}

@@ -1,0 +1,54 @@
+//! Waybill's Kafka glue, shared by every service.
+//!
+//! # Layout
+//!
+//! - [`config`]: connection settings ([`KafkaConfig`]) turned into librdkafka client configs.
+//! - [`topics`]: topic names (with the deployment prefix) and their creation at start-up.
+//! - [`headers`]: record headers (`traceparent`, content type, schema version, dead-letter reasons).
+//! - [`producer`]: an idempotent producer whose sends resolve when Kafka acknowledged.
+//! - [`table`]: follows a compacted topic into in-memory state, with "caught up" barriers.
+//! - [`partitioned`]: a consumer-group member that runs one task per assigned partition.
+//! - [`dead_letter`]: where poison records go, with the reason, so no partition ever stops.
+//! - [`embedded`]: the in-process broker (librdkafka mock cluster) of `waybill dev` and tests.
+//!
+//! What this crate must not do: decide anything about webhooks. It moves
+//! records; the services decide what they mean.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dead_letter;
+pub mod embedded;
+pub mod headers;
+pub mod partitioned;
+pub mod producer;
+pub mod table;
+pub mod topics;
+
+pub use config::KafkaConfig;
+pub use producer::Producer;
+pub use topics::Topics;
+
+/// Errors of the Kafka layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// librdkafka reported an error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A wait on the broker took longer than allowed.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// Topic metadata or creation failed.
+    #[error("topic {topic}: {message}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A blocking call could not complete.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,279 @@
+//! A consumer-group member that runs one task per assigned partition.
+//!
+//! Modelled on vector's Kafka source: in the rebalance callback each newly
+//! assigned partition's queue is split from the consumer's main queue and
+//! handed to its own task; on revoke the partition's task is told to stop,
+//! the callback waits (bounded) for it to drain and store its offsets, and
+//! the stored offsets are committed before the partition is given away.
+//!
+//! The main queue is polled by a dedicated thread (the "driver") because the
+//! rebalance callback blocks while partitions drain; blocking a thread of
+//! the service's runtime could starve the very tasks it waits for.
+//!
+//! Offsets are stored by the partition tasks, only when their outcome is
+//! durable, and committed by librdkafka's auto-commit timer, on revoke, and
+//! at shutdown.
+
+use std::collections::HashMap;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::{ClientContext, Message, Offset};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::set_default;
+use crate::{Error, KafkaConfig, Result};
+
+/// The consumer type partition tasks receive.
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// One assigned partition, handed to its task.
+pub struct Assigned {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The partition's own message stream (`messages.stream()`).
+    pub messages: StreamPartitionQueue<GroupContext>,
+    /// Cancelled when the partition is revoked or the service shuts down:
+    /// finish or abandon the current record, store offsets, return.
+    pub stop: CancellationToken,
+    consumer: Arc<GroupConsumer>,
+}
+
+impl Assigned {
+    /// Marks every record up to and including `offset` as done; the next
+    /// commit moves the group past it.
+    pub fn store_offset(&self, offset: i64) {
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, self.partition, offset)
+        {
+            // Happens when the partition was revoked meanwhile: the new
+            // owner re-reads the record (at-least-once).
+            tracing::debug!(topic = %self.topic, partition = self.partition, offset, error = %e, "offset not stored");
+        }
+    }
+}
+
+/// What runs for each assigned partition.
+pub type PartitionTask = Arc<dyn Fn(Assigned) -> BoxFuture<'static, ()> + Send + Sync>;
+
+struct Running {
+    stop: CancellationToken,
+    done: std_mpsc::Receiver<()>,
+}
+
+/// Consumer context: splits partitions on assignment, drains on revoke.
+pub struct GroupContext {
+    consumer: OnceLock<Weak<GroupConsumer>>,
+    task: PartitionTask,
+    runtime: tokio::runtime::Handle,
+    running: Mutex<HashMap<(String, i32), Running>>,
+    drain_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked: Vec<(String, i32)> = list
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            tracing::info!(partitions = ?revoked, "partitions revoked; draining");
+            self.stop_and_drain(&revoked);
+            if let Err(e) = base.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit is the common case.
+                tracing::debug!(error = %e, "commit on revoke");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+                    return;
+                };
+                for element in list.elements() {
+                    self.start(&consumer, element.topic(), element.partition());
+                }
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+impl GroupContext {
+    fn start(&self, consumer: &Arc<GroupConsumer>, topic: &str, partition: i32) {
+        let Some(messages) = consumer.split_partition_queue(topic, partition) else {
+            tracing::error!(topic, partition, "cannot split the partition queue");
+            return;
+        };
+        let stop = self.shutdown.child_token();
+        let (done_tx, done) = std_mpsc::channel();
+        let assigned = Assigned {
+            topic: topic.to_owned(),
+            partition,
+            messages,
+            stop: stop.clone(),
+            consumer: consumer.clone(),
+        };
+        let future = (self.task)(assigned);
+        self.runtime.spawn(async move {
+            // Signals the drain wait even if the task panics.
+            struct Done(std_mpsc::Sender<()>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    let _ = self.0.send(());
+                }
+            }
+            let _done = Done(done_tx);
+            future.await;
+        });
+        tracing::info!(topic, partition, "partition assigned; task started");
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((topic.to_owned(), partition), Running { stop, done });
+    }
+
+    fn stop_and_drain(&self, partitions: &[(String, i32)]) {
+        let stopping: Vec<((String, i32), Running)> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            partitions
+                .iter()
+                .filter_map(|key| running.remove(key).map(|r| (key.clone(), r)))
+                .collect()
+        };
+        for (_, r) in &stopping {
+            r.stop.cancel();
+        }
+        let deadline = std::time::Instant::now() + self.drain_timeout;
+        for ((topic, partition), r) in stopping {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if r.done.recv_timeout(left).is_err() {
+                tracing::warn!(topic, partition, "partition task did not drain in time");
+            }
+        }
+    }
+
+    fn stop_all(&self) {
+        let all: Vec<(String, i32)> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        self.stop_and_drain(&all);
+    }
+}
+
+/// Settings of a [`run`] call.
+pub struct GroupOptions {
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// How long a revoked partition may take to finish its current record.
+    pub drain_timeout: Duration,
+}
+
+/// Joins the group and runs `task` for every assigned partition until
+/// `shutdown` is cancelled; then drains every partition, commits, and leaves
+/// the group. Returns when all of that is done.
+pub async fn run(
+    config: &KafkaConfig,
+    options: GroupOptions,
+    task: PartitionTask,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut client = config.client_config();
+    client
+        .set("group.id", &options.group_id)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    set_default(&mut client, "enable.auto.commit", "true");
+    set_default(&mut client, "auto.commit.interval.ms", "1000");
+    set_default(&mut client, "auto.offset.reset", "earliest");
+    set_default(
+        &mut client,
+        "partition.assignment.strategy",
+        "cooperative-sticky",
+    );
+    set_default(&mut client, "fetch.wait.max.ms", "100");
+    let context = GroupContext {
+        consumer: OnceLock::new(),
+        task,
+        runtime: tokio::runtime::Handle::current(),
+        running: Mutex::new(HashMap::new()),
+        drain_timeout: options.drain_timeout,
+        shutdown: shutdown.clone(),
+    };
+    let consumer: Arc<GroupConsumer> = Arc::new(client.create_with_context(context)?);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+
+    let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
+    let driver_shutdown = shutdown.clone();
+    std::thread::Builder::new()
+        .name(format!("kafka-{}", options.group_id))
+        .spawn(move || {
+            let result = drive(consumer, driver_shutdown);
+            let _ = finished_tx.send(result);
+        })
+        .map_err(|e| Error::Task(e.to_string()))?;
+    finished_rx
+        .await
+        .map_err(|_| Error::Task("consumer driver thread died".into()))?
+}
+
+/// Polls the main queue (serving rebalance callbacks) until shutdown.
+fn drive(consumer: Arc<GroupConsumer>, shutdown: CancellationToken) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Task(e.to_string()))?;
+    runtime.block_on(async {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                message = consumer.recv() => match message {
+                    // Every assigned partition has its own queue, so a record
+                    // here was fetched before its queue was split. Rewind the
+                    // partition so that its task receives it, in order.
+                    Ok(m) => {
+                        let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
+                        drop(m);
+                        tracing::debug!(topic, partition, offset, "record on the main queue; rewinding partition");
+                        if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+                            tracing::error!(topic, partition, offset, error = %e, "cannot rewind partition");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                },
+            }
+        }
+    });
+    // Drain every partition, commit what they stored, then leave the group.
+    consumer.context().stop_all();
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    Ok(())
+}

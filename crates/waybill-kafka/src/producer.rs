@@ -1,0 +1,88 @@
+//! An idempotent producer whose sends resolve once Kafka acknowledged.
+
+use std::time::Duration;
+
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+
+use crate::config::set_default;
+use crate::{Error, KafkaConfig, Result};
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A shared producer. Clones share one librdkafka client and its batches.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+    queue_timeout: Duration,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A producer with idempotence (no duplicates or reordering from its own
+    /// retries), `acks=all`, and a short linger so concurrent sends batch.
+    ///
+    /// When librdkafka's local queue is full, a send waits up to
+    /// `queue_timeout` for room and then fails: callers see backpressure
+    /// instead of unbounded buffering.
+    pub fn new(config: &KafkaConfig, client_id: &str, queue_timeout: Duration) -> Result<Self> {
+        let mut client = config.client_config();
+        client.set("client.id", client_id);
+        set_default(&mut client, "enable.idempotence", "true");
+        set_default(&mut client, "acks", "all");
+        set_default(&mut client, "linger.ms", "2");
+        set_default(&mut client, "message.timeout.ms", "30000");
+        Ok(Self {
+            inner: client.create()?,
+            queue_timeout,
+        })
+    }
+
+    /// Sends one record and waits for its acknowledgement. `value: None`
+    /// writes a tombstone.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<Acked> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .headers(headers);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        match self.inner.send(record, self.queue_timeout).await {
+            Ok(delivery) => Ok(Acked {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Err((rdkafka::error::KafkaError::MessageProduction(code), _))
+                if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
+            {
+                Err(Error::Timeout(format!(
+                    "room in the producer queue for {topic} (Kafka is slower than the input)"
+                )))
+            }
+            Err((e, _)) => Err(Error::Kafka(e)),
+        }
+    }
+
+    /// Waits until every queued record is acknowledged (at shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.inner.flush(timeout).map_err(Error::Kafka)
+    }
+}

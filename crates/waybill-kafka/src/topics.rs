@@ -1,0 +1,166 @@
+//! Topic names and their creation.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use waybill_core::catalog::DomainTopic;
+
+use crate::{Error, KafkaConfig, Result};
+
+/// Delay tiers of the retry topics (`deliveries.retry.<tier>`).
+pub const RETRY_TIERS: &[&str] = &["5s", "1m", "5m", "30m", "2h"];
+
+/// Topic names of one deployment (prefix applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Full name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// `cleanup.policy=compact`.
+    pub compacted: bool,
+}
+
+impl Topics {
+    /// Names with `prefix` in front.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn named(&self, base: &str) -> String {
+        format!("{}{base}", self.prefix)
+    }
+
+    /// A domain topic.
+    pub fn domain(&self, topic: DomainTopic) -> String {
+        self.named(topic.name())
+    }
+
+    /// Every domain topic.
+    pub fn domains(&self) -> Vec<String> {
+        DomainTopic::ALL.iter().map(|t| self.domain(*t)).collect()
+    }
+
+    /// The compacted subscription state topic.
+    pub fn subscriptions(&self) -> String {
+        self.named("subscriptions")
+    }
+
+    /// Delivery tasks.
+    pub fn deliveries(&self) -> String {
+        self.named("deliveries")
+    }
+
+    /// A retry tier topic.
+    pub fn retry(&self, tier: &str) -> String {
+        self.named(&format!("deliveries.retry.{tier}"))
+    }
+
+    /// Deliveries that exhausted their retry policy.
+    pub fn deliveries_dlq(&self) -> String {
+        self.named("deliveries.dlq")
+    }
+
+    /// One record per HTTP attempt.
+    pub fn delivery_attempts(&self) -> String {
+        self.named("delivery_attempts")
+    }
+
+    /// Undecodable or invalid records of any input topic, with the reason.
+    pub fn dead_letters(&self) -> String {
+        self.named("dead_letters")
+    }
+
+    /// Every topic of the deployment with its layout.
+    pub fn specs(&self, config: &KafkaConfig) -> Vec<TopicSpec> {
+        let spec = |name: String, partitions: i32, compacted: bool| TopicSpec {
+            name,
+            partitions,
+            compacted,
+        };
+        let mut out: Vec<TopicSpec> = self
+            .domains()
+            .into_iter()
+            .map(|name| spec(name, config.partitions, false))
+            .collect();
+        out.push(spec(
+            self.subscriptions(),
+            config.subscriptions_partitions,
+            true,
+        ));
+        out.push(spec(self.deliveries(), config.partitions, false));
+        for tier in RETRY_TIERS {
+            out.push(spec(self.retry(tier), config.partitions, false));
+        }
+        out.push(spec(self.deliveries_dlq(), config.partitions, false));
+        out.push(spec(self.delivery_attempts(), config.partitions, false));
+        out.push(spec(self.dead_letters(), config.partitions, false));
+        out
+    }
+}
+
+/// Creates the missing topics through the admin API. Topics that already
+/// exist are left as they are (their partition count is never changed).
+pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| {
+            let topic = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            );
+            if s.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&new_topics, &options).await?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(Error::Topic {
+                    topic,
+                    message: format!("cannot create: {code}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix() {
+        let t = Topics::new("prod.");
+        assert_eq!(t.domain(DomainTopic::Orders), "prod.orders");
+        assert_eq!(t.retry("5m"), "prod.deliveries.retry.5m");
+        let specs = t.specs(&KafkaConfig::default());
+        let compacted: Vec<&str> = specs
+            .iter()
+            .filter(|s| s.compacted)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(compacted, ["prod.subscriptions"]);
+        assert_eq!(specs.len(), 4 + 1 + 1 + RETRY_TIERS.len() + 3);
+    }
+}

@@ -1,0 +1,223 @@
+//! The Kafka layer against the embedded broker.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::Message;
+use rdkafka::message::OwnedHeaders;
+use tokio_util::sync::CancellationToken;
+use waybill_kafka::embedded::EmbeddedBroker;
+use waybill_kafka::partitioned::{self, Assigned, GroupOptions};
+use waybill_kafka::table::{Fold, Table};
+use waybill_kafka::topics::TopicSpec;
+use waybill_kafka::{KafkaConfig, Producer};
+
+fn setup(topics: &[(&str, i32)]) -> (EmbeddedBroker, KafkaConfig) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let broker = EmbeddedBroker::start().unwrap();
+    let specs: Vec<TopicSpec> = topics
+        .iter()
+        .map(|(name, partitions)| TopicSpec {
+            name: (*name).into(),
+            partitions: *partitions,
+            compacted: false,
+        })
+        .collect();
+    broker.create_topics(&specs).unwrap();
+    let config = KafkaConfig {
+        brokers: broker.bootstrap_servers(),
+        create_topics: false,
+        properties: [("session.timeout.ms".to_owned(), "6000".to_owned())]
+            .into_iter()
+            .collect(),
+        ..KafkaConfig::default()
+    };
+    (broker, config)
+}
+
+#[derive(Default)]
+struct Map(HashMap<String, String>);
+
+impl Fold for Map {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let key = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
+        match value {
+            Some(v) if v == b"poison" => return Err("poison".into()),
+            Some(v) => {
+                self.0.insert(key, String::from_utf8_lossy(v).into_owned());
+            }
+            None => {
+                self.0.remove(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_barriers_see_what_was_written_before() {
+    let (_broker, config) = setup(&[("state", 3)]);
+    let producer = Producer::new(&config, "test", Duration::from_secs(5)).unwrap();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        producer
+            .send("state", key.as_bytes(), Some(b"v1"), OwnedHeaders::new())
+            .await
+            .unwrap();
+    }
+    producer
+        .send("state", b"bad", Some(b"poison"), OwnedHeaders::new())
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let table = Table::follow(&config, "state", Map::default(), shutdown.clone())
+        .await
+        .unwrap();
+    table
+        .wait_fresh(SystemTime::now(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        table.read().0.len(),
+        20,
+        "everything before start-up is loaded"
+    );
+
+    // Read-your-writes on a record this process produced.
+    let acked = producer
+        .send("state", b"k3", None, OwnedHeaders::new())
+        .await
+        .unwrap();
+    table
+        .wait_applied(acked.partition, acked.offset, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!table.read().0.contains_key("k3"), "tombstone applied");
+
+    // Freshness as of a point in time covers a write acknowledged before it.
+    producer
+        .send("state", b"late", Some(b"v2"), OwnedHeaders::new())
+        .await
+        .unwrap();
+    table
+        .wait_fresh(SystemTime::now(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(table.read().0.get("late").map(String::as_str), Some("v2"));
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_consumer_processes_everything_and_commits() {
+    let (_broker, config) = setup(&[("work", 4)]);
+    let producer = Producer::new(&config, "test", Duration::from_secs(5)).unwrap();
+    for i in 0..100 {
+        let key = format!("k{i}");
+        producer
+            .send(
+                "work",
+                key.as_bytes(),
+                Some(key.as_bytes()),
+                OwnedHeaders::new(),
+            )
+            .await
+            .unwrap();
+    }
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let partitions_seen: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let run_group = |seen: Arc<Mutex<Vec<String>>>, shutdown: CancellationToken| {
+        let partitions_seen = partitions_seen.clone();
+        let task: partitioned::PartitionTask = Arc::new(move |assigned: Assigned| {
+            let seen = seen.clone();
+            partitions_seen.lock().unwrap().push(assigned.partition);
+            async move {
+                let mut stream = assigned.messages.stream();
+                loop {
+                    let m = tokio::select! {
+                        _ = assigned.stop.cancelled() => return,
+                        m = stream.next() => m,
+                    };
+                    let Some(Ok(m)) = m else { return };
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
+                    assigned.store_offset(m.offset());
+                }
+            }
+            .boxed()
+        });
+        let config = config.clone();
+        tokio::spawn(async move {
+            partitioned::run(
+                &config,
+                GroupOptions {
+                    group_id: "g".into(),
+                    topics: vec!["work".into()],
+                    drain_timeout: Duration::from_secs(5),
+                },
+                task,
+                shutdown,
+            )
+            .await
+        })
+    };
+
+    let shutdown = CancellationToken::new();
+    let handle = run_group(seen.clone(), shutdown.clone());
+    wait_until(|| seen.lock().unwrap().len() >= 100).await;
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+    let mut first = seen.lock().unwrap().clone();
+    first.sort();
+    first.dedup();
+    assert_eq!(first.len(), 100, "every record once");
+    let mut parts = partitions_seen.lock().unwrap().clone();
+    parts.sort();
+    assert_eq!(parts, [0, 1, 2, 3], "one task per partition");
+
+    // A new member of the same group starts after the committed offsets.
+    for i in 100..110 {
+        let key = format!("k{i}");
+        producer
+            .send(
+                "work",
+                key.as_bytes(),
+                Some(key.as_bytes()),
+                OwnedHeaders::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let again: Arc<Mutex<Vec<String>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let handle = run_group(again.clone(), shutdown.clone());
+    wait_until(|| again.lock().unwrap().len() >= 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+    let mut second = again.lock().unwrap().clone();
+    second.sort();
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (100..110).map(|i| format!("k{i}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(second, expected, "only the new records after a restart");
+}
+
+async fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
