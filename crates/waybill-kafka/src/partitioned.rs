@@ -62,6 +62,22 @@ impl Assigned {
     }
 }
 
+impl Assigned {
+    /// Makes the partition deliver again from `offset` (after a failure
+    /// whose records must be processed again). Records already queued for
+    /// this partition are discarded by the seek.
+    pub fn rewind(&self, offset: i64) -> Result<()> {
+        self.consumer
+            .seek(
+                &self.topic,
+                self.partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(Error::Kafka)
+    }
+}
+
 /// What runs for each assigned partition.
 pub type PartitionTask = Arc<dyn Fn(Assigned) -> BoxFuture<'static, ()> + Send + Sync>;
 

@@ -81,6 +81,54 @@ impl Producer {
         }
     }
 
+    /// Enqueues one record now, in call order, and returns a future of its
+    /// acknowledgement. Awaiting this call only waits for room in the local
+    /// queue (backpressure, up to the queue timeout); records enqueued one
+    /// after another keep their order per partition, which `send` spawned
+    /// concurrently would not guarantee.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<impl std::future::Future<Output = Result<Acked>> + Send + 'static> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+            .key(key)
+            .headers(headers);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let delivery = loop {
+            match self.inner.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((rdkafka::error::KafkaError::MessageProduction(code), back))
+                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
+                {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Timeout(format!(
+                            "room in the producer queue for {topic} (Kafka is slower than the input)"
+                        )));
+                    }
+                    record = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(Error::Kafka(e)),
+            }
+        };
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(d)) => Ok(Acked {
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+                Ok(Err((e, _))) => Err(Error::Kafka(e)),
+                Err(_) => Err(Error::Task("producer dropped the delivery report".into())),
+            }
+        })
+    }
+
     /// Waits until every queued record is acknowledged (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         self.inner.flush(timeout).map_err(Error::Kafka)

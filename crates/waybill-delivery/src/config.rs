@@ -1,0 +1,80 @@
+//! The `[delivery]` configuration section.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings of the delivery workers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DeliveryConfig {
+    /// Address of `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+    /// Consumer group of the delivery instances.
+    pub group_id: String,
+    /// Longest wait for a TCP (and TLS) connection to a subscriber.
+    #[serde(with = "waybill_core::duration")]
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole webhook request, response included.
+    #[serde(with = "waybill_core::duration")]
+    pub request_timeout: Duration,
+    /// First wait before a failed delivery is tried again in place.
+    #[serde(with = "waybill_core::duration")]
+    pub retry_initial_delay: Duration,
+    /// Longest wait between in-place attempts.
+    #[serde(with = "waybill_core::duration")]
+    pub retry_max_delay: Duration,
+    /// Longest wait for the projection to include a task's subscription.
+    #[serde(with = "waybill_core::duration")]
+    pub freshness_timeout: Duration,
+    /// How long a revoked partition may take to finish its current request.
+    #[serde(with = "waybill_core::duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8082)),
+            group_id: "waybill-delivery".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            retry_initial_delay: Duration::from_secs(1),
+            retry_max_delay: Duration::from_secs(60),
+            freshness_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Every problem with these settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.group_id.trim().is_empty() {
+            out.push("delivery.group_id: must not be empty".into());
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            out.push(
+                "delivery.connect_timeout and delivery.request_timeout must be positive".into(),
+            );
+        }
+        if self.connect_timeout > self.request_timeout {
+            out.push("delivery.connect_timeout: must not exceed delivery.request_timeout".into());
+        }
+        if self.retry_initial_delay.is_zero() || self.retry_initial_delay > self.retry_max_delay {
+            out.push(
+                "delivery.retry_initial_delay: must be positive and at most delivery.retry_max_delay"
+                    .into(),
+            );
+        }
+        if self.request_timeout >= self.drain_timeout {
+            out.push(
+                "delivery.drain_timeout: must exceed delivery.request_timeout so an in-flight request can finish"
+                    .into(),
+            );
+        }
+        out
+    }
+}

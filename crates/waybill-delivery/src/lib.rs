@@ -1,0 +1,143 @@
+//! The delivery service.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `[delivery]` section.
+//! - [`request`]: the pure part — the signed webhook request of one attempt.
+//! - [`worker`]: one task per assigned partition of `deliveries`: decode the
+//!   task, find its subscription in the projection, call the URL, record the
+//!   attempt on `delivery_attempts`, and store the offset only after a `2xx`
+//!   (or when the subscription is gone). Failures are retried in place with
+//!   exponential backoff; nothing is dropped.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod request;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use waybill_core::catalog::Catalog;
+use waybill_core::sealing::Keyring;
+use waybill_core::url_policy::UrlPolicy;
+use waybill_kafka::partitioned::{self, GroupOptions};
+use waybill_kafka::table::Table;
+use waybill_kafka::{KafkaConfig, Producer, Topics};
+use waybill_runtime::admin::{self, Readiness};
+use waybill_runtime::projection::Subscriptions;
+
+pub use config::DeliveryConfig;
+
+/// Errors that stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Kafka could not be set up.
+    #[error(transparent)]
+    Kafka(#[from] waybill_kafka::Error),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The admin server failed.
+    #[error("admin server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// The `[delivery]` section.
+    pub delivery: DeliveryConfig,
+    /// Keys opening secrets of subscription records.
+    pub keys: Keyring,
+    /// Callback URL rules, checked again at send time.
+    pub url_policy: UrlPolicy,
+    /// Known event types.
+    pub catalog: Catalog,
+}
+
+/// Runs the delivery workers until `shutdown`; serves `/healthz` and
+/// `/readyz` on `admin_listener`.
+pub async fn run(
+    settings: Settings,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let topics = Topics::new(&settings.kafka.topic_prefix);
+    if settings.kafka.create_topics {
+        waybill_kafka::topics::ensure_topics(&settings.kafka, &topics.specs(&settings.kafka))
+            .await?;
+    }
+    let readiness = Readiness::default();
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::router(readiness.clone()),
+        shutdown.clone(),
+    ));
+    let subscriptions = Table::follow(
+        &settings.kafka,
+        &topics.subscriptions(),
+        Subscriptions::new(settings.keys.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let started = SystemTime::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = subscriptions.wait_fresh(started, Duration::from_secs(30)) => match r {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "subscription projection still loading"),
+            },
+        }
+    }
+    tracing::info!(
+        subscriptions = subscriptions.read().len(),
+        "subscription projection loaded; consuming deliveries"
+    );
+    readiness.set(true);
+
+    let client = reqwest::Client::builder()
+        .connect_timeout(settings.delivery.connect_timeout)
+        .timeout(settings.delivery.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(32)
+        .tcp_nodelay(true)
+        .build()?;
+    let producer = Producer::new(&settings.kafka, "waybill-delivery", Duration::from_secs(30))?;
+    let worker = Arc::new(worker::Worker {
+        client,
+        producer: producer.clone(),
+        topics: topics.clone(),
+        catalog: settings.catalog,
+        subscriptions,
+        url_policy: settings.url_policy,
+        config: settings.delivery.clone(),
+    });
+    let task: partitioned::PartitionTask =
+        Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());
+    partitioned::run(
+        &settings.kafka,
+        GroupOptions {
+            group_id: settings.delivery.group_id.clone(),
+            topics: vec![topics.deliveries()],
+            drain_timeout: settings.delivery.drain_timeout,
+        },
+        task,
+        shutdown,
+    )
+    .await?;
+    producer.flush(Duration::from_secs(5))?;
+    admin.await.ok();
+    tracing::info!("delivery stopped");
+    Ok(())
+}

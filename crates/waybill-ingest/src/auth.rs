@@ -1,0 +1,93 @@
+//! API keys: `Authorization: Bearer <key>` or `X-Api-Key: <key>`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::config::ApiKeyConfig;
+use crate::error::ApiError;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// API key id (for `created_by`/`updated_by`).
+    pub key_id: String,
+    /// The tenant whose objects the caller sees.
+    pub tenant_id: String,
+}
+
+/// Known keys, held by their SHA-256 digest so the process keeps no key
+/// in a comparable clear form and lookups do not leak timing about prefixes.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys(HashMap<[u8; 32], Principal>);
+
+impl ApiKeys {
+    /// From the configured keys.
+    pub fn new(keys: &[ApiKeyConfig]) -> Self {
+        Self(
+            keys.iter()
+                .map(|k| {
+                    (
+                        digest(&k.key),
+                        Principal {
+                            key_id: k.id.clone(),
+                            tenant_id: k.tenant_id.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The principal of a presented key.
+    pub fn authenticate(&self, key: &str) -> Option<&Principal> {
+        self.0.get(&digest(key))
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl FromRequestParts<Arc<AppState>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let key = match (header("authorization"), header("x-api-key")) {
+            (Some(auth), _) => {
+                let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
+                if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+                    return Err(ApiError::unauthorized(
+                        "the Authorization header must be `Bearer <api key>`",
+                    ));
+                }
+                token.trim()
+            }
+            (None, Some(key)) => key,
+            (None, None) => {
+                return Err(ApiError::unauthorized(
+                    "missing API key: send `Authorization: Bearer <api key>` or `X-Api-Key: <api key>`",
+                ));
+            }
+        };
+        state
+            .api_keys
+            .authenticate(key)
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+    }
+}

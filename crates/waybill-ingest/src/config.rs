@@ -1,0 +1,71 @@
+//! The `[ingest]` configuration section.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings of the ingest service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct IngestConfig {
+    /// Address of the HTTP API (also serves `/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+    /// How long a write waits for this service's projection to apply it
+    /// before answering `503 unavailable` (read-your-writes).
+    #[serde(with = "waybill_core::duration")]
+    pub write_timeout: Duration,
+    /// Largest accepted event body, in bytes.
+    pub max_event_bytes: usize,
+    /// API keys and the tenant each belongs to (until tenants are managed
+    /// through the API).
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One API key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// Key id, shown in `created_by`/`updated_by` (never the key itself).
+    pub id: String,
+    /// The secret key clients send.
+    pub key: String,
+    /// The tenant the key acts for.
+    pub tenant_id: String,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            write_timeout: Duration::from_secs(5),
+            max_event_bytes: 256 * 1024,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Every problem with these settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.api_keys.is_empty() {
+            out.push("ingest.api_keys: at least one API key is required".into());
+        }
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if key.key.len() < 16 {
+                out.push(format!(
+                    "ingest.api_keys[{i}].key: must be at least 16 characters"
+                ));
+            }
+            if key.id.is_empty() || key.tenant_id.is_empty() {
+                out.push(format!(
+                    "ingest.api_keys[{i}]: `id` and `tenant_id` are required"
+                ));
+            }
+        }
+        if self.max_event_bytes < 1024 {
+            out.push("ingest.max_event_bytes: must be at least 1024".into());
+        }
+        out
+    }
+}

@@ -1,0 +1,124 @@
+//! The HTTP boundary's error type.
+
+use axum::Json;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use waybill_core::FieldError;
+
+/// An API error: a status, a stable code and a message that says what to fix.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    details: Vec<FieldError>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    details: &'a [FieldError],
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            details: Vec::new(),
+        }
+    }
+
+    /// 401: missing or unknown API key.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404: no such object for this tenant.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 413.
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// 503: Kafka is unavailable or lagging; the client may retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// 500: details go to the log, not to the client.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; it has been logged",
+        )
+    }
+
+    /// 400 `validation_failed`: every invalid field in `details`. A body
+    /// that is not JSON is reported on the field `body`, with the parser's
+    /// line and column in the message.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let first = errors
+            .first()
+            .cloned()
+            .unwrap_or_else(|| FieldError::new("body", "invalid"));
+        let message = if errors.len() == 1 {
+            first.to_string()
+        } else {
+            format!(
+                "{} (and {} more problems, see details)",
+                first,
+                errors.len() - 1
+            )
+        };
+        let mut error = Self::new(StatusCode::BAD_REQUEST, "validation_failed", message);
+        error.field = Some(first.field);
+        error.details = errors;
+        error
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+                details: &self.details,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found_route(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,87 @@
+//! `/v1/events`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use time::OffsetDateTime;
+use waybill_core::event::parse_event_request;
+use waybill_core::trace::TraceParent;
+use waybill_kafka::headers;
+use waybill_proto::Message;
+use waybill_proto::convert::event_to_proto;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::body::read_json;
+use crate::error::ApiError;
+
+/// Where an accepted event was written.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    id: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// `POST /v1/events` → `202 {"id", "topic", "partition", "offset"}`.
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    request_headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let body = read_json(&request_headers, body, state.config.max_event_bytes).await?;
+    let accepted = parse_event_request(
+        &body,
+        &principal.tenant_id,
+        &state.catalog,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(ApiError::validation)?;
+    let event = accepted.event;
+    let topic = state.topics.domain(accepted.topic);
+
+    // Continue the caller's trace if it sent one, else start one here.
+    let trace = request_headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map_or_else(TraceParent::new_root, |parent| parent.child());
+    let record = event_to_proto(&event).encode_to_vec();
+    let acked = state
+        .producer
+        .send(
+            &topic,
+            event.partition_key().as_bytes(),
+            Some(&record),
+            headers::standard(waybill_proto::SCHEMA_VERSION, Some(&trace)),
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, topic, "cannot publish event");
+            ApiError::unavailable("Kafka did not accept the event; retry shortly")
+        })?;
+    tracing::debug!(
+        event_id = %event.id,
+        event_name = %event.name,
+        topic,
+        partition = acked.partition,
+        offset = acked.offset,
+        trace_id = %trace.trace_id_hex(),
+        "event accepted"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            id: event.id,
+            topic,
+            partition: acked.partition,
+            offset: acked.offset,
+        }),
+    ))
+}

@@ -1,0 +1,152 @@
+//! The ingest service: Waybill's HTTP API.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `[ingest]` section (listen address, API keys, limits).
+//! - [`error`]: the one error type of the HTTP boundary, rendered as
+//!   `{"error": {"code", "message", "field", "details"}}`.
+//! - [`auth`]: API keys (`Authorization: Bearer` or `X-Api-Key`) → tenant.
+//! - [`body`]: JSON request bodies: content type, size limit.
+//! - [`subscriptions`]: `/v1/subscriptions` — publishes full subscription
+//!   state to the compacted topic and answers from this service's own
+//!   projection, after it applied the write (read-your-writes).
+//! - [`events`]: `/v1/events` — validates and publishes `DomainEvent`s,
+//!   keyed by entity id.
+//!
+//! The service keeps no state of its own: everything it serves is folded
+//! from Kafka, so any number of instances can run side by side.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod subscriptions;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use waybill_core::catalog::Catalog;
+use waybill_core::sealing::Keyring;
+use waybill_core::url_policy::UrlPolicy;
+use waybill_kafka::table::Table;
+use waybill_kafka::{KafkaConfig, Producer, Topics};
+use waybill_runtime::admin::{self, Readiness};
+use waybill_runtime::projection::Subscriptions;
+
+pub use config::IngestConfig;
+
+/// Errors that stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Kafka could not be set up.
+    #[error(transparent)]
+    Kafka(#[from] waybill_kafka::Error),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// The `[ingest]` section.
+    pub ingest: IngestConfig,
+    /// Keys sealing secrets on topics.
+    pub keys: Keyring,
+    /// Callback URL rules.
+    pub url_policy: UrlPolicy,
+    /// Known event types.
+    pub catalog: Catalog,
+}
+
+/// State shared by the request handlers.
+pub(crate) struct AppState {
+    pub producer: Producer,
+    pub topics: Topics,
+    pub catalog: Catalog,
+    pub keys: Keyring,
+    pub url_policy: UrlPolicy,
+    pub api_keys: auth::ApiKeys,
+    pub subscriptions: Table<Subscriptions>,
+    pub config: IngestConfig,
+}
+
+/// Runs the ingest API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let topics = Topics::new(&settings.kafka.topic_prefix);
+    if settings.kafka.create_topics {
+        waybill_kafka::topics::ensure_topics(&settings.kafka, &topics.specs(&settings.kafka))
+            .await?;
+    }
+    let producer = Producer::new(&settings.kafka, "waybill-ingest", Duration::from_secs(5))?;
+    let subscriptions = Table::follow(
+        &settings.kafka,
+        &topics.subscriptions(),
+        Subscriptions::new(settings.keys.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let readiness = Readiness::default();
+    let state = Arc::new(AppState {
+        producer: producer.clone(),
+        topics,
+        catalog: settings.catalog,
+        keys: settings.keys,
+        url_policy: settings.url_policy,
+        api_keys: auth::ApiKeys::new(&settings.ingest.api_keys),
+        subscriptions: subscriptions.clone(),
+        config: settings.ingest,
+    });
+
+    // Ready once the projection holds everything written before start-up.
+    let ready = readiness.clone();
+    let loading = shutdown.clone();
+    tokio::spawn(async move {
+        let started = SystemTime::now();
+        loop {
+            tokio::select! {
+                _ = loading.cancelled() => return,
+                r = subscriptions.wait_fresh(started, Duration::from_secs(30)) => match r {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = %e, "subscription projection still loading"),
+                },
+            }
+        }
+        tracing::info!(
+            subscriptions = subscriptions.read().len(),
+            "subscription projection loaded"
+        );
+        ready.set(true);
+    });
+
+    let app = router(state).merge(admin::router(readiness));
+    tracing::info!(addr = %listener.local_addr()?, "ingest API listening");
+    admin::serve(listener, app, shutdown).await?;
+    producer.flush(Duration::from_secs(5))?;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::create))
+        .route("/v1/subscriptions", post(subscriptions::create))
+        .route("/v1/subscriptions/{id}", get(subscriptions::get))
+        .fallback(error::not_found_route)
+        .with_state(state)
+}

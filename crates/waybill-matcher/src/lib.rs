@@ -1,0 +1,131 @@
+//! The matcher service.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `[matcher]` section.
+//! - [`tasks`]: the pure part — one event and a subscription snapshot in,
+//!   the delivery tasks out.
+//! - [`worker`]: one task per assigned domain-topic partition: decode,
+//!   wait for the projection, match, publish tasks, store offsets.
+//!
+//! The matcher never matches against a half-loaded projection: it loads the
+//! whole `subscriptions` topic before joining the consumer group, and for
+//! every event waits until the projection holds every subscription written
+//! before the event was produced.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod tasks;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use waybill_core::catalog::Catalog;
+use waybill_core::sealing::Keyring;
+use waybill_kafka::partitioned::{self, GroupOptions};
+use waybill_kafka::table::Table;
+use waybill_kafka::{KafkaConfig, Producer, Topics};
+use waybill_runtime::admin::{self, Readiness};
+use waybill_runtime::projection::Subscriptions;
+
+pub use config::MatcherConfig;
+
+/// Errors that stop the service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Kafka could not be set up.
+    #[error(transparent)]
+    Kafka(#[from] waybill_kafka::Error),
+    /// The admin server failed.
+    #[error("admin server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// The `[matcher]` section.
+    pub matcher: MatcherConfig,
+    /// Keys opening secrets of subscription records.
+    pub keys: Keyring,
+    /// Known event types (records of unknown types are dead-lettered).
+    pub catalog: Catalog,
+}
+
+/// Runs the matcher until `shutdown`; serves `/healthz` and `/readyz` on
+/// `admin_listener`.
+pub async fn run(
+    settings: Settings,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let topics = Topics::new(&settings.kafka.topic_prefix);
+    if settings.kafka.create_topics {
+        waybill_kafka::topics::ensure_topics(&settings.kafka, &topics.specs(&settings.kafka))
+            .await?;
+    }
+    let readiness = Readiness::default();
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::router(readiness.clone()),
+        shutdown.clone(),
+    ));
+
+    let subscriptions = Table::follow(
+        &settings.kafka,
+        &topics.subscriptions(),
+        Subscriptions::new(settings.keys.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let started = SystemTime::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = subscriptions.wait_fresh(started, Duration::from_secs(30)) => match r {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "subscription projection still loading"),
+            },
+        }
+    }
+    tracing::info!(
+        subscriptions = subscriptions.read().len(),
+        "subscription projection loaded; consuming events"
+    );
+    readiness.set(true);
+
+    let producer = Producer::new(&settings.kafka, "waybill-matcher", Duration::from_secs(30))?;
+    let worker = Arc::new(worker::Worker {
+        producer: producer.clone(),
+        topics: topics.clone(),
+        catalog: settings.catalog,
+        subscriptions,
+        config: settings.matcher.clone(),
+    });
+    let task: partitioned::PartitionTask =
+        Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());
+    partitioned::run(
+        &settings.kafka,
+        GroupOptions {
+            group_id: settings.matcher.group_id.clone(),
+            topics: topics.domains(),
+            drain_timeout: settings.matcher.drain_timeout,
+        },
+        task,
+        shutdown,
+    )
+    .await?;
+    producer.flush(Duration::from_secs(5))?;
+    admin.await.ok();
+    tracing::info!("matcher stopped");
+    Ok(())
+}

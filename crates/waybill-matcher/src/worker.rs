@@ -1,0 +1,200 @@
+//! One task per assigned domain-topic partition.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+use time::OffsetDateTime;
+use waybill_core::catalog::Catalog;
+use waybill_kafka::partitioned::Assigned;
+use waybill_kafka::table::Table;
+use waybill_kafka::{Producer, Topics, dead_letter, headers};
+use waybill_proto::Message as _;
+use waybill_proto::convert::event_from_proto;
+use waybill_proto::v1;
+use waybill_runtime::projection::Subscriptions;
+
+use crate::config::MatcherConfig;
+use crate::tasks::tasks_for;
+
+/// A pending outcome: resolves to the record's offset once everything it
+/// produced is acknowledged, or to the offset to restart from.
+type Pending = Pin<Box<dyn Future<Output = Result<i64, i64>> + Send>>;
+
+/// Shared by every partition task.
+pub struct Worker {
+    /// Publishes tasks and dead letters.
+    pub producer: Producer,
+    /// Topic names.
+    pub topics: Topics,
+    /// Known event types.
+    pub catalog: Catalog,
+    /// The subscription projection.
+    pub subscriptions: Table<Subscriptions>,
+    /// The `[matcher]` section.
+    pub config: MatcherConfig,
+}
+
+impl Worker {
+    /// Consumes one partition until it is revoked or the service stops.
+    ///
+    /// Records are handled in order; their tasks are enqueued in order, and
+    /// the partition's offset advances only over records whose tasks Kafka
+    /// acknowledged. If an acknowledgement fails, the partition rewinds to
+    /// that record and handles it again (same delivery ids, so receivers can
+    /// deduplicate).
+    pub async fn run_partition(self: Arc<Self>, assigned: Assigned) {
+        let mut stream = assigned.messages.stream();
+        let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+        let mut skip_until: Option<i64> = None;
+        loop {
+            let room = in_flight.len() < self.config.max_in_flight;
+            tokio::select! {
+                biased;
+                _ = assigned.stop.cancelled() => break,
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
+                    Ok(offset) => assigned.store_offset(offset),
+                    Err(restart) => {
+                        in_flight = FuturesOrdered::new();
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if let Err(e) = assigned.rewind(restart) {
+                            tracing::error!(partition = assigned.partition, error = %e, "cannot rewind");
+                        }
+                        // Records fetched before the seek took effect are dropped.
+                        skip_until = Some(restart);
+                    }
+                },
+                message = stream.next(), if room => {
+                    let message = match message {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::warn!(partition = assigned.partition, error = %e, "consume error");
+                            continue;
+                        }
+                        None => break,
+                    };
+                    if let Some(start) = skip_until {
+                        if message.offset() != start {
+                            continue;
+                        }
+                        skip_until = None;
+                    }
+                    match self.handle(&message).await {
+                        Some(pending) => in_flight.push_back(pending),
+                        None => break,
+                    }
+                }
+            }
+        }
+        // Finish what is in flight so its offsets can be committed on revoke.
+        while let Some(done) = in_flight.next().await {
+            match done {
+                Ok(offset) => assigned.store_offset(offset),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Decodes, matches and enqueues the tasks of one record. `None` when
+    /// the producer refuses work (the partition task stops; the record will
+    /// be consumed again after the next assignment).
+    async fn handle(&self, message: &BorrowedMessage<'_>) -> Option<Pending> {
+        let offset = message.offset();
+        let record = match v1::DomainEvent::decode(message.payload().unwrap_or_default()) {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .dead_letter(message, &format!("undecodable DomainEvent: {e}"))
+                    .await;
+            }
+        };
+        let event = match event_from_proto(record.clone(), &self.catalog) {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .dead_letter(message, &format!("invalid DomainEvent: {e}"))
+                    .await;
+            }
+        };
+
+        // Every subscription written before this event was produced must be
+        // in the projection before matching.
+        let produced_at = message
+            .timestamp()
+            .to_millis()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let produced_at = produced_at.min(SystemTime::now());
+        if let Err(e) = self
+            .subscriptions
+            .wait_fresh(produced_at, self.config.freshness_timeout)
+            .await
+        {
+            tracing::warn!(error = %e, event_id = %event.id, "matching with a lagging projection");
+        }
+
+        let tasks = {
+            let projection = self.subscriptions.read();
+            tasks_for(&event, &record, &projection, OffsetDateTime::now_utc())
+        };
+        let trace = headers::trace_parent(message.headers()).map(|t| t.child());
+        tracing::debug!(
+            event_id = %event.id,
+            event_name = %event.name,
+            partition = message.partition(),
+            offset,
+            matches = tasks.len(),
+            "event matched"
+        );
+        let deliveries = self.topics.deliveries();
+        let mut acks = Vec::with_capacity(tasks.len());
+        for task in &tasks {
+            let value = task.encode_to_vec();
+            match self
+                .producer
+                .enqueue(
+                    &deliveries,
+                    task.subscription_id.as_bytes(),
+                    Some(&value),
+                    headers::standard(waybill_proto::SCHEMA_VERSION, trace.as_ref()),
+                )
+                .await
+            {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot enqueue delivery task");
+                    return None;
+                }
+            }
+        }
+        Some(Box::pin(async move {
+            for ack in acks {
+                if let Err(e) = ack.await {
+                    tracing::error!(error = %e, offset, "delivery task not acknowledged; rewinding");
+                    return Err(offset);
+                }
+            }
+            Ok(offset)
+        }))
+    }
+
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str) -> Option<Pending> {
+        let offset = message.offset();
+        let sent =
+            dead_letter::send(&self.producer, &self.topics.dead_letters(), message, reason).await;
+        Some(Box::pin(async move {
+            match sent {
+                Ok(_) => Ok(offset),
+                Err(e) => {
+                    tracing::error!(error = %e, offset, "dead letter not acknowledged; rewinding");
+                    Err(offset)
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,91 @@
+//! The subscription projection: every subscription, folded from the
+//! compacted `subscriptions` topic (secrets opened with the operator keys).
+
+use std::collections::BTreeMap;
+
+use waybill_core::sealing::Keyring;
+use waybill_core::subscription::Subscription;
+use waybill_kafka::table::Fold;
+use waybill_proto::Message;
+use waybill_proto::convert::subscription_from_proto;
+use waybill_proto::v1;
+
+/// Subscriptions by tenant, then id.
+pub struct Subscriptions {
+    keys: Keyring,
+    by_tenant: BTreeMap<String, BTreeMap<String, Subscription>>,
+    tenant_of: BTreeMap<String, String>,
+}
+
+impl Subscriptions {
+    /// An empty projection that opens secrets with `keys`.
+    pub fn new(keys: Keyring) -> Self {
+        Self {
+            keys,
+            by_tenant: BTreeMap::new(),
+            tenant_of: BTreeMap::new(),
+        }
+    }
+
+    /// One subscription by id.
+    pub fn get(&self, id: &str) -> Option<&Subscription> {
+        let tenant = self.tenant_of.get(id)?;
+        self.by_tenant.get(tenant)?.get(id)
+    }
+
+    /// One tenant's subscriptions, by id.
+    pub fn of_tenant(&self, tenant_id: &str) -> impl Iterator<Item = &Subscription> {
+        self.by_tenant
+            .get(tenant_id)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+    }
+
+    /// How many subscriptions there are.
+    pub fn len(&self) -> usize {
+        self.tenant_of.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.tenant_of.is_empty()
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(tenant) = self.tenant_of.remove(id)
+            && let Some(subs) = self.by_tenant.get_mut(&tenant)
+        {
+            subs.remove(id);
+            if subs.is_empty() {
+                self.by_tenant.remove(&tenant);
+            }
+        }
+    }
+}
+
+impl Fold for Subscriptions {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let id = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
+        let Some(value) = value else {
+            self.remove(id);
+            return Ok(());
+        };
+        let record = v1::Subscription::decode(value).map_err(|e| e.to_string())?;
+        let subscription =
+            subscription_from_proto(record, &self.keys).map_err(|e| e.to_string())?;
+        if subscription.id != id {
+            return Err(format!(
+                "record id `{}` differs from its key",
+                subscription.id
+            ));
+        }
+        self.remove(id);
+        self.tenant_of
+            .insert(subscription.id.clone(), subscription.tenant_id.clone());
+        self.by_tenant
+            .entry(subscription.tenant_id.clone())
+            .or_default()
+            .insert(subscription.id.clone(), subscription);
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! Configuration sections shared by several services.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use waybill_core::sealing::Keyring;
+use waybill_core::url_policy::UrlPolicy;
+
+/// Keys that seal secrets on Kafka topics (`[secrets]`).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct SecretsConfig {
+    /// Id of the key that seals new records.
+    pub current_key_id: String,
+    /// Key id → base64 of 32 random bytes (`openssl rand -base64 32`).
+    /// Keep old keys here until no record sealed with them remains.
+    pub keys: BTreeMap<String, String>,
+}
+
+impl SecretsConfig {
+    /// The keyring, or every problem.
+    pub fn keyring(&self) -> Result<Keyring, String> {
+        if self.keys.is_empty() {
+            return Err(
+                "secrets.keys: at least one encryption key is required (base64 of 32 bytes, e.g. `openssl rand -base64 32`)"
+                    .into(),
+            );
+        }
+        Keyring::new(&self.current_key_id, &self.keys).map_err(|e| format!("secrets: {e}"))
+    }
+}
+
+/// Outbound URL rules (`[url_policy]`).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct UrlPolicyConfig {
+    /// Allow `http://` callback URLs (default false: https only).
+    pub allow_http: bool,
+    /// Allow loopback, private and link-local targets (default false).
+    pub allow_private_networks: bool,
+}
+
+impl From<&UrlPolicyConfig> for UrlPolicy {
+    fn from(c: &UrlPolicyConfig) -> Self {
+        UrlPolicy {
+            allow_http: c.allow_http,
+            allow_private_networks: c.allow_private_networks,
+        }
+    }
+}
