@@ -26,8 +26,12 @@ impl Fields {
     /// Fails with one error if the body is not a JSON object (the message
     /// carries the parser's line and column).
     pub fn parse(body: &[u8]) -> Result<Self, FieldError> {
-        let raw: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body)
-            .map_err(|e| FieldError::new("body", format!("not a JSON object: {e}")))?;
+        let raw: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
+            FieldError::new(
+                "body",
+                format!("must be a JSON object; the parser stopped at: {e}"),
+            )
+        })?;
         Ok(Self {
             prefix: String::new(),
             raw,

@@ -39,14 +39,16 @@ pub trait Validate {
     fn problems(&self) -> Vec<String>;
 }
 
-/// Loads `T` from an optional TOML file and environment pairs.
-pub fn load<T, I>(file: Option<&Path>, env: I) -> Result<T, ConfigErrors>
+/// Loads `T` from `base` (e.g. `waybill dev`'s defaults), overlaid by an
+/// optional TOML file, overlaid by environment pairs.
+pub fn load<T, I>(base: toml::Table, file: Option<&Path>, env: I) -> Result<T, ConfigErrors>
 where
     T: DeserializeOwned + Validate,
     I: IntoIterator<Item = (String, String)>,
 {
     let mut problems = Vec::new();
-    let mut root = match file {
+    let mut root = base;
+    let from_file = match file {
         None => toml::Table::new(),
         Some(path) => match std::fs::read_to_string(path) {
             Err(e) => {
@@ -66,6 +68,7 @@ where
             },
         },
     };
+    merge(&mut root, from_file);
 
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("WAYBILL_") else {
@@ -100,6 +103,18 @@ where
         Err(e) => {
             problems.push(e.to_string().trim().to_owned());
             Err(ConfigErrors(problems))
+        }
+    }
+}
+
+/// Overlays `top` on `base`, table by table.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
         }
     }
 }
@@ -175,7 +190,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "name = \"file\"\n[a]\nport = 80\n").unwrap();
+        let base: toml::Table = "name = \"base\"\n[a]\non = false\nport = 1"
+            .parse()
+            .unwrap();
         let root: Root = load(
+            base,
             Some(&file),
             env(&[
                 ("WAYBILL_A__PORT", "81"),
@@ -195,6 +214,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported() {
         let err = load::<Root, _>(
+            toml::Table::new(),
             None,
             env(&[
                 ("WAYBILL_A__PORTT", "1"),
@@ -211,14 +231,24 @@ mod tests {
                 "a.port: must not be 1"
             ]
         );
-        let err = load::<Root, _>(None, env(&[("WAYBILL_A__PORT", "many")])).unwrap_err();
+        let err = load::<Root, _>(
+            toml::Table::new(),
+            None,
+            env(&[("WAYBILL_A__PORT", "many")]),
+        )
+        .unwrap_err();
         assert!(err.0[0].contains("invalid type"), "{err}");
         assert!(err.to_string().contains("1 problem"));
     }
 
     #[test]
     fn missing_file_is_reported() {
-        let err = load::<Root, _>(Some(Path::new("/nonexistent/w.toml")), env(&[])).unwrap_err();
+        let err = load::<Root, _>(
+            toml::Table::new(),
+            Some(Path::new("/nonexistent/w.toml")),
+            env(&[]),
+        )
+        .unwrap_err();
         assert!(err.0[0].contains("/nonexistent/w.toml"));
     }
 }

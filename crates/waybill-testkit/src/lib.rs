@@ -1,0 +1,14 @@
+//! Test and developer support shared by the crates' tests, the end-to-end
+//! tests under `tests/`, and `waybill listen`.
+//!
+//! # Layout
+//!
+//! - [`receiver`]: an HTTP server that records every webhook it receives,
+//!   answers with a configurable status, and checks signatures.
+//! - [`wait`]: polling helpers with deadlines.
+#![forbid(unsafe_code)]
+
+pub mod receiver;
+pub mod wait;
+
+pub use receiver::{Received, Receiver};

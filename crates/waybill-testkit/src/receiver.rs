@@ -1,0 +1,203 @@
+//! A webhook receiver that records what it gets.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use tokio_util::sync::CancellationToken;
+use waybill_core::signing::SigningSecret;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// Raw body.
+    pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Received {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether its Standard Webhooks signature was made with `secret`.
+    pub fn signature_valid(&self, secret: &SigningSecret) -> bool {
+        let (Some(id), Some(ts), Some(sig)) = (
+            self.header("webhook-id"),
+            self.header("webhook-timestamp")
+                .and_then(|t| t.parse::<i64>().ok()),
+            self.header("webhook-signature"),
+        ) else {
+            return false;
+        };
+        secret.verify(sig, id, ts, &self.body)
+    }
+
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Called for every request (e.g. to print it).
+pub type OnRequest = Arc<dyn Fn(&Received) + Send + Sync>;
+
+struct Shared {
+    received: Mutex<Vec<Received>>,
+    /// Statuses to answer, in order; when exhausted, `default_status`.
+    script: Mutex<Vec<u16>>,
+    default_status: u16,
+    on_request: Option<OnRequest>,
+}
+
+/// A running receiver; stops when dropped.
+pub struct Receiver {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// How a receiver answers.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Address to bind; default `127.0.0.1:0`.
+    pub bind: Option<SocketAddr>,
+    /// Statuses for the first requests, in order (e.g. `[500, 500]`).
+    pub script: Vec<u16>,
+    /// Status after the script (default 200).
+    pub default_status: Option<u16>,
+    /// Hook called for every request.
+    pub on_request: Option<OnRequest>,
+}
+
+impl Receiver {
+    /// Starts a receiver answering 200 on a free loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::with(Options::default()).await
+    }
+
+    /// Starts a receiver with options.
+    pub async fn with(options: Options) -> std::io::Result<Self> {
+        let bind = options
+            .bind
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let mut script = options.script;
+        script.reverse();
+        let shared = Arc::new(Shared {
+            received: Mutex::new(Vec::new()),
+            script: Mutex::new(script),
+            default_status: options.default_status.unwrap_or(200),
+            on_request: options.on_request,
+        });
+        let stop = CancellationToken::new();
+        let app = Router::new().fallback(record).with_state(shared.clone());
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { until.cancelled().await })
+                .await;
+        });
+        Ok(Self { addr, shared, stop })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared
+            .received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until at least `n` requests arrived, then returns all of them.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<Received>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return Ok(got);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "received {} of {n} expected requests within {timeout:?}",
+                    got.len()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let received = Received {
+        method: method.to_string(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), ToString::to_string),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+        at: Instant::now(),
+    };
+    if let Some(hook) = &shared.on_request {
+        hook(&received);
+    }
+    shared
+        .received
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(received);
+    let status = shared
+        .script
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop()
+        .unwrap_or(shared.default_status);
+    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+}

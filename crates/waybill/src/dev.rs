@@ -1,0 +1,274 @@
+//! `waybill dev`: the whole system in one process on an embedded broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use waybill_core::catalog::Catalog;
+use waybill_core::sealing::Keyring;
+use waybill_kafka::Topics;
+use waybill_kafka::embedded::EmbeddedBroker;
+use waybill_runtime::config::ConfigErrors;
+
+use crate::{Config, Service};
+
+/// The API key `waybill dev` accepts unless `--api-key` says otherwise. The
+/// dev API listens on loopback only; never use this key elsewhere.
+pub const DEV_API_KEY: &str = "wb_dev_0123456789abcdef";
+/// The tenant of the dev API key.
+pub const DEV_TENANT: &str = "ten_dev";
+
+/// Options of `waybill dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Port of the HTTP API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// API key to accept.
+    #[arg(long, default_value = DEV_API_KEY)]
+    pub api_key: String,
+}
+
+/// A running dev stack.
+pub struct DevStack {
+    /// Address of the HTTP API.
+    pub api: SocketAddr,
+    /// Addresses of the matcher's and delivery's admin endpoints.
+    pub admin: Vec<SocketAddr>,
+    /// The accepted API key.
+    pub api_key: String,
+    /// The embedded broker's bootstrap address.
+    pub brokers: String,
+    /// The configuration the services run with.
+    pub config: Config,
+    shutdown: CancellationToken,
+    services: Vec<(Service, JoinHandle<anyhow::Result<()>>)>,
+    broker: EmbeddedBroker,
+}
+
+/// Dev defaults, beneath the user's file and environment.
+pub fn base_config(port: u16, api_key: &str) -> toml::Table {
+    let text = format!(
+        r#"
+[kafka]
+partitions = 4
+subscriptions_partitions = 1
+
+[secrets]
+current_key_id = "dev"
+keys = {{ dev = "{key}" }}
+
+[url_policy]
+allow_http = true
+allow_private_networks = true
+
+[ingest]
+listen = "127.0.0.1:{port}"
+api_keys = [{{ id = "key_dev", key = "{api_key}", tenant_id = "{DEV_TENANT}" }}]
+
+[matcher]
+listen = "127.0.0.1:0"
+
+[delivery]
+listen = "127.0.0.1:0"
+"#,
+        key = Keyring::generate_key(),
+    );
+    text.parse()
+        .expect("the dev base configuration is valid TOML")
+}
+
+/// Starts the broker and the three services; returns once all are ready.
+pub async fn start(mut config: Config) -> anyhow::Result<DevStack> {
+    let broker = EmbeddedBroker::start().context("cannot start the embedded broker")?;
+    config.kafka.brokers = broker.bootstrap_servers();
+    config.kafka.create_topics = false;
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    broker.create_topics(&topics.specs(&config.kafka))?;
+    tracing::info!(brokers = %config.kafka.brokers, "embedded broker started");
+
+    let shutdown = CancellationToken::new();
+    let keys = config.secrets.keyring().map_err(anyhow::Error::msg)?;
+    let catalog = Catalog::builtin();
+    let url_policy: waybill_core::url_policy::UrlPolicy = (&config.url_policy).into();
+
+    let api_listener = bind(config.ingest.listen).await?;
+    let matcher_listener = bind(config.matcher.listen).await?;
+    let delivery_listener = bind(config.delivery.listen).await?;
+    let api = api_listener.local_addr()?;
+    let admin = vec![
+        matcher_listener.local_addr()?,
+        delivery_listener.local_addr()?,
+    ];
+
+    let mut services = Vec::new();
+    let ingest = waybill_ingest::Settings {
+        kafka: config.kafka.clone(),
+        ingest: config.ingest.clone(),
+        keys: keys.clone(),
+        url_policy: url_policy.clone(),
+        catalog: catalog.clone(),
+    };
+    let stop = shutdown.clone();
+    services.push((
+        Service::Ingest,
+        tokio::spawn(async move { Ok(waybill_ingest::run(ingest, api_listener, stop).await?) }),
+    ));
+    let matcher = waybill_matcher::Settings {
+        kafka: config.kafka.clone(),
+        matcher: config.matcher.clone(),
+        keys: keys.clone(),
+        catalog: catalog.clone(),
+    };
+    let stop = shutdown.clone();
+    services.push((
+        Service::Matcher,
+        tokio::spawn(
+            async move { Ok(waybill_matcher::run(matcher, matcher_listener, stop).await?) },
+        ),
+    ));
+    let delivery = waybill_delivery::Settings {
+        kafka: config.kafka.clone(),
+        delivery: config.delivery.clone(),
+        keys,
+        url_policy,
+        catalog,
+    };
+    let stop = shutdown.clone();
+    services.push((
+        Service::Delivery,
+        tokio::spawn(
+            async move { Ok(waybill_delivery::run(delivery, delivery_listener, stop).await?) },
+        ),
+    ));
+
+    let stack = DevStack {
+        api,
+        admin,
+        api_key: config.ingest.api_keys[0].key.clone(),
+        brokers: config.kafka.brokers.clone(),
+        config,
+        shutdown,
+        services,
+        broker,
+    };
+    stack.wait_ready(Duration::from_secs(60)).await?;
+    Ok(stack)
+}
+
+impl DevStack {
+    /// `http://127.0.0.1:<port>`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    /// The embedded broker (for fault injection in tests).
+    pub fn broker(&self) -> &EmbeddedBroker {
+        &self.broker
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let mut addrs = vec![self.api];
+        addrs.extend(&self.admin);
+        for addr in addrs {
+            let url = format!("http://{addr}/readyz");
+            waybill_testkit::wait::until(&format!("{url} to answer 200"), timeout, || {
+                let client = client.clone();
+                let url = url.clone();
+                let failed = self.services.iter().any(|(_, h)| h.is_finished());
+                async move {
+                    if failed {
+                        return Some(false);
+                    }
+                    let ok = client
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    ok.then_some(true)
+                }
+            })
+            .await
+            .map_err(anyhow::Error::msg)?
+            .then_some(())
+            .context("a service stopped during start-up")?;
+        }
+        Ok(())
+    }
+
+    /// Stops every service (draining in-flight work) and the broker.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut result = Ok(());
+        for (service, handle) in self.services {
+            match handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e.context(format!("{service:?} failed"))),
+                Err(e) => result = Err(anyhow::anyhow!("{service:?} panicked: {e}")),
+            }
+        }
+        drop(self.broker);
+        result
+    }
+
+    /// Waits until a service stops on its own (an error) or `shutdown` fires.
+    async fn supervise(&mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            if let Some(i) = self.services.iter().position(|(_, h)| h.is_finished()) {
+                let (service, handle) = self.services.remove(i);
+                return match handle.await {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("{service:?} stopped unexpectedly")),
+                    Ok(Err(e)) => Err(e.context(format!("{service:?} failed"))),
+                    Err(e) => Err(anyhow::anyhow!("{service:?} panicked: {e}")),
+                };
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}; is another waybill running? (try --port)")
+    })
+}
+
+/// `waybill dev`.
+pub async fn run(
+    args: DevArgs,
+    file: Option<PathBuf>,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let config = crate::load(base_config(args.port, &args.api_key), file.as_deref(), env)?;
+    let mut problems = Vec::new();
+    for service in [Service::Ingest, Service::Matcher, Service::Delivery] {
+        problems.extend(config.service_problems(service));
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems).into());
+    }
+    let shutdown = waybill_runtime::shutdown::on_signal();
+    let mut stack = start(config).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!();
+        println!("Waybill dev is running (embedded Kafka broker, in memory; Ctrl-C stops it)");
+        println!("api: {}", stack.api_url());
+        println!("api key: {}", stack.api_key);
+        println!("tenant: {DEV_TENANT}");
+        println!("kafka: {}", stack.brokers);
+        println!("receiver for trying it: waybill listen --port 9000");
+        println!();
+    }
+    let result = stack.supervise(shutdown).await;
+    let stopped = stack.stop().await;
+    result.and(stopped)
+}

@@ -1,0 +1,224 @@
+//! The `waybill` command.
+//!
+//! # Layout
+//!
+//! - [`config`]: the configuration file, one section per part.
+//! - [`dev`]: `waybill dev` — the three services in one process on an
+//!   embedded broker, for trying Waybill and for in-process tests.
+//! - [`listen`]: `waybill listen` — a local webhook receiver that prints
+//!   what arrives and checks signatures.
+//!
+//! This crate only wires configuration to the services' `run` functions.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dev;
+pub mod listen;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use waybill_core::catalog::Catalog;
+use waybill_runtime::config::ConfigErrors;
+use waybill_runtime::telemetry::{self, LogFormat};
+
+pub use config::{Config, Service};
+
+/// Kafka-native webhook delivery for logistics platforms.
+#[derive(Debug, Parser)]
+#[command(name = "waybill", version, about)]
+pub struct Cli {
+    /// TOML configuration file; `WAYBILL_<SECTION>__<KEY>` variables override it.
+    #[arg(long, short, global = true, env = "WAYBILL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (events and subscriptions in, records on Kafka out).
+    Ingest,
+    /// Run the matcher (domain events → delivery tasks).
+    Matcher,
+    /// Run the delivery workers (delivery tasks → signed webhook requests).
+    Delivery,
+    /// Run everything in one process on an embedded Kafka broker.
+    Dev(dev::DevArgs),
+    /// Run a local webhook receiver that prints what it receives.
+    Listen(listen::ListenArgs),
+    /// Check the configuration and print it as the services would read it
+    /// (secrets and keys are not printed).
+    CheckConfig,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format =
+        match LogFormat::from_env_value(std::env::var("WAYBILL_LOG_FORMAT").ok().as_deref()) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    telemetry::init(format, std::env::var("RUST_LOG").ok().as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, std::env::vars().collect())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(config) = e.downcast_ref::<ConfigErrors>() {
+                eprint!("error: {config}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Runs a parsed command line with the given environment.
+pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ingest => serve(Service::Ingest, cli.config, env).await,
+        Command::Matcher => serve(Service::Matcher, cli.config, env).await,
+        Command::Delivery => serve(Service::Delivery, cli.config, env).await,
+        Command::Dev(args) => dev::run(args, cli.config, env).await,
+        Command::Listen(args) => listen::run(args).await,
+        Command::CheckConfig => {
+            let config = load(toml::Table::new(), cli.config.as_deref(), env)?;
+            let mut problems = Vec::new();
+            for service in [Service::Ingest, Service::Matcher, Service::Delivery] {
+                problems.extend(config.service_problems(service));
+            }
+            if !problems.is_empty() {
+                return Err(ConfigErrors(problems).into());
+            }
+            #[allow(clippy::print_stdout)]
+            {
+                println!("configuration is valid");
+                println!("kafka.brokers = {}", config.kafka.brokers);
+                println!("kafka.topic_prefix = {:?}", config.kafka.topic_prefix);
+                println!("ingest.listen = {}", config.ingest.listen);
+                println!("matcher.listen = {}", config.matcher.listen);
+                println!("delivery.listen = {}", config.delivery.listen);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads the configuration from `base`, the file and the environment.
+pub fn load(
+    base: toml::Table,
+    file: Option<&std::path::Path>,
+    env: Vec<(String, String)>,
+) -> Result<Config, ConfigErrors> {
+    waybill_runtime::config::load(base, file, env)
+}
+
+async fn serve(
+    service: Service,
+    file: Option<PathBuf>,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let config = load(toml::Table::new(), file.as_deref(), env)?;
+    let problems = config.service_problems(service);
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems).into());
+    }
+    let shutdown = waybill_runtime::shutdown::on_signal();
+    start_service(service, &config, shutdown).await
+}
+
+/// Binds the service's listener and runs it until `shutdown`.
+pub async fn start_service(
+    service: Service,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let keys = config.secrets.keyring().map_err(anyhow::Error::msg)?;
+    let catalog = Catalog::builtin();
+    let url_policy = (&config.url_policy).into();
+    match service {
+        Service::Ingest => {
+            let listener = bind(config.ingest.listen).await?;
+            let settings = waybill_ingest::Settings {
+                kafka: config.kafka.clone(),
+                ingest: config.ingest.clone(),
+                keys,
+                url_policy,
+                catalog,
+            };
+            run_ingest(settings, listener, shutdown).await
+        }
+        Service::Matcher => {
+            let listener = bind(config.matcher.listen).await?;
+            let settings = waybill_matcher::Settings {
+                kafka: config.kafka.clone(),
+                matcher: config.matcher.clone(),
+                keys,
+                catalog,
+            };
+            run_matcher(settings, listener, shutdown).await
+        }
+        Service::Delivery => {
+            let listener = bind(config.delivery.listen).await?;
+            let settings = waybill_delivery::Settings {
+                kafka: config.kafka.clone(),
+                delivery: config.delivery.clone(),
+                keys,
+                url_policy,
+                catalog,
+            };
+            run_delivery(settings, listener, shutdown).await
+        }
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn run_ingest(
+    settings: waybill_ingest::Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Ok(waybill_ingest::run(settings, listener, shutdown).await?)
+}
+
+async fn run_matcher(
+    settings: waybill_matcher::Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Ok(waybill_matcher::run(settings, listener, shutdown).await?)
+}
+
+async fn run_delivery(
+    settings: waybill_delivery::Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    Ok(waybill_delivery::run(settings, listener, shutdown).await?)
+}
