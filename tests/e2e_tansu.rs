@@ -1,1 +1,303 @@
+//! End to end: a separate tansu broker process, the three services as three
+//! separate `waybill` processes, a subscription pointing at a local
+//! receiver, and one event of each domain that must arrive exactly once,
+//! signed, with the right body. Then SIGTERM stops every service cleanly.
+//!
+//! tansu is found through `WAYBILL_TANSU_BIN`, else at
+//! `$HOME/.cache/waybill/tansu-0.6.0/bin/tansu` (`scripts/ensure-tansu.sh`
+//! installs it there; `make test` runs that script first).
 
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use waybill_core::signing::SigningSecret;
+use waybill_testkit::receiver::Receiver;
+
+const KEY: &str = "wb_e2e_key_0123456789";
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("WAYBILL_TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = Path::new(&home).join(".cache/waybill/tansu-0.6.0/bin/tansu");
+    assert!(
+        path.exists(),
+        "tansu 0.6.0 not found at {}; run `scripts/ensure-tansu.sh` (or `make test`), or set WAYBILL_TANSU_BIN",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped (if still running).
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut command: Command, dir: &Path) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { name, child, log }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGTERM, then wait up to `grace` for a clean exit.
+    fn terminate(&mut self, grace: Duration) -> Result<(), String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("kill -TERM {} failed", self.name));
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} exited with {status}\n{}",
+                        self.name,
+                        self.log_tail()
+                    ))
+                };
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} did not exit within {grace:?}\n{}",
+                    self.name,
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_http_ok(url: &str, procs: &mut [Proc], timeout: Duration) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{} exited early ({status}):\n{}", p.name, p.log_tail());
+            }
+        }
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- {}\n{}", p.name, p.log_tail()))
+                .collect();
+            panic!("{url} not ready within {timeout:?}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_tcp(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_of_each_domain_arrives_once_through_three_processes_on_tansu() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker_port = free_port();
+    let broker: SocketAddr = format!("127.0.0.1:{broker_port}").parse().unwrap();
+    let mut tansu_cmd = Command::new(tansu_bin());
+    tansu_cmd.args([
+        "broker",
+        "--listener-url",
+        &format!("tcp://127.0.0.1:{broker_port}"),
+        "--advertised-listener-url",
+        &format!("tcp://127.0.0.1:{broker_port}"),
+        "--storage-engine",
+        "memory://tansu/",
+    ]);
+    let _tansu = Proc::spawn("tansu", tansu_cmd, dir.path());
+    wait_tcp(broker, Duration::from_secs(30)).await;
+
+    let (api_port, matcher_port, delivery_port) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("waybill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "127.0.0.1:{broker_port}"
+partitions = 3
+subscriptions_partitions = 1
+
+[secrets]
+current_key_id = "k1"
+keys = {{ k1 = "{key}" }}
+
+[url_policy]
+allow_http = true
+allow_private_networks = true
+
+[ingest]
+listen = "127.0.0.1:{api_port}"
+api_keys = [{{ id = "key_e2e", key = "{KEY}", tenant_id = "ten_e2e" }}]
+
+[matcher]
+listen = "127.0.0.1:{matcher_port}"
+
+[delivery]
+listen = "127.0.0.1:{delivery_port}"
+retry_initial_delay = "100ms"
+"#,
+            key = waybill_core::sealing::Keyring::generate_key(),
+        ),
+    )
+    .unwrap();
+
+    let service = |name: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_waybill"));
+        c.args([name, "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info");
+        c
+    };
+    // Ingest first: it creates the topics.
+    let mut procs = vec![Proc::spawn("ingest", service("ingest"), dir.path())];
+    let api = format!("http://127.0.0.1:{api_port}");
+    wait_http_ok(
+        &format!("{api}/readyz"),
+        &mut procs,
+        Duration::from_secs(60),
+    )
+    .await;
+    procs.push(Proc::spawn("matcher", service("matcher"), dir.path()));
+    procs.push(Proc::spawn("delivery", service("delivery"), dir.path()));
+    for port in [matcher_port, delivery_port] {
+        wait_http_ok(
+            &format!("http://127.0.0.1:{port}/readyz"),
+            &mut procs,
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+
+    let receiver = Receiver::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{api}/v1/subscriptions"))
+        .bearer_auth(KEY)
+        .json(&json!({"name": "e2e", "url": receiver.url("/hook"), "event_types": ["*"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = SigningSecret::parse(created["signing_secret"].as_str().expect("secret")).unwrap();
+    let subscription_id = created["id"].as_str().unwrap().to_owned();
+
+    let events = [
+        ("freights.publication.accepted", "freight", "F-100"),
+        ("freight_orders.order.created", "order", "O-100"),
+        (
+            "time_slot_management.announcement.updated",
+            "announcement",
+            "A-100",
+        ),
+        (
+            "loads_monitoring.monitoring.monitoring_completed",
+            "monitoring",
+            "M-100",
+        ),
+    ];
+    for (i, (name, kind, id)) in events.iter().enumerate() {
+        let r = http
+            .post(format!("{api}/v1/events"))
+            .bearer_auth(KEY)
+            .json(&json!({"id": format!("evt-e2e-{i}"), "event_name": name,
+                          "entity": {"type": kind, "id": id}, "data": {"seq": i}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+
+    let got = match receiver
+        .wait_for(events.len(), Duration::from_secs(90))
+        .await
+    {
+        Ok(got) => got,
+        Err(e) => {
+            let logs: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- {}\n{}", p.name, p.log_tail()))
+                .collect();
+            panic!("{e}\n{}", logs.join("\n"));
+        }
+    };
+    // Nothing more arrives (exactly once in the happy path).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received().len(), events.len(), "no duplicates");
+    for (i, (name, kind, id)) in events.iter().enumerate() {
+        let event_id = format!("evt-e2e-{i}");
+        let r = got
+            .iter()
+            .find(|r| r.json()["id"] == event_id.as_str())
+            .unwrap_or_else(|| panic!("{event_id} did not arrive"));
+        assert!(r.signature_valid(&secret), "{event_id}: signature");
+        let body = r.json();
+        assert_eq!(body["event_name"], *name);
+        assert_eq!(body["entity"], json!({"type": kind, "id": id}));
+        assert_eq!(body["data"], json!({"seq": i}));
+        assert_eq!(
+            r.header("webhook-id").unwrap(),
+            waybill_core::ids::delivery_id("ten_e2e", &event_id, &subscription_id)
+        );
+    }
+
+    // Graceful shutdown: every service exits 0 on SIGTERM within its grace.
+    for p in procs.iter_mut().rev() {
+        p.terminate(Duration::from_secs(30)).unwrap();
+    }
+}

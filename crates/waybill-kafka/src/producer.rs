@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::set_default;
 use crate::{Error, KafkaConfig, Result};
@@ -70,13 +71,12 @@ impl Producer {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
-            Err((rdkafka::error::KafkaError::MessageProduction(code), _))
-                if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
-            {
-                Err(Error::Timeout(format!(
-                    "room in the producer queue for {topic} (Kafka is slower than the input)"
-                )))
-            }
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                _,
+            )) => Err(Error::Timeout(format!(
+                "room in the producer queue for {topic} (Kafka is slower than the input)"
+            ))),
             Err((e, _)) => Err(Error::Kafka(e)),
         }
     }
@@ -103,9 +103,10 @@ impl Producer {
         let delivery = loop {
             match self.inner.send_result(record) {
                 Ok(delivery) => break delivery,
-                Err((rdkafka::error::KafkaError::MessageProduction(code), back))
-                    if code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
-                {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(Error::Timeout(format!(
                             "room in the producer queue for {topic} (Kafka is slower than the input)"

@@ -12,6 +12,8 @@ use waybill_core::subscription::{Method, Status, Subscription};
 
 use crate::v1;
 
+pub use prost_types::Timestamp;
+
 /// Why a record is not usable. Records that fail here are poison: they are
 /// sent to the dead-letter topic with this message.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,51 @@
+# Waybill developer commands. `make help` lists them.
+
+CARGO ?= cargo
+PORT ?= 8080
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: dev
+dev: ## Build and run everything in one process on an embedded broker (API on :8080)
+	$(CARGO) run --locked -q -p waybill -- dev --port $(PORT)
+
+.PHONY: listen
+listen: ## Run a local webhook receiver on :9000 that prints what arrives
+	$(CARGO) run --locked -q -p waybill -- listen --port 9000
+
+.PHONY: build
+build: ## Build every crate
+	$(CARGO) build --locked --workspace
+
+.PHONY: tansu
+tansu: ## Install the tansu broker for end-to-end tests (cached in ~/.cache/waybill)
+	scripts/ensure-tansu.sh
+
+.PHONY: test
+test: ## Run every test: unit, in-process (embedded broker), end-to-end (tansu + 3 processes)
+	WAYBILL_TANSU_BIN="$$(scripts/ensure-tansu.sh)" $(CARGO) test --locked --workspace
+
+.PHONY: e2e
+e2e: ## Run only the end-to-end tests against tansu
+	WAYBILL_TANSU_BIN="$$(scripts/ensure-tansu.sh)" $(CARGO) test --locked -p waybill --test e2e_tansu
+
+.PHONY: lint
+lint: ## Check formatting and clippy (as CI does)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: latency
+latency: ## Measure POST /v1/events → receiver latency in an in-process dev stack (writes target/latency.json)
+	$(CARGO) run --locked --release -p waybill --example dev_latency
+
+.PHONY: ci
+ci: ## Run what CI runs
+	bash .ci/run

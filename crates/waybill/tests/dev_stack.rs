@@ -1,0 +1,395 @@
+//! The whole system in one process on the embedded broker, driven through
+//! its real HTTP API, with a real receiver.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use waybill::dev::{self, DevStack};
+use waybill_core::signing::SigningSecret;
+use waybill_testkit::receiver::{Options, Receiver};
+
+const KEY: &str = "wb_test_key_0123456789";
+
+async fn start_stack() -> DevStack {
+    tracing_subscriber_init();
+    let env = vec![
+        // Fast in-place retries for the failing-receiver case.
+        (
+            "WAYBILL_DELIVERY__RETRY_INITIAL_DELAY".to_owned(),
+            "50ms".to_owned(),
+        ),
+        (
+            "WAYBILL_DELIVERY__RETRY_MAX_DELAY".to_owned(),
+            "200ms".to_owned(),
+        ),
+    ];
+    let config = waybill::load(dev::base_config(0, KEY), None, env).expect("dev config");
+    dev::start(config).await.expect("dev stack starts")
+}
+
+fn tracing_subscriber_init() {
+    waybill_runtime::telemetry::init(
+        waybill_runtime::telemetry::LogFormat::Human,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(stack: &DevStack) -> Self {
+        Self {
+            base: stack.api_url(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn subscribe(
+        &self,
+        url: String,
+        event_types: Value,
+        enabled: bool,
+    ) -> (String, SigningSecret) {
+        let (status, body) = self
+            .post(
+                "/v1/subscriptions",
+                json!({"url": url, "event_types": event_types, "enabled": enabled}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let secret = SigningSecret::parse(body["signing_secret"].as_str().unwrap()).unwrap();
+        (body["id"].as_str().unwrap().to_owned(), secret)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_every_matching_subscription_signed_and_once() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    // The receiver refuses the first two requests: delivery must retry them.
+    let receiver = Receiver::with(Options {
+        script: vec![500, 503],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+
+    let (all_id, all_secret) = api
+        .subscribe(receiver.url("/all"), json!(["*"]), true)
+        .await;
+    let (orders_id, orders_secret) = api
+        .subscribe(receiver.url("/orders"), json!(["freight_orders.*"]), true)
+        .await;
+    api.subscribe(receiver.url("/disabled"), json!(["*"]), false)
+        .await;
+
+    // GET answers from the projection right after the write.
+    let got: Value = api
+        .http
+        .get(format!("{}/v1/subscriptions/{orders_id}", api.base))
+        .header("X-Api-Key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["event_types"], json!(["freight_orders.*"]));
+    assert!(
+        got.get("signing_secret").is_none(),
+        "the secret is only shown at creation"
+    );
+
+    let events = [
+        (
+            "freights.publication.accepted",
+            "freight",
+            "F-1",
+            "freights",
+        ),
+        ("freight_orders.order.created", "order", "O-1", "orders"),
+        (
+            "time_slot_management.time_window.created",
+            "time_window",
+            "TW-1",
+            "time_slot_management",
+        ),
+        (
+            "loads_monitoring.monitoring.device_added",
+            "monitoring",
+            "M-1",
+            "loads_monitoring",
+        ),
+    ];
+    let mut sent = BTreeMap::new();
+    for (i, (name, kind, id, topic)) in events.iter().enumerate() {
+        let event_id = format!("e-{i}");
+        let (status, body) = api
+            .post(
+                "/v1/events",
+                json!({"id": event_id, "event_name": name, "entity": {"type": kind, "id": id},
+                       "occurred_at": "2026-11-22T10:00:00Z", "data": {"n": i, "big": 12345678901234567890u64}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["topic"], *topic);
+        assert_eq!(body["id"], event_id);
+        sent.insert(event_id, (*name, *kind, *id));
+    }
+
+    // 4 to /all, 1 to /orders, 2 refused attempts that are retried.
+    let received = receiver.wait_for(7, Duration::from_secs(60)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = receiver.received().len().max(received.len());
+    assert_eq!(received, 7, "no extra deliveries");
+
+    let ok: Vec<_> = receiver.received().into_iter().skip(2).collect();
+    let mut by_path: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in receiver.received() {
+        let (secret, sub) = if r.path == "/all" {
+            (&all_secret, &all_id)
+        } else {
+            assert_eq!(r.path, "/orders", "nothing goes to a disabled subscription");
+            (&orders_secret, &orders_id)
+        };
+        assert!(
+            r.signature_valid(secret),
+            "valid Standard Webhooks signature"
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(r.header("user-agent").unwrap().starts_with("Waybill/"));
+        assert!(r.header("traceparent").is_some());
+        let body = r.json();
+        let event_id = body["id"].as_str().unwrap().to_owned();
+        let (name, kind, entity_id) = sent[&event_id];
+        assert_eq!(body["event_name"], name);
+        assert_eq!(body["entity"], json!({"type": kind, "id": entity_id}));
+        assert_eq!(body["occurred_at"], "2026-11-22T10:00:00Z");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("12345678901234567890"),
+            "data is delivered byte for byte"
+        );
+        assert_eq!(
+            r.header("webhook-id").unwrap(),
+            waybill_core::ids::delivery_id(dev::DEV_TENANT, &event_id, sub)
+        );
+        by_path
+            .entry(r.path.clone())
+            .or_default()
+            .insert(r.header("webhook-id").unwrap().to_owned());
+    }
+    assert_eq!(by_path["/all"].len(), 4);
+    assert_eq!(by_path["/orders"].len(), 1);
+    // The two refused attempts were retried with the same webhook-id.
+    let refused: Vec<_> = receiver.received().into_iter().take(2).collect();
+    for r in &refused {
+        assert!(
+            ok.iter()
+                .any(|o| o.header("webhook-id") == r.header("webhook-id"))
+        );
+    }
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_and_the_partition_moves_on() {
+    let stack = start_stack().await;
+    let api = Api::new(&stack);
+    let receiver = Receiver::start().await.unwrap();
+    api.subscribe(receiver.url("/hook"), json!(["freights.*"]), true)
+        .await;
+
+    // An upstream producer writes garbage, then a record with an unknown event.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.brokers)
+        .create()
+        .unwrap();
+    for (key, payload) in [
+        ("F-9", &b"\xff\x00garbage"[..]),
+        ("F-9", &unknown_event()[..]),
+    ] {
+        producer
+            .send(
+                FutureRecord::to("freights").key(key).payload(payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    // Then a good event for the same entity (same partition).
+    let (status, _) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.freight.create", "entity": {"id": "F-9"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for(1, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(got[0].json()["event_name"], "freights.freight.create");
+
+    // Both bad records are on the dead-letter topic, with their reasons.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.brokers)
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["dead_letters"]).unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let headers = m.headers().unwrap();
+        let reason = headers
+            .iter()
+            .find(|h| h.key == "waybill-dlq-reason")
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap();
+        assert_eq!(m.key(), Some(&b"F-9"[..]));
+        reasons.push(reason);
+    }
+    assert!(reasons[0].contains("undecodable"), "{reasons:?}");
+    assert!(reasons[1].contains("catalog"), "{reasons:?}");
+    stack.stop().await.unwrap();
+}
+
+fn unknown_event() -> Vec<u8> {
+    use waybill_proto::Message as _;
+    waybill_proto::v1::DomainEvent {
+        id: "bad-1".into(),
+        event_name: "freights.not_in_catalog".into(),
+        tenant_id: dev::DEV_TENANT.into(),
+        occurred_at: Some(prost_types_now()),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn prost_types_now() -> waybill_proto::convert::Timestamp {
+    waybill_proto::convert::timestamp(time::OffsetDateTime::now_utc())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_structured() {
+    let stack = start_stack().await;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", stack.api_url());
+
+    let r = http
+        .post(url("/v1/events"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "unauthorized"
+    );
+
+    let r = http
+        .post(url("/v1/events"))
+        .bearer_auth(KEY)
+        .body("event_name=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "unsupported_media_type"
+    );
+
+    let r = http
+        .post(url("/v1/subscriptions"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(r#"{"url": "#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "body");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("column")
+    );
+
+    let r = http
+        .post(url("/v1/subscriptions"))
+        .bearer_auth(KEY)
+        .json(&json!({"url": "ftp://x", "event_types": ["nope"], "method": "GET"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "validation_failed");
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["url", "method", "event_types[0]"]);
+
+    let r = http
+        .get(url("/v1/subscriptions/sub_missing"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+
+    let big = format!(
+        r#"{{"event_name": "freights.freight.create", "data": "{}"}}"#,
+        "a".repeat(300_000)
+    );
+    let r = http
+        .post(url("/v1/events"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "payload_too_large"
+    );
+    stack.stop().await.unwrap();
+}
