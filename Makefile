@@ -43,8 +43,8 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: latency
-latency: ## Measure POST /v1/events → receiver latency in an in-process dev stack (writes target/latency.json)
-	$(CARGO) run --locked --release -p waybill --example dev_latency
+latency: ## Measure POST /v1/events → arrival latency (median of 100) in the dev stack; writes target/latency.json
+	$(CARGO) run --locked -q -p waybill --example dev_latency -- 100 target/latency.json
 
 .PHONY: ci
 ci: ## Run what CI runs

@@ -22,8 +22,37 @@ pub struct KafkaConfig {
     /// Replication factor of created topics.
     pub replication_factor: i32,
     /// Extra librdkafka properties for every client (e.g. `security.protocol`,
-    /// `sasl.mechanism`, `sasl.username`, `sasl.password`).
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`). Numbers and
+    /// booleans are accepted and passed on as strings.
+    #[serde(deserialize_with = "scalar_map")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// A map whose values may be strings, numbers or booleans, kept as strings.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::Text(s) => s,
+                Scalar::Integer(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 impl Default for KafkaConfig {

@@ -67,3 +67,87 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn base() -> toml::Table {
+        crate::dev::base_config(0, "wb_test_key_0123456789")
+    }
+
+    #[test]
+    fn kafka_properties_accept_numbers_from_env_and_file() {
+        let mut base = base();
+        let file: toml::Table =
+            "[kafka.properties]\n\"linger.ms\" = 5\n\"enable.idempotence\" = true"
+                .parse()
+                .unwrap();
+        base.insert(
+            "kafka".into(),
+            toml::Value::Table(file["kafka"].as_table().unwrap().clone()),
+        );
+        let config: Config = waybill_runtime::config::load(
+            base,
+            None,
+            env(&[
+                ("WAYBILL_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "10"),
+                ("WAYBILL_KAFKA__BROKERS", "k1:9092,k2:9092"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.kafka.properties["fetch.wait.max.ms"], "10");
+        assert_eq!(config.kafka.properties["linger.ms"], "5");
+        assert_eq!(config.kafka.properties["enable.idempotence"], "true");
+        assert_eq!(config.kafka.brokers, "k1:9092,k2:9092");
+    }
+
+    #[test]
+    fn every_problem_of_every_section_is_reported() {
+        let err = waybill_runtime::config::load::<Config, _>(
+            toml::Table::new(),
+            None,
+            env(&[
+                ("WAYBILL_KAFKA__PARTITIONS", "0"),
+                ("WAYBILL_INGEST__LISTN", "x"),
+                ("WAYBILL_DELIVERY__TIMEOUT", "1s"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("ingest.listn: unknown key"), "{text}");
+        assert!(text.contains("delivery.timeout: unknown key"), "{text}");
+        assert!(
+            text.contains("kafka.partitions: must be between 1 and 10000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secrets.keys: at least one encryption key"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn services_check_their_own_sections() {
+        let config: Config = waybill_runtime::config::load(
+            base(),
+            None,
+            env(&[("WAYBILL_DELIVERY__CONNECT_TIMEOUT", "1m")]),
+        )
+        .unwrap();
+        assert!(config.service_problems(Service::Ingest).is_empty());
+        let problems = config.service_problems(Service::Delivery);
+        assert!(problems[0].contains("connect_timeout"), "{problems:?}");
+        let mut no_keys = config.clone();
+        no_keys.ingest.api_keys.clear();
+        assert!(no_keys.service_problems(Service::Ingest)[0].contains("api_keys"));
+        assert!(no_keys.service_problems(Service::Matcher).is_empty());
+    }
+}

@@ -58,6 +58,13 @@ pub fn base_config(port: u16, api_key: &str) -> toml::Table {
 partitions = 4
 subscriptions_partitions = 1
 
+# The embedded (mock) broker answers a fetch only when fetch.wait.max.ms
+# runs out, even when records arrive earlier (a real broker answers at once),
+# so every hop would add the whole wait. 10 ms keeps an event's trip through
+# the two hops around 30 ms for about 3 % more idle CPU than 100 ms.
+[kafka.properties]
+"fetch.wait.max.ms" = "10"
+
 [secrets]
 current_key_id = "dev"
 keys = {{ dev = "{key}" }}
