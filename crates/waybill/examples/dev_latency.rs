@@ -5,6 +5,8 @@
 //! `cargo run -p waybill --example dev_latency -- [events] [output.json]`
 //! (default 100 events after 10 warm-up events, output `target/latency.json`).
 
+#![allow(clippy::print_stdout)] // a measuring tool: its output is the result
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
