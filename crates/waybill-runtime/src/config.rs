@@ -1,7 +1,10 @@
 //! Layered configuration: defaults → TOML file → `WAYBILL_*` environment.
 //!
 //! Environment variables name a key path with `__` between levels:
-//! `WAYBILL_KAFKA__BROKERS=k1:9092` sets `kafka.brokers`. Values are read as
+//! `WAYBILL_KAFKA__BROKERS=k1:9092` sets `kafka.brokers`. Every key lives in
+//! a section, so a `WAYBILL_*` variable without `__` is not configuration
+//! (e.g. `WAYBILL_CACHE` of the scripts) — unless it starts with a section
+//! name, which is a typo reported with the right spelling. Values are read as
 //! TOML scalars when they parse as one (`3`, `true`), else as strings. Under
 //! `kafka.properties`, single underscores become dots, so
 //! `WAYBILL_KAFKA__PROPERTIES__SECURITY_PROTOCOL=SASL_SSL` sets the librdkafka
@@ -35,6 +38,9 @@ impl std::error::Error for ConfigErrors {}
 
 /// Implemented by configuration roots: cross-field checks after parsing.
 pub trait Validate {
+    /// Names of the top-level sections.
+    const SECTIONS: &'static [&'static str];
+
     /// Every problem (empty when valid).
     fn problems(&self) -> Vec<String>;
 }
@@ -75,6 +81,20 @@ where
             continue;
         };
         if NOT_CONFIG.contains(&name.as_str()) || rest.is_empty() {
+            continue;
+        }
+        if !rest.contains("__") {
+            let lower = rest.to_ascii_lowercase();
+            if let Some(section) = T::SECTIONS
+                .iter()
+                .find(|s| lower.starts_with(&format!("{s}_")))
+            {
+                let key = &rest[section.len() + 1..];
+                problems.push(format!(
+                    "{name}: not a configuration variable; did you mean WAYBILL_{}__{key}? (two underscores between section and key)",
+                    section.to_ascii_uppercase()
+                ));
+            }
             continue;
         }
         let mut path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -168,6 +188,8 @@ mod tests {
     }
 
     impl Validate for Root {
+        const SECTIONS: &'static [&'static str] = &["a"];
+
         fn problems(&self) -> Vec<String> {
             if self.a.port == 1 {
                 vec!["a.port: must not be 1".into()]
@@ -218,7 +240,9 @@ mod tests {
             None,
             env(&[
                 ("WAYBILL_A__PORTT", "1"),
-                ("WAYBILL_B", "x"),
+                ("WAYBILL_B__C", "x"),
+                ("WAYBILL_A_PORT", "2"),
+                ("WAYBILL_CACHE", "/tmp"),
                 ("WAYBILL_A__PORT", "1"),
             ]),
         )
@@ -226,6 +250,7 @@ mod tests {
         assert_eq!(
             err.0,
             [
+                "WAYBILL_A_PORT: not a configuration variable; did you mean WAYBILL_A__PORT? (two underscores between section and key)",
                 "a.portt: unknown key",
                 "b: unknown key",
                 "a.port: must not be 1"

@@ -47,6 +47,15 @@ pub enum Service {
 }
 
 impl Validate for Config {
+    const SECTIONS: &'static [&'static str] = &[
+        "kafka",
+        "secrets",
+        "url_policy",
+        "ingest",
+        "matcher",
+        "delivery",
+    ];
+
     /// Problems of the sections every service uses.
     fn problems(&self) -> Vec<String> {
         let mut out = self.kafka.problems();
@@ -118,11 +127,18 @@ mod tests {
                 ("WAYBILL_KAFKA__PARTITIONS", "0"),
                 ("WAYBILL_INGEST__LISTN", "x"),
                 ("WAYBILL_DELIVERY__TIMEOUT", "1s"),
+                ("WAYBILL_TANSU_BIN", "/usr/bin/tansu"),
+                ("WAYBILL_INGEST_LISTEN", "0.0.0.0:1"),
             ]),
         )
         .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("ingest.listn: unknown key"), "{text}");
+        assert!(
+            text.contains("did you mean WAYBILL_INGEST__LISTEN?"),
+            "{text}"
+        );
+        assert!(!text.contains("TANSU"), "{text}");
         assert!(text.contains("delivery.timeout: unknown key"), "{text}");
         assert!(
             text.contains("kafka.partitions: must be between 1 and 10000"),
