@@ -274,7 +274,7 @@ fn drive(consumer: Arc<GroupConsumer>, shutdown: CancellationToken) -> Result<()
                     Ok(m) => {
                         let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
                         drop(m);
-                        tracing::debug!(topic, partition, offset, "record on the main queue; rewinding partition");
+                        tracing::warn!(topic, partition, offset, "record on the main queue; rewinding partition");
                         if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
                             tracing::error!(topic, partition, offset, error = %e, "cannot rewind partition");
                         }

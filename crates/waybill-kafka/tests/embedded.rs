@@ -201,13 +201,14 @@ async fn partitioned_consumer_processes_everything_and_commits() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
     handle.await.unwrap().unwrap();
-    let mut second = again.lock().unwrap().clone();
-    second.sort();
-    let expected: Vec<String> = {
-        let mut v: Vec<String> = (100..110).map(|i| format!("k{i}")).collect();
-        v.sort();
-        v
-    };
+    // Committed offsets hold: nothing of the first run comes back, and every
+    // new record arrives. (A rebalance inside the second run, e.g. when the
+    // mock broker expires the first member's session, may redeliver a new
+    // record: at-least-once allows that, so it is not asserted against.)
+    let second: std::collections::BTreeSet<String> =
+        again.lock().unwrap().iter().cloned().collect();
+    let expected: std::collections::BTreeSet<String> =
+        (100..110).map(|i| format!("k{i}")).collect();
     assert_eq!(second, expected, "only the new records after a restart");
 }
 
