@@ -16,7 +16,7 @@ pub mod request;
 pub mod worker;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::net::TcpListener;
@@ -25,10 +25,9 @@ use waybill_core::catalog::Catalog;
 use waybill_core::sealing::Keyring;
 use waybill_core::url_policy::UrlPolicy;
 use waybill_kafka::partitioned::{self, GroupOptions};
-use waybill_kafka::table::Table;
-use waybill_kafka::{KafkaConfig, Producer, Topics};
+use waybill_kafka::{KafkaConfig, Producer};
 use waybill_runtime::admin::{self, Readiness};
-use waybill_runtime::projection::Subscriptions;
+use waybill_runtime::projection;
 
 pub use config::DeliveryConfig;
 
@@ -71,38 +70,23 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let topics = Topics::new(&settings.kafka.topic_prefix);
-    if settings.kafka.create_topics {
-        waybill_kafka::topics::ensure_topics(&settings.kafka, &topics.specs(&settings.kafka))
-            .await?;
-    }
+    let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
     let readiness = Readiness::default();
     let admin = tokio::spawn(admin::serve(
         admin_listener,
         admin::router(readiness.clone()),
         shutdown.clone(),
     ));
-    let subscriptions = Table::follow(
+    let subscriptions = projection::follow(
         &settings.kafka,
-        &topics.subscriptions(),
-        Subscriptions::new(settings.keys.clone()),
+        &topics,
+        settings.keys.clone(),
         shutdown.clone(),
     )
     .await?;
-    let started = SystemTime::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = subscriptions.wait_fresh(started, Duration::from_secs(30)) => match r {
-                Ok(()) => break,
-                Err(e) => tracing::warn!(error = %e, "subscription projection still loading"),
-            },
-        }
+    if !projection::wait_loaded(&subscriptions, &shutdown).await {
+        return Ok(());
     }
-    tracing::info!(
-        subscriptions = subscriptions.read().len(),
-        "subscription projection loaded; consuming deliveries"
-    );
     readiness.set(true);
 
     let client = reqwest::Client::builder()

@@ -1,7 +1,7 @@
 //! One task per assigned partition of `deliveries`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use rdkafka::Message;
@@ -111,12 +111,7 @@ impl Worker {
                     .await;
             }
         };
-        let produced_at = message
-            .timestamp()
-            .to_millis()
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms))
-            .min(SystemTime::now());
+        let produced_at = waybill_kafka::produced_at(message);
         let trace = headers::trace_parent(message.headers()).unwrap_or_else(TraceParent::new_root);
         self.deliver(&task, &event, produced_at, &trace, assigned)
             .await

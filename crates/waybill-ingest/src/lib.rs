@@ -25,7 +25,7 @@ pub mod events;
 pub mod subscriptions;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -37,7 +37,7 @@ use waybill_core::url_policy::UrlPolicy;
 use waybill_kafka::table::Table;
 use waybill_kafka::{KafkaConfig, Producer, Topics};
 use waybill_runtime::admin::{self, Readiness};
-use waybill_runtime::projection::Subscriptions;
+use waybill_runtime::projection::{self, Subscriptions};
 
 pub use config::IngestConfig;
 
@@ -88,16 +88,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let topics = Topics::new(&settings.kafka.topic_prefix);
-    if settings.kafka.create_topics {
-        waybill_kafka::topics::ensure_topics(&settings.kafka, &topics.specs(&settings.kafka))
-            .await?;
-    }
+    let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
     let producer = Producer::new(&settings.kafka, "waybill-ingest", Duration::from_secs(5))?;
-    let subscriptions = Table::follow(
+    let subscriptions = projection::follow(
         &settings.kafka,
-        &topics.subscriptions(),
-        Subscriptions::new(settings.keys.clone()),
+        &topics,
+        settings.keys.clone(),
         shutdown.clone(),
     )
     .await?;
@@ -117,21 +113,9 @@ pub async fn run(
     let ready = readiness.clone();
     let loading = shutdown.clone();
     tokio::spawn(async move {
-        let started = SystemTime::now();
-        loop {
-            tokio::select! {
-                _ = loading.cancelled() => return,
-                r = subscriptions.wait_fresh(started, Duration::from_secs(30)) => match r {
-                    Ok(()) => break,
-                    Err(e) => tracing::warn!(error = %e, "subscription projection still loading"),
-                },
-            }
+        if projection::wait_loaded(&subscriptions, &loading).await {
+            ready.set(true);
         }
-        tracing::info!(
-            subscriptions = subscriptions.read().len(),
-            "subscription projection loaded"
-        );
-        ready.set(true);
     });
 
     let app = router(state).merge(admin::router(readiness));

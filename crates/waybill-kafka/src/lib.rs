@@ -50,5 +50,19 @@ pub enum Error {
     Task(String),
 }
 
+/// When a record was produced (its timestamp), never later than now; now if
+/// it has none. Used with [`table::Table::wait_fresh`].
+pub fn produced_at<M: rdkafka::Message>(message: &M) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    message
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map_or(now, |ms| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+        })
+        .min(now)
+}
+
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

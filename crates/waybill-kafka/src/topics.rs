@@ -109,6 +109,16 @@ impl Topics {
     }
 }
 
+/// The deployment's topic names; creates the missing topics first when
+/// `kafka.create_topics` is set.
+pub async fn prepare(config: &KafkaConfig) -> Result<Topics> {
+    let topics = Topics::new(&config.topic_prefix);
+    if config.create_topics {
+        ensure_topics(config, &topics.specs(config)).await?;
+    }
+    Ok(topics)
+}
+
 /// Creates the missing topics through the admin API. Topics that already
 /// exist are left as they are (their partition count is never changed).
 pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<()> {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -124,12 +124,7 @@ impl Worker {
 
         // Every subscription written before this event was produced must be
         // in the projection before matching.
-        let produced_at = message
-            .timestamp()
-            .to_millis()
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
-        let produced_at = produced_at.min(SystemTime::now());
+        let produced_at = waybill_kafka::produced_at(message);
         if let Err(e) = self
             .subscriptions
             .wait_fresh(produced_at, self.config.freshness_timeout)

@@ -2,6 +2,11 @@
 //! compacted `subscriptions` topic (secrets opened with the operator keys).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use waybill_kafka::table::Table;
+use waybill_kafka::{KafkaConfig, Topics};
 
 use waybill_core::sealing::Keyring;
 use waybill_core::subscription::Subscription;
@@ -9,6 +14,42 @@ use waybill_kafka::table::Fold;
 use waybill_proto::Message;
 use waybill_proto::convert::subscription_from_proto;
 use waybill_proto::v1;
+
+/// Starts following the `subscriptions` topic into a projection.
+pub async fn follow(
+    kafka: &KafkaConfig,
+    topics: &Topics,
+    keys: Keyring,
+    shutdown: CancellationToken,
+) -> waybill_kafka::Result<Table<Subscriptions>> {
+    Table::follow(
+        kafka,
+        &topics.subscriptions(),
+        Subscriptions::new(keys),
+        shutdown,
+    )
+    .await
+}
+
+/// Waits until the projection holds every subscription written before this
+/// call, logging while it loads. `false` if `shutdown` came first.
+pub async fn wait_loaded(table: &Table<Subscriptions>, shutdown: &CancellationToken) -> bool {
+    let started = SystemTime::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            r = table.wait_fresh(started, Duration::from_secs(30)) => match r {
+                Ok(()) => break,
+                Err(e) => tracing::warn!(error = %e, "subscription projection still loading"),
+            },
+        }
+    }
+    tracing::info!(
+        subscriptions = table.read().len(),
+        "subscription projection loaded"
+    );
+    true
+}
 
 /// Subscriptions by tenant, then id.
 pub struct Subscriptions {
