@@ -26,7 +26,7 @@ use waybill_core::sealing::Keyring;
 use waybill_core::url_policy::UrlPolicy;
 use waybill_kafka::partitioned::{self, GroupOptions};
 use waybill_kafka::{KafkaConfig, Producer};
-use waybill_runtime::admin::{self, Readiness};
+use waybill_runtime::admin;
 use waybill_runtime::projection;
 
 pub use config::DeliveryConfig;
@@ -71,12 +71,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
-    let readiness = Readiness::default();
-    let admin = tokio::spawn(admin::serve(
-        admin_listener,
-        admin::router(readiness.clone()),
-        shutdown.clone(),
-    ));
+    let (readiness, admin) = admin::spawn(admin_listener, shutdown.clone());
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,

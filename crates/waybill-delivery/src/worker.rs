@@ -285,37 +285,19 @@ impl Worker {
             v1::AttemptOutcome::Failed
         };
         let record = v1::DeliveryAttempt {
-            delivery_id: task.delivery_id.clone(),
-            subscription_id: task.subscription_id.clone(),
-            tenant_id: task.tenant_id.clone(),
-            event_id: event.id.clone(),
-            event_name: event.name.clone(),
-            attempt,
-            started_at: Some(timestamp(started)),
             duration_ms: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
             status_code: u32::from(result.status),
-            outcome: outcome as i32,
-            error_class: result.error_class.to_owned(),
             error: result.error.clone(),
             response_excerpt: result.excerpt.clone(),
             next_attempt_at: next.map(timestamp),
+            ..attempt_record(task, event, attempt, started, outcome, result.error_class)
         };
         self.publish_attempt(&record).await;
     }
 
     async fn record_skip(&self, task: &v1::DeliveryTask, event: &Event, attempt: u32, why: &str) {
-        let record = v1::DeliveryAttempt {
-            delivery_id: task.delivery_id.clone(),
-            subscription_id: task.subscription_id.clone(),
-            tenant_id: task.tenant_id.clone(),
-            event_id: event.id.clone(),
-            event_name: event.name.clone(),
-            attempt,
-            started_at: Some(timestamp(OffsetDateTime::now_utc())),
-            outcome: v1::AttemptOutcome::Skipped as i32,
-            error_class: why.to_owned(),
-            ..Default::default()
-        };
+        let now = OffsetDateTime::now_utc();
+        let record = attempt_record(task, event, attempt, now, v1::AttemptOutcome::Skipped, why);
         self.publish_attempt(&record).await;
     }
 
@@ -355,6 +337,29 @@ impl Worker {
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+/// The fields every attempt record of `task` shares.
+fn attempt_record(
+    task: &v1::DeliveryTask,
+    event: &Event,
+    attempt: u32,
+    started: OffsetDateTime,
+    outcome: v1::AttemptOutcome,
+    error_class: &str,
+) -> v1::DeliveryAttempt {
+    v1::DeliveryAttempt {
+        delivery_id: task.delivery_id.clone(),
+        subscription_id: task.subscription_id.clone(),
+        tenant_id: task.tenant_id.clone(),
+        event_id: event.id.clone(),
+        event_name: event.name.clone(),
+        attempt,
+        started_at: Some(timestamp(started)),
+        outcome: outcome as i32,
+        error_class: error_class.to_owned(),
+        ..Default::default()
     }
 }
 

@@ -54,3 +54,14 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+/// Serves the admin routes on `listener` in the background until `shutdown`;
+/// returns the flag to raise once the service is ready, and the server task.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> (Readiness, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let readiness = Readiness::default();
+    let server = tokio::spawn(serve(listener, router(readiness.clone()), shutdown));
+    (readiness, server)
+}

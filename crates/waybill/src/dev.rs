@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use waybill_core::catalog::Catalog;
 use waybill_core::sealing::Keyring;
 use waybill_kafka::Topics;
 use waybill_kafka::embedded::EmbeddedBroker;
@@ -99,10 +98,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<DevStack> {
     tracing::info!(brokers = %config.kafka.brokers, "embedded broker started");
 
     let shutdown = CancellationToken::new();
-    let keys = config.secrets.keyring().map_err(anyhow::Error::msg)?;
-    let catalog = Catalog::builtin();
-    let url_policy: waybill_core::url_policy::UrlPolicy = (&config.url_policy).into();
-
     let api_listener = bind(config.ingest.listen).await?;
     let matcher_listener = bind(config.matcher.listen).await?;
     let delivery_listener = bind(config.delivery.listen).await?;
@@ -113,45 +108,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<DevStack> {
     ];
 
     let mut services = Vec::new();
-    let ingest = waybill_ingest::Settings {
-        kafka: config.kafka.clone(),
-        ingest: config.ingest.clone(),
-        keys: keys.clone(),
-        url_policy: url_policy.clone(),
-        catalog: catalog.clone(),
-    };
-    let stop = shutdown.clone();
-    services.push((
-        Service::Ingest,
-        tokio::spawn(async move { Ok(waybill_ingest::run(ingest, api_listener, stop).await?) }),
-    ));
-    let matcher = waybill_matcher::Settings {
-        kafka: config.kafka.clone(),
-        matcher: config.matcher.clone(),
-        keys: keys.clone(),
-        catalog: catalog.clone(),
-    };
-    let stop = shutdown.clone();
-    services.push((
-        Service::Matcher,
-        tokio::spawn(
-            async move { Ok(waybill_matcher::run(matcher, matcher_listener, stop).await?) },
-        ),
-    ));
-    let delivery = waybill_delivery::Settings {
-        kafka: config.kafka.clone(),
-        delivery: config.delivery.clone(),
-        keys,
-        url_policy,
-        catalog,
-    };
-    let stop = shutdown.clone();
-    services.push((
-        Service::Delivery,
-        tokio::spawn(
-            async move { Ok(waybill_delivery::run(delivery, delivery_listener, stop).await?) },
-        ),
-    ));
+    for (service, listener) in [
+        (Service::Ingest, api_listener),
+        (Service::Matcher, matcher_listener),
+        (Service::Delivery, delivery_listener),
+    ] {
+        let config = config.clone();
+        let stop = shutdown.clone();
+        services.push((
+            service,
+            tokio::spawn(async move { crate::run_service(service, &config, listener, stop).await }),
+        ));
+    }
 
     let stack = DevStack {
         api,

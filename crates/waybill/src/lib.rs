@@ -154,12 +154,30 @@ pub async fn start_service(
     config: &Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let addr = match service {
+        Service::Ingest => config.ingest.listen,
+        Service::Matcher => config.matcher.listen,
+        Service::Delivery => config.delivery.listen,
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    run_service(service, config, listener, shutdown).await
+}
+
+/// Runs one service on an already bound listener (its API for ingest, its
+/// admin endpoints otherwise) until `shutdown`.
+pub async fn run_service(
+    service: Service,
+    config: &Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let keys = config.secrets.keyring().map_err(anyhow::Error::msg)?;
     let catalog = Catalog::builtin();
     let url_policy = (&config.url_policy).into();
     match service {
         Service::Ingest => {
-            let listener = bind(config.ingest.listen).await?;
             let settings = waybill_ingest::Settings {
                 kafka: config.kafka.clone(),
                 ingest: config.ingest.clone(),
@@ -167,20 +185,18 @@ pub async fn start_service(
                 url_policy,
                 catalog,
             };
-            run_ingest(settings, listener, shutdown).await
+            Ok(waybill_ingest::run(settings, listener, shutdown).await?)
         }
         Service::Matcher => {
-            let listener = bind(config.matcher.listen).await?;
             let settings = waybill_matcher::Settings {
                 kafka: config.kafka.clone(),
                 matcher: config.matcher.clone(),
                 keys,
                 catalog,
             };
-            run_matcher(settings, listener, shutdown).await
+            Ok(waybill_matcher::run(settings, listener, shutdown).await?)
         }
         Service::Delivery => {
-            let listener = bind(config.delivery.listen).await?;
             let settings = waybill_delivery::Settings {
                 kafka: config.kafka.clone(),
                 delivery: config.delivery.clone(),
@@ -188,37 +204,7 @@ pub async fn start_service(
                 url_policy,
                 catalog,
             };
-            run_delivery(settings, listener, shutdown).await
+            Ok(waybill_delivery::run(settings, listener, shutdown).await?)
         }
     }
-}
-
-async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
-}
-
-async fn run_ingest(
-    settings: waybill_ingest::Settings,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    Ok(waybill_ingest::run(settings, listener, shutdown).await?)
-}
-
-async fn run_matcher(
-    settings: waybill_matcher::Settings,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    Ok(waybill_matcher::run(settings, listener, shutdown).await?)
-}
-
-async fn run_delivery(
-    settings: waybill_delivery::Settings,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    Ok(waybill_delivery::run(settings, listener, shutdown).await?)
 }
