@@ -7,6 +7,7 @@ const FILES: &[&str] = &[
     "waybill/v1/events.proto",
     "waybill/v1/subscriptions.proto",
     "waybill/v1/deliveries.proto",
+    "waybill/v1/tenants.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -51,6 +51,11 @@ impl DomainTopic {
     }
 }
 
+/// The reserved event of test notifications (`POST
+/// /v1/subscriptions/{id}/test`). It is never accepted from producers and
+/// goes to the one subscription it was sent to.
+pub const TEST_EVENT: &str = "waybill.test";
+
 /// One entry of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventType {

@@ -55,6 +55,11 @@ impl Fields {
         self.raw.contains_key(key)
     }
 
+    /// Whether the field is present as `null`.
+    pub fn raw_is_null(&self, key: &str) -> bool {
+        self.raw.get(key).is_some_and(|raw| raw.get() == "null")
+    }
+
     /// Takes an optional field; `null` counts as absent.
     pub fn optional<T: DeserializeOwned>(&mut self, key: &str, expected: &str) -> Option<T> {
         let raw = self.raw.remove(key)?;
@@ -103,6 +108,33 @@ impl Fields {
                 None
             }
         }
+    }
+
+    /// Reads an element of an array (or any raw value) as an object whose
+    /// fields are reported under `path` (e.g. `filter.scopes[0]`).
+    pub fn element(&mut self, path: &str, raw: &RawValue) -> Option<Fields> {
+        match serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) {
+            Ok(inner) => Some(Fields {
+                prefix: format!("{}.", self.path(path)),
+                raw: inner,
+                errors: Vec::new(),
+            }),
+            Err(_) => {
+                self.error(path, "must be an object");
+                None
+            }
+        }
+    }
+
+    /// Whether any error was recorded on `key` or below it.
+    pub fn failed(&self, key: &str) -> bool {
+        let path = self.path(key);
+        self.errors.iter().any(|e| {
+            e.field == path
+                || e.field
+                    .strip_prefix(&path)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
     }
 
     /// Merges the errors of a nested object read with [`Fields::object`].

@@ -17,6 +17,34 @@ pub fn new_subscription_id() -> String {
     prefixed_v7("sub")
 }
 
+/// A new tenant id, `ten_<32 hex>`.
+pub fn new_tenant_id() -> String {
+    prefixed_v7("ten")
+}
+
+/// A new API key id, `key_<32 hex>` (shown in `created_by`, never secret).
+pub fn new_api_key_id() -> String {
+    prefixed_v7("key")
+}
+
+/// A new API key, `wb_` and 48 hex characters (192 random bits).
+pub fn new_api_key() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("wb_{hex}")
+}
+
+/// Whether a client-chosen id (tenant ids given by the operator) is usable:
+/// 1 to 64 of `a-z`, `A-Z`, `0-9`, `_`, `-`.
+pub fn is_valid_client_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// A new event id, `evt_<32 hex>`, for events posted without a client id.
 pub fn new_event_id() -> String {
     prefixed_v7("evt")
@@ -57,5 +85,11 @@ mod tests {
         assert!(a.starts_with("sub_"));
         assert_ne!(a, new_subscription_id());
         assert!(new_event_id().starts_with("evt_"));
+        let key = new_api_key();
+        assert_eq!(key.len(), 51);
+        assert_ne!(key, new_api_key());
+        assert!(is_valid_client_id("acme-1_X"));
+        assert!(!is_valid_client_id("a b"));
+        assert!(!is_valid_client_id(""));
     }
 }

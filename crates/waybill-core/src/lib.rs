@@ -5,7 +5,10 @@
 //! - [`catalog`]: the built-in event catalog and the domain topic of each event.
 //! - [`pattern`]: event-type patterns of a subscription (`exact`, `prefix.*`, `*`).
 //! - [`event`]: the domain event model and the webhook body rendered from it.
-//! - [`subscription`]: the subscription model, its create request and its validation.
+//! - [`subscription`]: the subscription model and the validation of create, replace and patch bodies.
+//! - [`auth`]: callback authentication (none, basic, api_key, bearer, oauth2).
+//! - [`filter`]: attribute filters (scopes OR'ed, predicates AND'ed).
+//! - [`retry`]: retry policies (explicit delays or exponential).
 //! - [`matching`]: does an event go to a subscription?
 //! - [`signing`]: Standard Webhooks secrets and signatures.
 //! - [`sealing`]: encryption of secrets stored on Kafka topics.
@@ -19,14 +22,17 @@
 //! function of this crate so that it can be unit-tested without a broker.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod catalog;
 pub mod duration;
 pub mod error;
 pub mod event;
 pub mod fields;
+pub mod filter;
 pub mod ids;
 pub mod matching;
 pub mod pattern;
+pub mod retry;
 pub mod sealing;
 pub mod signing;
 pub mod subscription;

@@ -1,8 +1,9 @@
 //! Does an event go to a subscription?
 //!
 //! The one rule every matcher implementation (the index included) must agree
-//! with: same tenant, subscription deliverable, and one of its event-type
-//! patterns selects the event's name.
+//! with: same tenant, subscription deliverable, one of its event-type
+//! patterns selects the event's name, and its filter (if any) accepts the
+//! event's attributes.
 
 use crate::event::Event;
 use crate::subscription::Subscription;
@@ -12,43 +13,38 @@ pub fn matches(subscription: &Subscription, event: &Event) -> bool {
     subscription.tenant_id == event.tenant_id
         && subscription.is_deliverable()
         && subscription
+            .spec
             .event_types
             .iter()
             .any(|pattern| pattern.matches(&event.name))
+        && subscription
+            .spec
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.accepts(&event.tenant_id, &event.attributes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::EntityRef;
+    use crate::filter::{Comparator, Filter, Predicate, Scope};
     use crate::pattern::EventTypePattern;
-    use crate::signing::SigningSecret;
-    use crate::subscription::{Method, Status};
+    use crate::subscription::{Spec, Status};
     use time::OffsetDateTime;
 
     fn sub(tenant: &str, patterns: &[&str]) -> Subscription {
-        Subscription {
-            id: "sub_1".into(),
-            tenant_id: tenant.into(),
-            name: String::new(),
-            url: "https://example.com".into(),
-            method: Method::Post,
-            event_types: patterns
-                .iter()
-                .map(|p| EventTypePattern::parse(p).unwrap())
-                .collect(),
-            enabled: true,
-            status: Status::Active,
-            disabled_reason: None,
-            headers: Default::default(),
-            metadata: Default::default(),
-            signing_secret: SigningSecret::generate(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-            created_by: String::new(),
-            updated_by: String::new(),
-            revision: 1,
-        }
+        let patterns = patterns
+            .iter()
+            .map(|p| EventTypePattern::parse(p).unwrap())
+            .collect();
+        Subscription::new(
+            "sub_1".into(),
+            tenant.into(),
+            Spec::new("https://example.com", patterns),
+            "key_1",
+            OffsetDateTime::UNIX_EPOCH,
+        )
     }
 
     fn event(tenant: &str, name: &str) -> Event {
@@ -72,7 +68,7 @@ mod tests {
         assert!(!matches(&sub("t2", &["*"]), &e), "other tenant");
         assert!(!matches(&sub("t1", &["freight_orders.*"]), &e));
         let mut disabled = sub("t1", &["*"]);
-        disabled.enabled = false;
+        disabled.spec.enabled = false;
         assert!(!matches(&disabled, &e));
         let mut gone = sub("t1", &["*"]);
         gone.status = Status::Disabled;
@@ -80,5 +76,23 @@ mod tests {
         let mut failing = sub("t1", &["*"]);
         failing.status = Status::Failing;
         assert!(matches(&failing, &e), "failing subscriptions still receive");
+    }
+
+    #[test]
+    fn filter_on_attributes() {
+        let mut e = event("t1", "freights.publication.accepted");
+        let mut s = sub("t1", &["*"]);
+        s.spec.filter = Some(Filter {
+            scopes: vec![Scope {
+                predicates: vec![Predicate {
+                    attribute: "dc_id".into(),
+                    comparator: Comparator::In,
+                    values: vec!["7".into()],
+                }],
+            }],
+        });
+        assert!(!matches(&s, &e));
+        e.attributes.insert("dc_id".into(), "7".into());
+        assert!(matches(&s, &e));
     }
 }

@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use crate::FieldError;
+use crate::auth::{CallbackAuth, parse_auth};
 use crate::catalog::Catalog;
 use crate::fields::Fields;
+use crate::filter::{Filter, parse_filter};
 use crate::pattern::EventTypePattern;
+use crate::retry::{RetryPolicy, parse_retry_policy};
 use crate::signing::SigningSecret;
 use crate::url_policy::UrlPolicy;
 
@@ -19,6 +22,8 @@ pub const MAX_HEADERS: usize = 50;
 pub const MAX_METADATA: usize = 50;
 /// Longest subscription name.
 pub const MAX_NAME_LEN: usize = 256;
+/// Highest `rate_limit_per_second`.
+pub const MAX_RATE_LIMIT: u32 = 10_000;
 
 /// Headers Waybill sets itself; a subscription may not set them.
 pub const RESERVED_HEADERS: &[&str] = &[
@@ -76,14 +81,10 @@ impl Status {
     }
 }
 
-/// A webhook subscription: the full state, as folded from the
-/// `subscriptions` topic.
+/// What the user sets on a subscription: the body of create and replace,
+/// and what a partial update changes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    /// `sub_...`.
-    pub id: String,
-    /// Owning tenant.
-    pub tenant_id: String,
+pub struct Spec {
     /// Free-form name.
     pub name: String,
     /// Callback URL.
@@ -92,18 +93,69 @@ pub struct Subscription {
     pub method: Method,
     /// Selected event types.
     pub event_types: Vec<EventTypePattern>,
+    /// Attribute filter; `None` = every event of the selected types.
+    pub filter: Option<Filter>,
+    /// Callback authentication.
+    pub auth: CallbackAuth,
+    /// Custom headers sent with every request.
+    pub headers: BTreeMap<String, String>,
     /// Switched on by the user.
     pub enabled: bool,
+    /// Requests per second at most; `None` = unlimited.
+    pub rate_limit_per_second: Option<u32>,
+    /// Retry policy; `None` = the deployment default.
+    pub retry_policy: Option<RetryPolicy>,
+    /// Free-form metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Spec {
+    /// A spec with defaults for everything but the URL and event types.
+    pub fn new(url: impl Into<String>, event_types: Vec<EventTypePattern>) -> Self {
+        Self {
+            name: String::new(),
+            url: url.into(),
+            method: Method::Post,
+            event_types,
+            filter: None,
+            auth: CallbackAuth::None,
+            headers: BTreeMap::new(),
+            enabled: true,
+            rate_limit_per_second: None,
+            retry_policy: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// A signing secret being rotated out: it still signs (second signature)
+/// until `expires_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviousSecret {
+    /// The old secret.
+    pub secret: SigningSecret,
+    /// End of the overlap window.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A webhook subscription: the full state, as folded from the
+/// `subscriptions` topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    /// `sub_...`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// What the user set.
+    pub spec: Spec,
     /// Delivery state.
     pub status: Status,
     /// Why it was disabled, when it was.
     pub disabled_reason: Option<String>,
-    /// Custom headers sent with every request.
-    pub headers: BTreeMap<String, String>,
-    /// Free-form metadata.
-    pub metadata: BTreeMap<String, String>,
     /// Standard Webhooks signing secret.
     pub signing_secret: SigningSecret,
+    /// The secret before the last rotation, during its overlap window.
+    pub previous_secret: Option<PreviousSecret>,
     /// Creation time.
     pub created_at: OffsetDateTime,
     /// Last change.
@@ -117,116 +169,218 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A new subscription with a fresh signing secret, created by `by` at `now`.
+    pub fn new(id: String, tenant_id: String, spec: Spec, by: &str, now: OffsetDateTime) -> Self {
+        Self {
+            id,
+            tenant_id,
+            spec,
+            status: Status::Active,
+            disabled_reason: None,
+            signing_secret: SigningSecret::generate(),
+            previous_secret: None,
+            created_at: now,
+            updated_at: now,
+            created_by: by.to_owned(),
+            updated_by: by.to_owned(),
+            revision: 1,
+        }
+    }
+
     /// Whether deliveries may start for it now.
     pub fn is_deliverable(&self) -> bool {
-        self.enabled && self.status != Status::Disabled
+        self.spec.enabled && self.status != Status::Disabled
+    }
+
+    /// Marks a change by `by` at `now`.
+    pub fn touch(&mut self, by: &str, now: OffsetDateTime) {
+        self.updated_at = now;
+        self.updated_by = by.to_owned();
+        self.revision += 1;
+    }
+
+    /// Clears the failure state and switches it on (`reset`).
+    pub fn reset(&mut self) {
+        self.spec.enabled = true;
+        self.status = Status::Active;
+        self.disabled_reason = None;
+    }
+
+    /// Replaces the signing secret; the old one keeps signing until
+    /// `now + overlap`.
+    pub fn rotate_secret(&mut self, now: OffsetDateTime, overlap: std::time::Duration) {
+        let old = std::mem::replace(&mut self.signing_secret, SigningSecret::generate());
+        self.previous_secret = Some(PreviousSecret {
+            secret: old,
+            expires_at: now + overlap,
+        });
+    }
+
+    /// The secrets that sign a request sent at `now`: the current one, then
+    /// the previous one while its overlap window lasts.
+    pub fn signing_secrets(&self, now: OffsetDateTime) -> Vec<&SigningSecret> {
+        let mut secrets = vec![&self.signing_secret];
+        if let Some(p) = &self.previous_secret
+            && now < p.expires_at
+        {
+            secrets.push(&p.secret);
+        }
+        secrets
     }
 }
 
-/// A validated create request (`POST /v1/subscriptions`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewSubscription {
-    /// Free-form name.
-    pub name: String,
-    /// Callback URL.
-    pub url: String,
-    /// POST or PUT.
-    pub method: Method,
-    /// Selected event types.
-    pub event_types: Vec<EventTypePattern>,
-    /// Initially enabled (default true).
-    pub enabled: bool,
-    /// Custom headers.
-    pub headers: BTreeMap<String, String>,
-    /// Free-form metadata.
-    pub metadata: BTreeMap<String, String>,
+/// What a request body means for the spec it is read into.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode<'a> {
+    /// `POST`: a new subscription; absent fields take their defaults.
+    Create,
+    /// `PUT`: a full replacement of this spec; absent fields take their
+    /// defaults, masked credentials keep the stored ones.
+    Replace(&'a Spec),
+    /// `PATCH`: present fields replace, absent fields stay; `null` resets an
+    /// optional field to its default (`"headers": {}` clears headers).
+    Patch(&'a Spec),
 }
 
-/// Fields accepted by `POST /v1/subscriptions` in this version.
+/// Fields of a subscription body.
 pub const SUBSCRIPTION_FIELDS: &[&str] = &[
     "name",
     "url",
     "method",
     "event_types",
-    "enabled",
+    "filter",
+    "auth",
     "headers",
+    "enabled",
+    "rate_limit_per_second",
+    "retry_policy",
     "metadata",
 ];
 
-/// Validates a create request, reporting every invalid field at once.
-pub fn parse_new_subscription(
+/// Validates a subscription body, reporting every invalid field at once.
+pub fn parse_spec(
     body: &[u8],
+    mode: Mode<'_>,
     catalog: &Catalog,
     policy: &UrlPolicy,
-) -> Result<NewSubscription, Vec<FieldError>> {
+) -> Result<Spec, Vec<FieldError>> {
     let mut f = Fields::parse(body).map_err(|e| vec![e])?;
-
-    let name: String = f.optional("name", "a string").unwrap_or_default();
-    if name.chars().count() > MAX_NAME_LEN {
-        f.error("name", format!("must be at most {MAX_NAME_LEN} characters"));
-    }
-
-    let url: Option<String> = f.required("url", "an https URL string");
-    if let Some(url) = &url
-        && let Err(message) = policy.check_url(url)
-    {
-        f.error("url", message);
-    }
-
-    let method = match f
-        .optional::<String>("method", "\"POST\" or \"PUT\"")
-        .as_deref()
-    {
-        None => Method::Post,
-        Some(m) if m.eq_ignore_ascii_case("post") => Method::Post,
-        Some(m) if m.eq_ignore_ascii_case("put") => Method::Put,
-        Some(other) => {
-            f.error(
-                "method",
-                format!("must be \"POST\" or \"PUT\", not {other:?}"),
-            );
-            Method::Post
-        }
+    let (base, patch) = match mode {
+        Mode::Create => (None, false),
+        Mode::Replace(b) => (Some(b), false),
+        Mode::Patch(b) => (Some(b), true),
     };
-
-    let raw_types: Vec<String> = f
-        .required("event_types", "an array of event names or patterns")
-        .unwrap_or_default();
-    let event_types = parse_event_types(&mut f, &raw_types, catalog);
-
-    let enabled = f.optional("enabled", "a boolean").unwrap_or(true);
-
-    let headers: BTreeMap<String, String> = f
-        .optional("headers", "an object of header names to string values")
-        .unwrap_or_default();
-    check_headers(&mut f, &headers);
-
-    let metadata: BTreeMap<String, String> = f
-        .optional("metadata", "an object of string values")
-        .unwrap_or_default();
-    if metadata.len() > MAX_METADATA {
-        f.error("metadata", format!("at most {MAX_METADATA} entries"));
+    // A field is (re)read unless this is a patch that leaves it out.
+    let read = |f: &Fields, key: &str| !patch || f.has(key);
+    let mut spec = match (patch, base) {
+        (true, Some(b)) => b.clone(),
+        _ => Spec::new(String::new(), Vec::new()),
+    };
+    // `url`, `event_types`, `method` and `enabled` cannot be reset by `null`.
+    for key in ["url", "event_types", "method", "enabled"] {
+        if patch && f.raw_is_null(key) {
+            f.raw(key);
+            f.error(
+                key,
+                "cannot be null; leave it out to keep the current value",
+            );
+        }
     }
 
-    for later in ["auth", "filter", "retry_policy", "rate_limit_per_second"] {
-        if f.has(later) {
-            f.raw(later);
-            f.error(later, "is not available in this version of the API yet");
+    if read(&f, "name") {
+        spec.name = f.optional("name", "a string").unwrap_or_default();
+        if spec.name.chars().count() > MAX_NAME_LEN {
+            f.error("name", format!("must be at most {MAX_NAME_LEN} characters"));
+        }
+    }
+
+    if read(&f, "url") {
+        if let Some(url) = f.required::<String>("url", "an https URL string") {
+            if let Err(message) = policy.check_url(&url) {
+                f.error("url", message);
+            }
+            spec.url = url;
+        }
+    }
+
+    if read(&f, "method") {
+        spec.method = match f
+            .optional::<String>("method", "\"POST\" or \"PUT\"")
+            .as_deref()
+        {
+            None => Method::Post,
+            Some(m) if m.eq_ignore_ascii_case("post") => Method::Post,
+            Some(m) if m.eq_ignore_ascii_case("put") => Method::Put,
+            Some(other) => {
+                f.error(
+                    "method",
+                    format!("must be \"POST\" or \"PUT\", not {other:?}"),
+                );
+                Method::Post
+            }
+        };
+    }
+
+    if read(&f, "event_types") {
+        let raw_types: Vec<String> = f
+            .required("event_types", "an array of event names or patterns")
+            .unwrap_or_default();
+        spec.event_types = parse_event_types(&mut f, &raw_types, catalog);
+    }
+
+    if read(&f, "filter") {
+        spec.filter = parse_filter(&mut f).filter(|filter| !filter.scopes.is_empty());
+    }
+
+    if read(&f, "auth") {
+        spec.auth = parse_auth(&mut f, policy, base.map(|b| &b.auth)).unwrap_or_default();
+    }
+
+    if read(&f, "enabled") {
+        spec.enabled = f.optional("enabled", "a boolean").unwrap_or(true);
+    }
+
+    if read(&f, "headers") {
+        spec.headers = f
+            .optional("headers", "an object of header names to string values")
+            .unwrap_or_default();
+    }
+    // Checked whenever auth or headers change: they must not collide.
+    if read(&f, "headers") || read(&f, "auth") {
+        check_headers(&mut f, &spec.headers, &spec.auth);
+    }
+
+    if read(&f, "rate_limit_per_second") {
+        spec.rate_limit_per_second =
+            f.optional::<u32>("rate_limit_per_second", "a positive integer");
+        if let Some(r) = spec.rate_limit_per_second
+            && !(1..=MAX_RATE_LIMIT).contains(&r)
+        {
+            f.error(
+                "rate_limit_per_second",
+                format!("must be between 1 and {MAX_RATE_LIMIT} (leave it out for no limit)"),
+            );
+        }
+    }
+
+    if read(&f, "retry_policy") {
+        spec.retry_policy = parse_retry_policy(&mut f);
+    }
+
+    if read(&f, "metadata") {
+        spec.metadata = f
+            .optional("metadata", "an object of string values")
+            .unwrap_or_default();
+        if spec.metadata.len() > MAX_METADATA {
+            f.error("metadata", format!("at most {MAX_METADATA} entries"));
         }
     }
 
     let errors = f.finish(SUBSCRIPTION_FIELDS);
-    match url {
-        Some(url) if errors.is_empty() => Ok(NewSubscription {
-            name,
-            url,
-            method,
-            event_types,
-            enabled,
-            headers,
-            metadata,
-        }),
-        _ => Err(errors),
+    if errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(errors)
     }
 }
 
@@ -266,23 +420,40 @@ fn parse_event_types(f: &mut Fields, raw: &[String], catalog: &Catalog) -> Vec<E
     out
 }
 
-fn check_headers(f: &mut Fields, headers: &BTreeMap<String, String>) {
+/// Whether `name` is a valid HTTP header name (an RFC 9110 token).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Whether Waybill sets this (lower-case) header itself on every request.
+pub fn is_reserved(lower: &str) -> bool {
+    RESERVED_HEADERS.contains(&lower) || lower.starts_with("webhook-")
+}
+
+fn check_headers(f: &mut Fields, headers: &BTreeMap<String, String>, auth: &CallbackAuth) {
     if headers.len() > MAX_HEADERS {
         f.error("headers", format!("at most {MAX_HEADERS} headers"));
     }
+    let auth_header = auth.header_name();
     for (name, value) in headers {
         let key = format!("headers.{name}");
         let lower = name.to_ascii_lowercase();
-        let is_token = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !is_token {
+        if !is_header_name(name) {
             f.error(&key, "is not a valid HTTP header name");
-        } else if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("webhook-") {
+        } else if lower == "authorization" && auth_header.is_none() {
+            // Without `auth`, a custom Authorization header is the user's own.
+        } else if is_reserved(&lower) {
             f.error(
                 &key,
                 format!("`{name}` is set by Waybill itself and cannot be overridden"),
+            );
+        } else if auth_header.as_deref() == Some(lower.as_str()) {
+            f.error(
+                &key,
+                format!("`{name}` is set by `auth`; remove it from headers or change auth"),
             );
         } else if value.len() > 4096 || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
         {
@@ -298,8 +469,12 @@ fn check_headers(f: &mut Fields, headers: &BTreeMap<String, String>) {
 mod tests {
     use super::*;
 
-    fn parse(body: &str, policy: &UrlPolicy) -> Result<NewSubscription, Vec<FieldError>> {
-        parse_new_subscription(body.as_bytes(), &Catalog::builtin(), policy)
+    fn parse(body: &str, policy: &UrlPolicy) -> Result<Spec, Vec<FieldError>> {
+        parse_spec(body.as_bytes(), Mode::Create, &Catalog::builtin(), policy)
+    }
+
+    fn fields(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
     }
 
     #[test]
@@ -312,11 +487,18 @@ mod tests {
         assert_eq!(s.method, Method::Post);
         assert!(s.enabled);
         assert_eq!(s.event_types, [EventTypePattern::All]);
+        assert_eq!(s.auth, CallbackAuth::None);
+        assert_eq!(s.retry_policy, None);
 
         let s = parse(
             r#"{"name": "tms", "url": "http://127.0.0.1:9/w", "method": "PUT", "enabled": false,
                 "event_types": ["freights.publication.*", "freight_orders.order.created",
                                 "freights.publication.*"],
+                "filter": {"scopes": [{"predicates": [
+                    {"attribute": "company_id", "comparator": "IN", "values": ["c-1"]}]}]},
+                "auth": {"type": "bearer", "token": "t"},
+                "rate_limit_per_second": 50,
+                "retry_policy": {"delays": ["5s", "5m"]},
                 "headers": {"X-Custom-Header": "v"}, "metadata": {"team": "ops"}}"#,
             &UrlPolicy::permissive(),
         )
@@ -325,6 +507,9 @@ mod tests {
         assert!(!s.enabled);
         assert_eq!(s.event_types.len(), 2, "duplicates are folded");
         assert_eq!(s.headers["X-Custom-Header"], "v");
+        assert_eq!(s.rate_limit_per_second, Some(50));
+        assert_eq!(s.filter.unwrap().scopes.len(), 1);
+        assert_eq!(s.retry_policy.unwrap().max_attempts(), 3);
     }
 
     #[test]
@@ -333,35 +518,52 @@ mod tests {
             r#"{"url": "http://hooks.example.com", "method": "GET",
                 "event_types": ["freights.nope", "bad*", "shipments.*"],
                 "headers": {"Content-Type": "x", "Webhook-Id": "y", "bad name": "z"},
-                "auth": {"type": "basic"}, "extra": 1}"#,
+                "auth": {"type": "basic"}, "rate_limit_per_second": 0, "extra": 1}"#,
             &UrlPolicy::strict(),
         )
         .unwrap_err();
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
-            fields,
+            fields(&errors),
             [
                 "url",
                 "method",
                 "event_types[0]",
                 "event_types[1]",
                 "event_types[2]",
+                "auth.username",
+                "auth.password",
                 "headers.Content-Type",
                 "headers.Webhook-Id",
                 "headers.bad name",
-                "auth",
+                "rate_limit_per_second",
                 "extra"
             ]
         );
         assert!(errors[0].message.contains("https"));
-        assert!(errors[5].message.contains("set by Waybill"));
+        assert!(errors[7].message.contains("set by Waybill"));
+    }
+
+    #[test]
+    fn authorization_header_is_the_users_unless_auth_sets_it() {
+        let ok = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"], "headers": {"Authorization": "Token x"}}"#,
+            &UrlPolicy::strict(),
+        );
+        assert!(ok.is_ok());
+        let errors = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"], "headers": {"Authorization": "Token x", "X-Key": "1"},
+                "auth": {"type": "api_key", "header_name": "x-key", "header_value": "2"}}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["headers.Authorization", "headers.X-Key"]);
+        assert!(errors[1].message.contains("set by `auth`"));
     }
 
     #[test]
     fn required_fields() {
         let errors = parse("{}", &UrlPolicy::strict()).unwrap_err();
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["url", "event_types"]);
+        assert_eq!(fields(&errors), ["url", "event_types"]);
         let errors = parse(
             r#"{"url": "https://a.example", "event_types": []}"#,
             &UrlPolicy::strict(),
@@ -370,5 +572,87 @@ mod tests {
         assert!(errors[0].message.contains("at least one"));
         let errors = parse(r#"{"url": 5, "event_types": "x"}"#, &UrlPolicy::strict()).unwrap_err();
         assert_eq!(errors.len(), 2);
+    }
+
+    #[test]
+    fn patch_and_replace() {
+        let catalog = Catalog::builtin();
+        let policy = UrlPolicy::strict();
+        let base = parse(
+            r#"{"name": "n", "url": "https://a.example", "event_types": ["*"],
+                "headers": {"X-A": "1"}, "auth": {"type": "bearer", "token": "t"},
+                "rate_limit_per_second": 5}"#,
+            &policy,
+        )
+        .unwrap();
+
+        let patched = parse_spec(
+            br#"{"url": "https://b.example", "headers": {}}"#,
+            Mode::Patch(&base),
+            &catalog,
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(patched.url, "https://b.example");
+        assert!(patched.headers.is_empty(), "{{}} clears headers");
+        assert_eq!(patched.name, "n", "absent stays");
+        assert_eq!(patched.auth, base.auth);
+        assert_eq!(patched.rate_limit_per_second, Some(5));
+
+        let patched = parse_spec(
+            br#"{"rate_limit_per_second": null, "auth": {"type": "bearer", "token": "***"}}"#,
+            Mode::Patch(&base),
+            &catalog,
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(patched.rate_limit_per_second, None, "null resets");
+        assert_eq!(patched.auth, base.auth, "masked token kept");
+
+        let errors = parse_spec(
+            br#"{"url": null, "event_types": ["nope"]}"#,
+            Mode::Patch(&base),
+            &catalog,
+            &policy,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["url", "event_types[0]"]);
+
+        let replaced = parse_spec(
+            br#"{"url": "https://c.example", "event_types": ["freights.*"]}"#,
+            Mode::Replace(&base),
+            &catalog,
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(replaced.name, "");
+        assert!(replaced.headers.is_empty());
+        assert_eq!(replaced.auth, CallbackAuth::None);
+        assert_eq!(replaced.rate_limit_per_second, None);
+        let errors =
+            parse_spec(br#"{"name": "x"}"#, Mode::Replace(&base), &catalog, &policy).unwrap_err();
+        assert_eq!(fields(&errors), ["url", "event_types"]);
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_the_overlap() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let mut s = Subscription::new(
+            "sub_1".into(),
+            "t".into(),
+            Spec::new("https://a.example", vec![EventTypePattern::All]),
+            "key_1",
+            now,
+        );
+        let old = s.signing_secret.clone();
+        s.rotate_secret(now, std::time::Duration::from_secs(60));
+        assert_ne!(s.signing_secret, old);
+        assert_eq!(s.signing_secrets(now).len(), 2);
+        assert_eq!(s.signing_secrets(now)[1], &old);
+        assert_eq!(
+            s.signing_secrets(now + std::time::Duration::from_secs(60))
+                .len(),
+            1
+        );
     }
 }

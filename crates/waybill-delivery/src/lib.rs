@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: the `[delivery]` section.
+//! - [`oauth2`]: client-credentials tokens, cached and shared by every task.
 //! - [`request`]: the pure part — the signed webhook request of one attempt.
 //! - [`worker`]: one task per assigned partition of `deliveries`: decode the
 //!   task, find its subscription in the projection, call the URL, record the
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod oauth2;
 pub mod request;
 pub mod worker;
 
@@ -101,6 +103,7 @@ pub async fn run(
         subscriptions,
         url_policy: settings.url_policy,
         config: settings.delivery.clone(),
+        tokens: oauth2::Tokens::default(),
     });
     let task: partitioned::PartitionTask =
         Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use time::OffsetDateTime;
+use waybill_core::auth::CallbackAuth;
 use waybill_core::catalog::Catalog;
 use waybill_core::event::Event;
 use waybill_core::subscription::Subscription;
@@ -21,6 +22,7 @@ use waybill_proto::v1;
 use waybill_runtime::projection::Subscriptions;
 
 use crate::config::DeliveryConfig;
+use crate::oauth2::Tokens;
 use crate::request;
 
 /// Bytes of the response body kept in the attempt record.
@@ -42,6 +44,8 @@ pub struct Worker {
     pub url_policy: UrlPolicy,
     /// The `[delivery]` section.
     pub config: DeliveryConfig,
+    /// OAuth2 tokens, shared by every partition task.
+    pub tokens: Tokens,
 }
 
 /// How one task ended in this process.
@@ -58,6 +62,17 @@ struct AttemptResult {
     error_class: &'static str,
     error: String,
     excerpt: String,
+}
+
+impl AttemptResult {
+    fn failed(class: &'static str, error: String) -> Self {
+        Self {
+            status: 0,
+            error_class: class,
+            error,
+            excerpt: String::new(),
+        }
+    }
 }
 
 impl Worker {
@@ -187,12 +202,11 @@ impl Worker {
         }
     }
 
-    /// The subscription, waiting for the projection to include everything
-    /// written before the task was produced if it is not there yet.
+    /// The subscription as of the task's production: every change written
+    /// before the task (a rotated secret, new auth, a delete) is applied
+    /// first. The wait is shared by all tasks and is free once the
+    /// projection is known fresh past that time.
     async fn subscription(&self, id: &str, produced_at: SystemTime) -> Option<Subscription> {
-        if let Some(s) = self.subscriptions.read().get(id).cloned() {
-            return Some(s);
-        }
         if let Err(e) = self
             .subscriptions
             .wait_fresh(produced_at, self.config.freshness_timeout)
@@ -210,18 +224,61 @@ impl Worker {
         event: &Event,
         trace: &TraceParent,
     ) -> AttemptResult {
-        let fail = |class: &'static str, error: String| AttemptResult {
-            status: 0,
-            error_class: class,
-            error,
-            excerpt: String::new(),
+        let CallbackAuth::OAuth2(settings) = &subscription.spec.auth else {
+            return self.send(subscription, task, event, trace, None).await;
         };
-        let url = match self.url_policy.check_url(&subscription.url) {
+        // Tokens are cached per subscription and settings: changed
+        // settings get a new token, other changes (a rotation) do not.
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            settings.hash(&mut h);
+            format!("{}#{:x}", subscription.id, h.finish())
+        };
+        let mut refreshed = false;
+        loop {
+            let token = match self
+                .tokens
+                .get(&self.client, &self.url_policy, &key, settings)
+                .await
+            {
+                Ok(token) => token,
+                Err(e) => return AttemptResult::failed("oauth2", e.to_string()),
+            };
+            let result = self
+                .send(subscription, task, event, trace, Some(&token))
+                .await;
+            if result.status != 401 || refreshed {
+                return result;
+            }
+            // The endpoint no longer accepts the cached token: fetch a new one once.
+            self.tokens.invalidate(&key);
+            refreshed = true;
+        }
+    }
+
+    async fn send(
+        &self,
+        subscription: &Subscription,
+        task: &v1::DeliveryTask,
+        event: &Event,
+        trace: &TraceParent,
+        oauth2_token: Option<&str>,
+    ) -> AttemptResult {
+        let fail = AttemptResult::failed;
+        let url = match self.url_policy.check_url(&subscription.spec.url) {
             Ok(url) => url,
             Err(message) => return fail("url_policy", format!("url {message}")),
         };
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let req = request::build(subscription, event, &task.delivery_id, now, &trace.child());
+        let req = request::build(
+            subscription,
+            event,
+            &task.delivery_id,
+            now,
+            &trace.child(),
+            oauth2_token,
+        );
         let method = if req.method == "PUT" {
             reqwest::Method::PUT
         } else {

@@ -1,9 +1,13 @@
 //! API keys: `Authorization: Bearer <key>` or `X-Api-Key: <key>`.
+//!
+//! A key is looked up by its SHA-256 among the static keys of the
+//! configuration, then among the keys of the `tenants` topic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
@@ -49,8 +53,35 @@ impl ApiKeys {
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
+/// SHA-256 of a presented key or token.
+pub(crate) fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// The key or token a request presents: `Authorization: Bearer <key>` or
+/// `X-Api-Key: <key>`.
+pub(crate) fn bearer_or_api_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    match (header("authorization"), header("x-api-key")) {
+        (Some(auth), _) => {
+            let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+                return Err(ApiError::unauthorized(
+                    "the Authorization header must be `Bearer <api key>`",
+                ));
+            }
+            Ok(token.trim())
+        }
+        (None, Some(key)) if !key.is_empty() => Ok(key),
+        _ => Err(ApiError::unauthorized(
+            "missing API key: send `Authorization: Bearer <api key>` or `X-Api-Key: <api key>`",
+        )),
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Principal {
@@ -60,34 +91,19 @@ impl FromRequestParts<Arc<AppState>> for Principal {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
-        let key = match (header("authorization"), header("x-api-key")) {
-            (Some(auth), _) => {
-                let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
-                if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-                    return Err(ApiError::unauthorized(
-                        "the Authorization header must be `Bearer <api key>`",
-                    ));
-                }
-                token.trim()
-            }
-            (None, Some(key)) => key,
-            (None, None) => {
-                return Err(ApiError::unauthorized(
-                    "missing API key: send `Authorization: Bearer <api key>` or `X-Api-Key: <api key>`",
-                ));
-            }
-        };
-        state
-            .api_keys
-            .authenticate(key)
-            .cloned()
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+        let key = bearer_or_api_key(&parts.headers)?;
+        if let Some(principal) = state.api_keys.authenticate(key) {
+            return Ok(principal.clone());
+        }
+        let presented = digest(key);
+        if let Some(principal) = state.tenants.read().authenticate(&presented) {
+            return Ok(principal.clone());
+        }
+        if state.operator_token == Some(presented) {
+            return Err(ApiError::unauthorized(
+                "the operator token manages tenants only; use one of the tenant's API keys",
+            ));
+        }
+        Err(ApiError::unauthorized("unknown or revoked API key"))
     }
 }

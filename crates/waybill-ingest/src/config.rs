@@ -17,9 +17,21 @@ pub struct IngestConfig {
     pub write_timeout: Duration,
     /// Largest accepted event body, in bytes.
     pub max_event_bytes: usize,
-    /// API keys and the tenant each belongs to (until tenants are managed
-    /// through the API).
+    /// Static API keys and the tenant each belongs to, for deployments that
+    /// manage keys in configuration. Keys made through `/v1/tenants` live on
+    /// the `tenants` topic instead.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// The operator token that manages tenants and API keys (`/v1/tenants`).
+    /// Without it, tenants can only come from `api_keys`.
+    pub operator_token: Option<String>,
+    /// How long the previous signing secret keeps signing after a rotation.
+    #[serde(with = "waybill_core::duration")]
+    pub secret_overlap: Duration,
+    /// How long an `Idempotency-Key` answer is remembered.
+    #[serde(with = "waybill_core::duration")]
+    pub idempotency_window: Duration,
+    /// Most `Idempotency-Key` answers remembered at once.
+    pub idempotency_capacity: usize,
 }
 
 /// One API key.
@@ -40,6 +52,10 @@ impl Default for IngestConfig {
             write_timeout: Duration::from_secs(5),
             max_event_bytes: 256 * 1024,
             api_keys: Vec::new(),
+            operator_token: None,
+            secret_overlap: Duration::from_secs(24 * 3600),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            idempotency_capacity: 100_000,
         }
     }
 }
@@ -48,8 +64,19 @@ impl IngestConfig {
     /// Every problem with these settings.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.api_keys.is_empty() {
-            out.push("ingest.api_keys: at least one API key is required".into());
+        if self.api_keys.is_empty() && self.operator_token.is_none() {
+            out.push(
+                "ingest: set `operator_token` (to manage tenants through /v1/tenants) or at least one of `api_keys`"
+                    .into(),
+            );
+        }
+        if let Some(token) = &self.operator_token
+            && token.len() < 24
+        {
+            out.push("ingest.operator_token: must be at least 24 characters".into());
+        }
+        if self.idempotency_capacity == 0 {
+            out.push("ingest.idempotency_capacity: must be at least 1".into());
         }
         for (i, key) in self.api_keys.iter().enumerate() {
             if key.key.len() < 16 {

@@ -52,6 +52,21 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 409: the request conflicts with the state (or another request).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 403 is never used for objects (another tenant's object is a 404);
+    /// an API key calling an operator route gets this 401.
+    pub fn operator_only() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this call needs the operator token (`Authorization: Bearer <operator token>`)",
+        )
+    }
+
     /// 413.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
@@ -116,6 +131,16 @@ impl IntoResponse for ApiError {
         };
         (self.status, Json(body)).into_response()
     }
+}
+
+/// Fallback for a known path called with another method: `405`, with the
+/// stable code `not_found` (the route does not exist for that method).
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not_found",
+        format!("{} does not accept {method}", uri.path()),
+    )
 }
 
 /// Fallback for unknown routes.

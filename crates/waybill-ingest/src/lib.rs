@@ -10,6 +10,9 @@
 //! - [`subscriptions`]: `/v1/subscriptions` — publishes full subscription
 //!   state to the compacted topic and answers from this service's own
 //!   projection, after it applied the write (read-your-writes).
+//! - [`tenants`]: `/v1/tenants` — tenants and API keys (operator token),
+//!   event-sourced on the compacted `tenants` topic.
+//! - [`idempotency`]: `Idempotency-Key` answers remembered for 24 h.
 //! - [`events`]: `/v1/events` — validates and publishes `DomainEvent`s,
 //!   keyed by entity id.
 //!
@@ -22,7 +25,9 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod idempotency;
 pub mod subscriptions;
+pub mod tenants;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +84,24 @@ pub(crate) struct AppState {
     pub url_policy: UrlPolicy,
     pub api_keys: auth::ApiKeys,
     pub subscriptions: Table<Subscriptions>,
+    pub tenants: Table<tenants::Tenants>,
+    pub operator_token: Option<[u8; 32]>,
+    pub idempotency: idempotency::Store,
+    pub write_locks: Vec<tokio::sync::Mutex<()>>,
     pub config: IngestConfig,
+}
+
+impl AppState {
+    /// Serialises read-modify-write changes of one object within this
+    /// instance (striped by id), so concurrent updates do not lose each other.
+    pub async fn write_lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = id.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.write_locks[stripe % self.write_locks.len()]
+            .lock()
+            .await
+    }
 }
 
 /// Runs the ingest API on `listener` until `shutdown` is cancelled.
@@ -97,6 +119,13 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    let tenants = Table::follow(
+        &settings.kafka,
+        &topics.tenants(),
+        tenants::Tenants::default(),
+        shutdown.clone(),
+    )
+    .await?;
     let readiness = Readiness::default();
     let state = Arc::new(AppState {
         producer: producer.clone(),
@@ -106,6 +135,13 @@ pub async fn run(
         url_policy: settings.url_policy,
         api_keys: auth::ApiKeys::new(&settings.ingest.api_keys),
         subscriptions: subscriptions.clone(),
+        tenants: tenants.clone(),
+        operator_token: settings.ingest.operator_token.as_deref().map(auth::digest),
+        idempotency: idempotency::Store::new(
+            settings.ingest.idempotency_window,
+            settings.ingest.idempotency_capacity,
+        ),
+        write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         config: settings.ingest,
     });
 
@@ -113,7 +149,13 @@ pub async fn run(
     let ready = readiness.clone();
     let loading = shutdown.clone();
     tokio::spawn(async move {
-        if projection::wait_loaded(&subscriptions, &loading).await {
+        let started = std::time::SystemTime::now();
+        if projection::wait_loaded(&subscriptions, &loading).await
+            && tenants
+                .wait_fresh(started, Duration::from_secs(300))
+                .await
+                .is_ok()
+        {
             ready.set(true);
         }
     });
@@ -129,8 +171,32 @@ pub async fn run(
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/events", post(events::create))
-        .route("/v1/subscriptions", post(subscriptions::create))
-        .route("/v1/subscriptions/{id}", get(subscriptions::get))
+        .route(
+            "/v1/subscriptions",
+            post(subscriptions::create).get(subscriptions::list),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(subscriptions::get)
+                .patch(subscriptions::patch)
+                .put(subscriptions::replace)
+                .delete(subscriptions::delete),
+        )
+        .route("/v1/subscriptions/{id}/reset", post(subscriptions::reset))
+        .route("/v1/subscriptions/{id}/test", post(subscriptions::test))
+        .route("/v1/subscriptions/{id}/secret", get(subscriptions::secret))
+        .route(
+            "/v1/subscriptions/{id}/secret/rotate",
+            post(subscriptions::rotate_secret),
+        )
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{id}", get(tenants::get))
+        .route("/v1/tenants/{id}/api_keys", post(tenants::create_key))
+        .route(
+            "/v1/tenants/{id}/api_keys/{key_id}",
+            axum::routing::delete(tenants::delete_key),
+        )
         .fallback(error::not_found_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
 }

@@ -1,79 +1,70 @@
-//! `/v1/subscriptions`.
+//! `/v1/subscriptions`: every call of the subscription API.
+//!
+//! Each write publishes the subscription's full new state to the compacted
+//! `subscriptions` topic (a tombstone on delete) and answers only after this
+//! service's own projection applied it, so a following `GET` sees the change.
+//! Reads are served from that projection.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
-use waybill_core::event::format_rfc3339;
-use waybill_core::ids;
-use waybill_core::signing::SigningSecret;
-use waybill_core::subscription::{Status, Subscription, parse_new_subscription};
+use waybill_core::event::{EntityRef, Event, format_rfc3339};
+use waybill_core::pattern::EventTypePattern;
+use waybill_core::subscription::{Mode, Status, Subscription, parse_spec};
+use waybill_core::{FieldError, catalog, ids};
 use waybill_kafka::headers;
 use waybill_proto::Message;
-use waybill_proto::convert::subscription_to_proto;
+use waybill_proto::convert::{event_to_proto, subscription_to_proto, timestamp};
+use waybill_proto::v1;
 
 use crate::AppState;
 use crate::auth::Principal;
 use crate::body::read_json;
 use crate::error::ApiError;
+use crate::idempotency::Idempotent;
 
 /// Largest subscription body accepted.
 const MAX_SUBSCRIPTION_BYTES: usize = 64 * 1024;
+/// Default and largest page of `GET /v1/subscriptions`.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
 
-/// A subscription as the API returns it.
-#[derive(Debug, Serialize)]
-pub struct SubscriptionView {
-    id: String,
-    tenant_id: String,
-    name: String,
-    url: String,
-    method: &'static str,
-    event_types: Vec<String>,
-    enabled: bool,
-    status: &'static str,
-    disabled_reason: Option<String>,
-    headers: BTreeMap<String, String>,
-    metadata: BTreeMap<String, String>,
-    created_at: String,
-    updated_at: String,
-    created_by: String,
-    updated_by: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    signing_secret: Option<String>,
-}
-
-impl SubscriptionView {
-    fn of(s: &Subscription) -> Self {
-        // A subscription switched off by its owner reads as disabled.
-        let (status, disabled_reason) = if !s.enabled && s.status != Status::Disabled {
-            (Status::Disabled, Some("disabled by the user".to_owned()))
-        } else {
-            (s.status, s.disabled_reason.clone())
-        };
-        Self {
-            id: s.id.clone(),
-            tenant_id: s.tenant_id.clone(),
-            name: s.name.clone(),
-            url: s.url.clone(),
-            method: s.method.as_str(),
-            event_types: s.event_types.iter().map(ToString::to_string).collect(),
-            enabled: s.enabled,
-            status: status.as_str(),
-            disabled_reason,
-            headers: s.headers.clone(),
-            metadata: s.metadata.clone(),
-            created_at: format_rfc3339(s.created_at),
-            updated_at: format_rfc3339(s.updated_at),
-            created_by: s.created_by.clone(),
-            updated_by: s.updated_by.clone(),
-            signing_secret: None,
-        }
-    }
+/// A subscription as the API returns it, credentials masked.
+pub fn view(s: &Subscription) -> Value {
+    let spec = &s.spec;
+    // A subscription switched off by its owner reads as disabled.
+    let (status, disabled_reason) = if !spec.enabled && s.status != Status::Disabled {
+        (Status::Disabled, Some("disabled by the user".to_owned()))
+    } else {
+        (s.status, s.disabled_reason.clone())
+    };
+    json!({
+        "id": s.id,
+        "tenant_id": s.tenant_id,
+        "name": spec.name,
+        "url": spec.url,
+        "method": spec.method.as_str(),
+        "event_types": spec.event_types.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "filter": spec.filter.as_ref().map(|f| f.to_json()),
+        "auth": spec.auth.masked(),
+        "headers": spec.headers,
+        "enabled": spec.enabled,
+        "rate_limit_per_second": spec.rate_limit_per_second,
+        "retry_policy": spec.retry_policy.as_ref().map(|r| r.to_json()),
+        "metadata": spec.metadata,
+        "status": status.as_str(),
+        "disabled_reason": disabled_reason,
+        "created_at": format_rfc3339(s.created_at),
+        "updated_at": format_rfc3339(s.updated_at),
+        "created_by": s.created_by,
+        "updated_by": s.updated_by,
+    })
 }
 
 /// `POST /v1/subscriptions` → `201` with the subscription and its signing secret.
@@ -82,39 +73,167 @@ pub(crate) async fn create(
     principal: Principal,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = read_json(&headers, body, MAX_SUBSCRIPTION_BYTES).await?;
-    let new = parse_new_subscription(&body, &state.catalog, &state.url_policy)
-        .map_err(ApiError::validation)?;
-    let now = OffsetDateTime::now_utc();
-    let subscription = Subscription {
-        id: ids::new_subscription_id(),
-        tenant_id: principal.tenant_id.clone(),
-        name: new.name,
-        url: new.url,
-        method: new.method,
-        event_types: new.event_types,
-        enabled: new.enabled,
-        status: Status::Active,
-        disabled_reason: None,
-        headers: new.headers,
-        metadata: new.metadata,
-        signing_secret: SigningSecret::generate(),
-        created_at: now,
-        updated_at: now,
-        created_by: principal.key_id.clone(),
-        updated_by: principal.key_id,
-        revision: 1,
-    };
-    publish(&state, &subscription).await?;
-    tracing::info!(
-        subscription_id = %subscription.id,
-        tenant_id = %subscription.tenant_id,
-        "subscription created"
-    );
-    let mut view = SubscriptionView::of(&subscription);
-    view.signing_secret = Some(subscription.signing_secret.expose());
-    Ok((StatusCode::CREATED, Json(view)))
+    let idem = Idempotent::begin(
+        &state,
+        &principal,
+        &headers,
+        "POST /v1/subscriptions",
+        &body,
+    )?;
+    if let Some(replay) = idem.replay() {
+        return Ok(replay);
+    }
+    let result = async {
+        let spec = parse_spec(&body, Mode::Create, &state.catalog, &state.url_policy)
+            .map_err(ApiError::validation)?;
+        check_resolved(&state, &spec.url, "url").await?;
+        let subscription = Subscription::new(
+            ids::new_subscription_id(),
+            principal.tenant_id.clone(),
+            spec,
+            &principal.key_id,
+            OffsetDateTime::now_utc(),
+        );
+        publish(&state, &subscription).await?;
+        tracing::info!(
+            subscription_id = %subscription.id,
+            tenant_id = %subscription.tenant_id,
+            "subscription created"
+        );
+        let mut view = view(&subscription);
+        view["signing_secret"] = subscription.signing_secret.expose().into();
+        Ok((StatusCode::CREATED, Json(view)))
+    }
+    .await;
+    idem.finish(result)
+}
+
+/// `GET /v1/subscriptions?limit&offset&enabled&status&event_type`.
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = ListQuery::parse(&query).map_err(ApiError::validation)?;
+    let projection = state.subscriptions.read();
+    let mut selected: Vec<&Subscription> = projection
+        .of_tenant(&principal.tenant_id)
+        .filter(|s| q.selects(s))
+        .collect();
+    // Ids are time-ordered (UUIDv7): oldest first, stable across pages.
+    selected.sort_by(|a, b| a.id.cmp(&b.id));
+    let total = selected.len();
+    let page: Vec<Value> = selected
+        .into_iter()
+        .skip(q.offset)
+        .take(q.limit)
+        .map(view)
+        .collect();
+    Ok(Json(json!({
+        "subscriptions": page,
+        "total_count": total,
+        "limit": q.limit,
+        "offset": q.offset,
+    })))
+}
+
+/// Parsed query of the list call.
+struct ListQuery {
+    limit: usize,
+    offset: usize,
+    enabled: Option<bool>,
+    status: Option<Status>,
+    event_type: Option<String>,
+}
+
+impl ListQuery {
+    fn parse(query: &HashMap<String, String>) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut number = |key: &str, default: usize, max: usize| match query.get(key) {
+            None => default,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n <= max => n,
+                _ => {
+                    errors.push(FieldError::new(
+                        key,
+                        format!("must be an integer from 0 to {max}"),
+                    ));
+                    default
+                }
+            },
+        };
+        let limit = number("limit", DEFAULT_LIMIT, MAX_LIMIT);
+        let offset = number("offset", 0, usize::MAX);
+        if limit == 0 {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be from 1 to {MAX_LIMIT}"),
+            ));
+        }
+        let enabled = match query.get("enabled").map(String::as_str) {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => {
+                errors.push(FieldError::new("enabled", "must be `true` or `false`"));
+                None
+            }
+        };
+        let status = match query.get("status").map(String::as_str) {
+            None => None,
+            Some("active") => Some(Status::Active),
+            Some("disabled") => Some(Status::Disabled),
+            Some("failing") => Some(Status::Failing),
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "status",
+                    "must be `active`, `disabled` or `failing`",
+                ));
+                None
+            }
+        };
+        let event_type = query.get("event_type").cloned();
+        for key in query.keys() {
+            if !["limit", "offset", "enabled", "status", "event_type"].contains(&key.as_str()) {
+                errors.push(FieldError::new(
+                    key.as_str(),
+                    "unknown query parameter; accepted: limit, offset, enabled, status, event_type",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                limit,
+                offset,
+                enabled,
+                status,
+                event_type,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn selects(&self, s: &Subscription) -> bool {
+        let status = if s.spec.enabled {
+            s.status
+        } else {
+            Status::Disabled
+        };
+        self.enabled.is_none_or(|e| s.spec.enabled == e)
+            && self.status.is_none_or(|st| st == status)
+            && self.event_type.as_ref().is_none_or(|t| {
+                // An event name selects the subscriptions that receive it; a
+                // pattern selects the subscriptions listing that pattern.
+                s.spec.event_types.iter().any(|p| {
+                    p.to_string() == *t
+                        || matches!(EventTypePattern::parse(t), Ok(EventTypePattern::Exact(_)))
+                            && p.matches(t)
+                })
+            })
+    }
 }
 
 /// `GET /v1/subscriptions/{id}`, from this service's projection.
@@ -122,25 +241,259 @@ pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<SubscriptionView>, ApiError> {
-    let projection = state.subscriptions.read();
-    projection
-        .get(&id)
+) -> Result<Json<Value>, ApiError> {
+    find(&state, &principal, &id).map(|s| Json(view(&s)))
+}
+
+/// `PATCH /v1/subscriptions/{id}`: present fields replace, absent stay.
+pub(crate) async fn patch(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let body = read_json(&headers, body, MAX_SUBSCRIPTION_BYTES).await?;
+    update(&state, &principal, &id, &body, true).await
+}
+
+/// `PUT /v1/subscriptions/{id}`: full replacement (the create body).
+pub(crate) async fn replace(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let body = read_json(&headers, body, MAX_SUBSCRIPTION_BYTES).await?;
+    update(&state, &principal, &id, &body, false).await
+}
+
+async fn update(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    body: &[u8],
+    patch: bool,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = state.write_lock(id).await;
+    let mut s = find(state, principal, id)?;
+    let mode = if patch {
+        Mode::Patch(&s.spec)
+    } else {
+        Mode::Replace(&s.spec)
+    };
+    let spec =
+        parse_spec(body, mode, &state.catalog, &state.url_policy).map_err(ApiError::validation)?;
+    if spec.url != s.spec.url || spec.auth != s.spec.auth {
+        check_resolved(state, &spec.url, "url").await?;
+    }
+    let was_enabled = s.spec.enabled;
+    s.spec = spec;
+    if s.spec.enabled && !was_enabled && s.status == Status::Disabled {
+        // Switching a subscription back on clears a disable by the system
+        // too (as `reset` does): the user asked for deliveries.
+        s.reset();
+    }
+    s.touch(&principal.key_id, OffsetDateTime::now_utc());
+    publish(state, &s).await?;
+    tracing::info!(subscription_id = %s.id, revision = s.revision, "subscription updated");
+    Ok(Json(view(&s)))
+}
+
+/// `DELETE /v1/subscriptions/{id}` → `204`; a tombstone on the topic.
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let _guard = state.write_lock(&id).await;
+    let s = find(&state, &principal, &id)?;
+    write(&state, &s.id, None).await?;
+    tracing::info!(subscription_id = %s.id, "subscription deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/subscriptions/{id}/reset`: clears the failure state, re-enables.
+pub(crate) async fn reset(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = state.write_lock(&id).await;
+    let mut s = find(&state, &principal, &id)?;
+    s.reset();
+    s.touch(&principal.key_id, OffsetDateTime::now_utc());
+    publish(&state, &s).await?;
+    tracing::info!(subscription_id = %s.id, "subscription reset");
+    Ok(Json(view(&s)))
+}
+
+/// `GET /v1/subscriptions/{id}/secret`.
+pub(crate) async fn secret(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let s = find(&state, &principal, &id)?;
+    Ok(Json(secret_view(&s)))
+}
+
+/// `POST /v1/subscriptions/{id}/secret/rotate`: a new secret; the old one
+/// keeps signing (second signature) for the overlap window.
+pub(crate) async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let _guard = state.write_lock(&id).await;
+    let mut s = find(&state, &principal, &id)?;
+    let now = OffsetDateTime::now_utc();
+    s.rotate_secret(now, state.config.secret_overlap);
+    s.touch(&principal.key_id, now);
+    publish(&state, &s).await?;
+    tracing::info!(subscription_id = %s.id, "signing secret rotated");
+    Ok(Json(secret_view(&s)))
+}
+
+fn secret_view(s: &Subscription) -> Value {
+    json!({
+        "signing_secret": s.signing_secret.expose(),
+        "previous_secret_expires_at": s.previous_secret.as_ref()
+            .filter(|p| p.expires_at > OffsetDateTime::now_utc())
+            .map(|p| format_rfc3339(p.expires_at)),
+    })
+}
+
+/// `POST /v1/subscriptions/{id}/test` → `202 {"delivery_id"}`: a
+/// `waybill.test` event delivered to this subscription only.
+pub(crate) async fn test(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let route = format!("POST /v1/subscriptions/{id}/test");
+    let idem = Idempotent::begin(&state, &principal, &headers, &route, b"")?;
+    if let Some(replay) = idem.replay() {
+        return Ok(replay);
+    }
+    let result = async {
+        let s = find(&state, &principal, &id)?;
+        let now = OffsetDateTime::now_utc();
+        let event = Event {
+            id: ids::new_event_id(),
+            tenant_id: s.tenant_id.clone(),
+            name: catalog::TEST_EVENT.to_owned(),
+            occurred_at: now,
+            entity: EntityRef {
+                kind: "subscription".to_owned(),
+                id: s.id.clone(),
+            },
+            attributes: Default::default(),
+            callback_url: None,
+            payload: serde_json::to_vec(&json!({
+                "message": "Test notification from Waybill",
+                "subscription_id": s.id,
+                "requested_by": principal.key_id,
+            }))
+            .map_err(|_| ApiError::internal())?,
+        };
+        let delivery_id = ids::delivery_id(&s.tenant_id, &event.id, &s.id);
+        let task = v1::DeliveryTask {
+            delivery_id: delivery_id.clone(),
+            subscription_id: s.id.clone(),
+            tenant_id: s.tenant_id.clone(),
+            event: Some(event_to_proto(&event)),
+            attempt: 1,
+            not_before: None,
+            created_at: Some(timestamp(now)),
+        };
+        state
+            .producer
+            .send(
+                &state.topics.deliveries(),
+                s.id.as_bytes(),
+                Some(&task.encode_to_vec()),
+                headers::standard(waybill_proto::SCHEMA_VERSION, None),
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot publish test delivery");
+                ApiError::unavailable("Kafka did not accept the test delivery; retry shortly")
+            })?;
+        tracing::info!(subscription_id = %s.id, delivery_id, "test notification queued");
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"delivery_id": delivery_id, "event_id": event.id})),
+        ))
+    }
+    .await;
+    idem.finish(result)
+}
+
+/// The caller's subscription `id`; another tenant's answers 404 too.
+fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Subscription, ApiError> {
+    state
+        .subscriptions
+        .read()
+        .get(id)
         .filter(|s| s.tenant_id == principal.tenant_id)
-        .map(|s| Json(SubscriptionView::of(s)))
+        .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`")))
+}
+
+/// Resolves the host of a URL and refuses it if any address is not allowed
+/// (a name pointing into a private network). Send time checks again.
+pub(crate) async fn check_resolved(
+    state: &AppState,
+    url: &str,
+    field: &str,
+) -> Result<(), ApiError> {
+    if state.url_policy.allow_private_networks {
+        return Ok(());
+    }
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let Some(url::Host::Domain(host)) = parsed.host() else {
+        return Ok(()); // IP literals were checked by the policy already.
+    };
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs = match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.collect::<Vec<_>>(),
+        Err(_) => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                field,
+                format!("host `{host}` does not resolve; check the name"),
+            )]));
+        }
+    };
+    for addr in addrs {
+        if let Err(message) = state.url_policy.check_ip(addr.ip()) {
+            return Err(ApiError::validation(vec![FieldError::new(
+                field,
+                format!("host `{host}` resolves to an address that {message}"),
+            )]));
+        }
+    }
+    Ok(())
 }
 
 /// Writes the full state of `subscription` to the compacted topic and waits
 /// until this service's projection has applied it.
 async fn publish(state: &AppState, subscription: &Subscription) -> Result<(), ApiError> {
     let record = subscription_to_proto(subscription, &state.keys).encode_to_vec();
+    write(state, &subscription.id, Some(&record)).await
+}
+
+async fn write(state: &AppState, id: &str, record: Option<&[u8]>) -> Result<(), ApiError> {
     let acked = state
         .producer
         .send(
             &state.topics.subscriptions(),
-            subscription.id.as_bytes(),
-            Some(&record),
+            id.as_bytes(),
+            record,
             headers::standard(waybill_proto::SCHEMA_VERSION, None),
         )
         .await

@@ -56,6 +56,11 @@ impl Topics {
         self.named("subscriptions")
     }
 
+    /// The compacted tenant and API key topic.
+    pub fn tenants(&self) -> String {
+        self.named("tenants")
+    }
+
     /// Delivery tasks.
     pub fn deliveries(&self) -> String {
         self.named("deliveries")
@@ -98,6 +103,7 @@ impl Topics {
             config.subscriptions_partitions,
             true,
         ));
+        out.push(spec(self.tenants(), 1, true));
         out.push(spec(self.deliveries(), config.partitions, false));
         for tier in RETRY_TIERS {
             out.push(spec(self.retry(tier), config.partitions, false));
@@ -170,7 +176,7 @@ mod tests {
             .filter(|s| s.compacted)
             .map(|s| s.name.as_str())
             .collect();
-        assert_eq!(compacted, ["prod.subscriptions"]);
-        assert_eq!(specs.len(), 4 + 1 + 1 + RETRY_TIERS.len() + 3);
+        assert_eq!(compacted, ["prod.subscriptions", "prod.tenants"]);
+        assert_eq!(specs.len(), 4 + 2 + 1 + RETRY_TIERS.len() + 3);
     }
 }

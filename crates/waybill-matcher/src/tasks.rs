@@ -41,8 +41,7 @@ mod tests {
     use waybill_core::event::EntityRef;
     use waybill_core::pattern::EventTypePattern;
     use waybill_core::sealing::Keyring;
-    use waybill_core::signing::SigningSecret;
-    use waybill_core::subscription::{Method, Status, Subscription};
+    use waybill_core::subscription::{Spec, Subscription};
     use waybill_kafka::table::Fold;
     use waybill_proto::Message;
     use waybill_proto::convert::{event_to_proto, subscription_to_proto};
@@ -55,28 +54,19 @@ mod tests {
     }
 
     fn subscription(id: &str, tenant: &str, patterns: &[&str], enabled: bool) -> Subscription {
-        Subscription {
-            id: id.into(),
-            tenant_id: tenant.into(),
-            name: String::new(),
-            url: "https://example.com".into(),
-            method: Method::Post,
-            event_types: patterns
-                .iter()
-                .map(|p| EventTypePattern::parse(p).unwrap())
-                .collect(),
-            enabled,
-            status: Status::Active,
-            disabled_reason: None,
-            headers: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-            signing_secret: SigningSecret::generate(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
-            created_by: String::new(),
-            updated_by: String::new(),
-            revision: 1,
-        }
+        let patterns = patterns
+            .iter()
+            .map(|p| EventTypePattern::parse(p).unwrap())
+            .collect();
+        let mut spec = Spec::new("https://example.com", patterns);
+        spec.enabled = enabled;
+        Subscription::new(
+            id.into(),
+            tenant.into(),
+            spec,
+            "key_1",
+            OffsetDateTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

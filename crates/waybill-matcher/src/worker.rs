@@ -114,6 +114,14 @@ impl Worker {
             }
         };
         let event = match event_from_proto(record.clone(), &self.catalog) {
+            Ok(e) if e.name == waybill_core::catalog::TEST_EVENT => {
+                return self
+                    .dead_letter(
+                        message,
+                        "invalid DomainEvent: `waybill.test` is reserved for test notifications",
+                    )
+                    .await;
+            }
             Ok(e) => e,
             Err(e) => {
                 return self

@@ -1,14 +1,18 @@
 //! Conversions between wire records and the domain model.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use time::OffsetDateTime;
+use waybill_core::auth::{CallbackAuth, OAuth2};
 use waybill_core::catalog::Catalog;
 use waybill_core::event::{EntityRef, Event};
+use waybill_core::filter::{Comparator, Filter, Predicate, Scope};
 use waybill_core::pattern::EventTypePattern;
+use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::{Keyring, SealError, Sealed};
 use waybill_core::signing::SigningSecret;
-use waybill_core::subscription::{Method, Status, Subscription};
+use waybill_core::subscription::{Method, PreviousSecret, Spec, Status, Subscription};
 
 use crate::v1;
 
@@ -85,7 +89,8 @@ pub fn event_to_proto(event: &Event) -> v1::DomainEvent {
 ///
 /// Upstream producers write these records directly, so every field is
 /// checked here: an invalid record must go to the dead-letter topic, not
-/// reach a subscriber.
+/// reach a subscriber. The reserved test event passes here (it travels in
+/// delivery tasks); the matcher refuses it on domain topics.
 pub fn event_from_proto(e: v1::DomainEvent, catalog: &Catalog) -> Result<Event, RecordError> {
     if e.id.is_empty() {
         return Err(RecordError::Missing("id"));
@@ -93,7 +98,7 @@ pub fn event_from_proto(e: v1::DomainEvent, catalog: &Catalog) -> Result<Event, 
     if e.tenant_id.is_empty() {
         return Err(RecordError::Missing("tenant_id"));
     }
-    if catalog.get(&e.event_name).is_none() {
+    if catalog.get(&e.event_name).is_none() && e.event_name != waybill_core::catalog::TEST_EVENT {
         return Err(RecordError::Invalid {
             field: "event_name",
             message: format!("`{}` is not in the event catalog", e.event_name),
@@ -121,51 +126,166 @@ pub fn event_from_proto(e: v1::DomainEvent, catalog: &Catalog) -> Result<Event, 
     })
 }
 
-/// The wire form of a subscription, with its signing secret sealed and
-/// bound to the subscription id.
+/// Seals one secret of a subscription, bound to the subscription id and to
+/// the field, so a sealed value cannot be moved to another record or field.
+fn seal(keys: &Keyring, id: &str, field: &str, secret: &[u8]) -> v1::SealedSecret {
+    let sealed = keys.seal(secret, format!("{id}/{field}").as_bytes());
+    v1::SealedSecret {
+        key_id: sealed.key_id,
+        nonce: sealed.nonce,
+        ciphertext: sealed.ciphertext,
+    }
+}
+
+fn open(
+    keys: &Keyring,
+    id: &str,
+    field: &'static str,
+    sealed: Option<v1::SealedSecret>,
+) -> Result<Vec<u8>, RecordError> {
+    let sealed = sealed.ok_or(RecordError::Missing(field))?;
+    Ok(keys.open(
+        &Sealed {
+            key_id: sealed.key_id,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+        },
+        format!("{id}/{field}").as_bytes(),
+    )?)
+}
+
+fn open_text(
+    keys: &Keyring,
+    id: &str,
+    field: &'static str,
+    sealed: Option<v1::SealedSecret>,
+) -> Result<String, RecordError> {
+    String::from_utf8(open(keys, id, field, sealed)?).map_err(|_| RecordError::Invalid {
+        field,
+        message: "not UTF-8".into(),
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The wire form of a subscription, with every secret and credential sealed.
 pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscription {
-    let sealed = keys.seal(s.signing_secret.as_bytes(), s.id.as_bytes());
+    let id = s.id.as_str();
+    let spec = &s.spec;
+    let auth = match &spec.auth {
+        CallbackAuth::None => None,
+        CallbackAuth::Basic { username, password } => {
+            Some(v1::callback_auth::Kind::Basic(v1::BasicAuth {
+                username: username.clone(),
+                password: Some(seal(keys, id, "auth.password", password.as_bytes())),
+            }))
+        }
+        CallbackAuth::ApiKey {
+            header_name,
+            header_value,
+        } => Some(v1::callback_auth::Kind::ApiKey(v1::ApiKeyAuth {
+            header_name: header_name.clone(),
+            header_value: Some(seal(keys, id, "auth.header_value", header_value.as_bytes())),
+        })),
+        CallbackAuth::Bearer { token } => Some(v1::callback_auth::Kind::Bearer(v1::BearerAuth {
+            token: Some(seal(keys, id, "auth.token", token.as_bytes())),
+        })),
+        CallbackAuth::OAuth2(o) => Some(v1::callback_auth::Kind::Oauth2(v1::OAuth2Auth {
+            token_url: o.token_url.clone(),
+            client_id: o.client_id.clone(),
+            client_secret: Some(seal(
+                keys,
+                id,
+                "auth.client_secret",
+                o.client_secret.as_bytes(),
+            )),
+            scope: o.scope.clone().unwrap_or_default(),
+            extra_params: o.extra_params.clone().into_iter().collect(),
+        })),
+    };
+    let filter = spec.filter.as_ref().map(|f| v1::Filter {
+        scopes: f
+            .scopes
+            .iter()
+            .map(|scope| v1::FilterScope {
+                predicates: scope
+                    .predicates
+                    .iter()
+                    .map(|p| v1::Predicate {
+                        attribute: p.attribute.clone(),
+                        comparator: match p.comparator {
+                            Comparator::In => v1::Comparator::In,
+                            Comparator::NotIn => v1::Comparator::NotIn,
+                        } as i32,
+                        values: p.values.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    });
+    let retry_policy = spec.retry_policy.as_ref().map(|r| v1::RetryPolicy {
+        kind: Some(match r {
+            RetryPolicy::Delays(d) => v1::retry_policy::Kind::Delays(v1::ExplicitDelays {
+                delays_ms: d.iter().map(|d| millis(*d)).collect(),
+            }),
+            RetryPolicy::Exponential {
+                initial_delay,
+                multiplier,
+                max_delay,
+                max_attempts,
+            } => v1::retry_policy::Kind::Exponential(v1::ExponentialBackoff {
+                initial_delay_ms: millis(*initial_delay),
+                multiplier: *multiplier,
+                max_delay_ms: millis(*max_delay),
+                max_attempts: *max_attempts,
+            }),
+        }),
+    });
     v1::Subscription {
         id: s.id.clone(),
         tenant_id: s.tenant_id.clone(),
-        name: s.name.clone(),
-        url: s.url.clone(),
-        method: match s.method {
+        name: spec.name.clone(),
+        url: spec.url.clone(),
+        method: match spec.method {
             Method::Post => v1::HttpMethod::Post,
             Method::Put => v1::HttpMethod::Put,
         } as i32,
-        event_types: s.event_types.iter().map(ToString::to_string).collect(),
-        enabled: s.enabled,
+        event_types: spec.event_types.iter().map(ToString::to_string).collect(),
+        enabled: spec.enabled,
         status: match s.status {
             Status::Active => v1::SubscriptionStatus::Active,
             Status::Disabled => v1::SubscriptionStatus::Disabled,
             Status::Failing => v1::SubscriptionStatus::Failing,
         } as i32,
         disabled_reason: s.disabled_reason.clone().unwrap_or_default(),
-        headers: s
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        metadata: s
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        signing_secret: Some(v1::SealedSecret {
-            key_id: sealed.key_id,
-            nonce: sealed.nonce,
-            ciphertext: sealed.ciphertext,
-        }),
+        headers: spec.headers.clone().into_iter().collect(),
+        metadata: spec.metadata.clone().into_iter().collect(),
+        signing_secret: Some(seal(
+            keys,
+            id,
+            "signing_secret",
+            s.signing_secret.as_bytes(),
+        )),
         created_at: Some(timestamp(s.created_at)),
         updated_at: Some(timestamp(s.updated_at)),
         created_by: s.created_by.clone(),
         updated_by: s.updated_by.clone(),
         revision: s.revision,
+        auth: auth.map(|kind| v1::CallbackAuth { kind: Some(kind) }),
+        filter,
+        retry_policy,
+        rate_limit_per_second: spec.rate_limit_per_second,
+        previous_signing_secret: s
+            .previous_secret
+            .as_ref()
+            .map(|p| seal(keys, id, "previous_signing_secret", p.secret.as_bytes())),
+        previous_secret_expires_at: s.previous_secret.as_ref().map(|p| timestamp(p.expires_at)),
     }
 }
 
-/// The domain form of a subscription record, with its secret opened.
+/// The domain form of a subscription record, with its secrets opened.
 pub fn subscription_from_proto(
     p: v1::Subscription,
     keys: &Keyring,
@@ -176,21 +296,18 @@ pub fn subscription_from_proto(
     if p.tenant_id.is_empty() {
         return Err(RecordError::Missing("tenant_id"));
     }
-    let sealed = p
-        .signing_secret
-        .ok_or(RecordError::Missing("signing_secret"))?;
-    let secret = keys.open(
-        &Sealed {
-            key_id: sealed.key_id,
-            nonce: sealed.nonce,
-            ciphertext: sealed.ciphertext,
-        },
-        p.id.as_bytes(),
-    )?;
-    let signing_secret = SigningSecret::from_bytes(secret).map_err(|e| RecordError::Invalid {
-        field: "signing_secret",
-        message: e.to_string(),
-    })?;
+    let id = p.id.as_str();
+    let signing_secret = secret_of(open(keys, id, "signing_secret", p.signing_secret)?)?;
+    let previous_secret = match p.previous_signing_secret {
+        None => None,
+        Some(sealed) => Some(PreviousSecret {
+            secret: secret_of(open(keys, id, "previous_signing_secret", Some(sealed))?)?,
+            expires_at: from_timestamp(
+                p.previous_secret_expires_at.as_ref(),
+                "previous_secret_expires_at",
+            )?,
+        }),
+    };
     let method = match v1::HttpMethod::try_from(p.method) {
         Ok(v1::HttpMethod::Put) => Method::Put,
         Ok(v1::HttpMethod::Post | v1::HttpMethod::Unspecified) => Method::Post,
@@ -221,24 +338,115 @@ pub fn subscription_from_proto(
             field: "event_types",
             message: e.to_string(),
         })?;
+    let auth = match p.auth.and_then(|a| a.kind) {
+        None => CallbackAuth::None,
+        Some(v1::callback_auth::Kind::Basic(b)) => CallbackAuth::Basic {
+            username: b.username,
+            password: open_text(keys, id, "auth.password", b.password)?,
+        },
+        Some(v1::callback_auth::Kind::ApiKey(k)) => CallbackAuth::ApiKey {
+            header_name: k.header_name,
+            header_value: open_text(keys, id, "auth.header_value", k.header_value)?,
+        },
+        Some(v1::callback_auth::Kind::Bearer(b)) => CallbackAuth::Bearer {
+            token: open_text(keys, id, "auth.token", b.token)?,
+        },
+        Some(v1::callback_auth::Kind::Oauth2(o)) => CallbackAuth::OAuth2(OAuth2 {
+            token_url: o.token_url,
+            client_id: o.client_id,
+            client_secret: open_text(keys, id, "auth.client_secret", o.client_secret)?,
+            scope: (!o.scope.is_empty()).then_some(o.scope),
+            extra_params: o.extra_params.into_iter().collect(),
+        }),
+    };
+    let filter = match p.filter {
+        None => None,
+        Some(f) => Some(Filter {
+            scopes: f
+                .scopes
+                .into_iter()
+                .map(|scope| {
+                    let predicates = scope
+                        .predicates
+                        .into_iter()
+                        .map(|p| {
+                            let comparator = match v1::Comparator::try_from(p.comparator) {
+                                Ok(v1::Comparator::In) => Comparator::In,
+                                Ok(v1::Comparator::NotIn) => Comparator::NotIn,
+                                _ => {
+                                    return Err(RecordError::Invalid {
+                                        field: "filter",
+                                        message: format!("unknown comparator {}", p.comparator),
+                                    });
+                                }
+                            };
+                            let mut values = p.values;
+                            values.sort();
+                            values.dedup();
+                            Ok(Predicate {
+                                attribute: p.attribute,
+                                comparator,
+                                values,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Scope { predicates })
+                })
+                .collect::<Result<Vec<_>, RecordError>>()?,
+        }),
+    };
+    let retry_policy = match p.retry_policy.and_then(|r| r.kind) {
+        None => None,
+        Some(v1::retry_policy::Kind::Delays(d)) => Some(RetryPolicy::Delays(
+            d.delays_ms.into_iter().map(Duration::from_millis).collect(),
+        )),
+        Some(v1::retry_policy::Kind::Exponential(e)) => {
+            if e.max_attempts == 0 || !(1.0..=10.0).contains(&e.multiplier) {
+                return Err(RecordError::Invalid {
+                    field: "retry_policy",
+                    message: "max_attempts must be positive and multiplier within 1..=10".into(),
+                });
+            }
+            Some(RetryPolicy::Exponential {
+                initial_delay: Duration::from_millis(e.initial_delay_ms),
+                multiplier: e.multiplier,
+                max_delay: Duration::from_millis(e.max_delay_ms),
+                max_attempts: e.max_attempts,
+            })
+        }
+    };
     Ok(Subscription {
         created_at: from_timestamp(p.created_at.as_ref(), "created_at")?,
         updated_at: from_timestamp(p.updated_at.as_ref(), "updated_at")?,
+        spec: Spec {
+            name: p.name,
+            url: p.url,
+            method,
+            event_types,
+            filter,
+            auth,
+            headers: p.headers.into_iter().collect(),
+            enabled: p.enabled,
+            rate_limit_per_second: p.rate_limit_per_second,
+            retry_policy,
+            metadata: p.metadata.into_iter().collect(),
+        },
         id: p.id,
         tenant_id: p.tenant_id,
-        name: p.name,
-        url: p.url,
-        method,
-        event_types,
-        enabled: p.enabled,
         status,
         disabled_reason: (!p.disabled_reason.is_empty()).then_some(p.disabled_reason),
-        headers: p.headers.into_iter().collect(),
-        metadata: p.metadata.into_iter().collect(),
         signing_secret,
+        previous_secret,
         created_by: p.created_by,
         updated_by: p.updated_by,
         revision: p.revision,
+    })
+}
+
+fn secret_of(bytes: Vec<u8>) -> Result<SigningSecret, RecordError> {
+    SigningSecret::from_bytes(bytes).map_err(|e| RecordError::Invalid {
+        field: "signing_secret",
+        message: e.to_string(),
     })
 }
 
@@ -256,24 +464,76 @@ mod tests {
     }
 
     fn subscription() -> Subscription {
-        Subscription {
-            id: "sub_1".into(),
-            tenant_id: "t1".into(),
-            name: "n".into(),
-            url: "https://example.com/h".into(),
-            method: Method::Put,
-            event_types: vec![EventTypePattern::parse("freights.*").unwrap()],
-            enabled: true,
-            status: Status::Failing,
-            disabled_reason: None,
-            headers: [("X-A".to_owned(), "b".to_owned())].into_iter().collect(),
-            metadata: Default::default(),
-            signing_secret: SigningSecret::generate(),
-            created_at: datetime!(2026-11-23 10:00:00.123456789 UTC),
-            updated_at: datetime!(2026-11-23 10:00 UTC),
-            created_by: "key_1".into(),
-            updated_by: "key_1".into(),
-            revision: 3,
+        let mut spec = Spec::new(
+            "https://example.com/h",
+            vec![EventTypePattern::parse("freights.*").unwrap()],
+        );
+        spec.name = "n".into();
+        spec.method = Method::Put;
+        spec.headers = [("X-A".to_owned(), "b".to_owned())].into_iter().collect();
+        spec.auth = CallbackAuth::OAuth2(OAuth2 {
+            token_url: "https://idp.example.com/token".into(),
+            client_id: "client".into(),
+            client_secret: "oauth-client-secret-value".into(),
+            scope: Some("webhooks".into()),
+            extra_params: [("audience".to_owned(), "x".to_owned())]
+                .into_iter()
+                .collect(),
+        });
+        spec.filter = Some(Filter {
+            scopes: vec![Scope {
+                predicates: vec![Predicate {
+                    attribute: "dc_id".into(),
+                    comparator: Comparator::NotIn,
+                    values: vec!["1".into(), "2".into()],
+                }],
+            }],
+        });
+        spec.retry_policy = Some(RetryPolicy::Exponential {
+            initial_delay: Duration::from_millis(1500),
+            multiplier: 2.5,
+            max_delay: Duration::from_secs(60),
+            max_attempts: 4,
+        });
+        spec.rate_limit_per_second = Some(50);
+        let mut s = Subscription::new(
+            "sub_1".into(),
+            "t1".into(),
+            spec,
+            "key_1",
+            datetime!(2026-11-23 10:00:00.123456789 UTC),
+        );
+        s.status = Status::Failing;
+        s.rotate_secret(datetime!(2026-11-23 10:00 UTC), Duration::from_secs(3600));
+        s.revision = 3;
+        s
+    }
+
+    #[test]
+    fn every_auth_type_round_trips_sealed() {
+        let keys = keyring();
+        for auth in [
+            CallbackAuth::None,
+            CallbackAuth::Basic {
+                username: "u".into(),
+                password: "basic-password-value".into(),
+            },
+            CallbackAuth::ApiKey {
+                header_name: "X-Key".into(),
+                header_value: "api-key-header-value".into(),
+            },
+            CallbackAuth::Bearer {
+                token: "bearer-token-value".into(),
+            },
+        ] {
+            let mut s = subscription();
+            s.spec.auth = auth.clone();
+            let wire = subscription_to_proto(&s, &keys).encode_to_vec();
+            for secret in auth.secrets() {
+                assert!(!String::from_utf8_lossy(&wire).contains(secret));
+            }
+            let back = subscription_from_proto(v1::Subscription::decode(&wire[..]).unwrap(), &keys);
+            assert_eq!(back.unwrap(), s);
         }
     }
 
@@ -283,7 +543,9 @@ mod tests {
         let s = subscription();
         let wire = subscription_to_proto(&s, &keys).encode_to_vec();
         let secret = s.signing_secret.expose();
-        assert!(!String::from_utf8_lossy(&wire).contains(&secret[6..]));
+        let text = String::from_utf8_lossy(&wire);
+        assert!(!text.contains(&secret[6..]));
+        assert!(!text.contains("oauth-client-secret-value"));
         let back = subscription_from_proto(v1::Subscription::decode(&wire[..]).unwrap(), &keys);
         assert_eq!(back.unwrap(), s);
         // Another deployment's key cannot open it.

@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: a client of the HTTP API returning status and JSON.
 //! - [`receiver`]: an HTTP server that records every webhook it receives,
 //!   answers with a configurable status, and checks signatures.
 //! - [`wait`]: polling helpers with deadlines.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod receiver;
 pub mod wait;
 

@@ -62,6 +62,7 @@ struct Shared {
     /// Statuses to answer, in order; when exhausted, `default_status`.
     script: Mutex<Vec<u16>>,
     default_status: u16,
+    body: Option<String>,
     on_request: Option<OnRequest>,
 }
 
@@ -87,6 +88,9 @@ pub struct Options {
     pub script: Vec<u16>,
     /// Status after the script (default 200).
     pub default_status: Option<u16>,
+    /// JSON body of every answer (default: empty), e.g. to act as an
+    /// OAuth2 token endpoint.
+    pub body: Option<String>,
     /// Hook called for every request.
     pub on_request: Option<OnRequest>,
 }
@@ -110,6 +114,7 @@ impl Receiver {
             received: Mutex::new(Vec::new()),
             script: Mutex::new(script),
             default_status: options.default_status.unwrap_or(200),
+            body: options.body,
             on_request: options.on_request,
         });
         let stop = CancellationToken::new();
@@ -167,7 +172,8 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let received = Received {
         method: method.to_string(),
         path: uri
@@ -199,5 +205,14 @@ async fn record(
         .unwrap_or_else(|e| e.into_inner())
         .pop()
         .unwrap_or(shared.default_status);
-    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    match &shared.body {
+        Some(body) => (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body.clone(),
+        )
+            .into_response(),
+        None => status.into_response(),
+    }
 }

@@ -21,3 +21,20 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Ends the test process if it is still running after `limit`: a hung test
+/// must fail the run, not stall CI. Call it at the start of each test of a
+/// binary; only the first call starts the watchdog.
+pub fn watchdog(limit: Duration) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("watchdog: the test binary ran for more than {limit:?}; a test hung");
+            }
+            std::process::exit(101);
+        });
+    });
+}

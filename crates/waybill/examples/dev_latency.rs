@@ -21,8 +21,8 @@ async fn main() -> anyhow::Result<()> {
     let events: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(100);
     let output = args.next().unwrap_or_else(|| "target/latency.json".into());
 
-    let config = waybill::load(dev::base_config(0, KEY), None, std::env::vars().collect())?;
-    let stack = dev::start(config).await?;
+    let config = waybill::load(dev::base_config(0), None, std::env::vars().collect())?;
+    let stack = dev::start(config, KEY).await?;
     let receiver = Receiver::start().await?;
     let http = reqwest::Client::new();
     let api = stack.api_url();

@@ -89,7 +89,7 @@ mod tests {
     }
 
     fn base() -> toml::Table {
-        crate::dev::base_config(0, "wb_test_key_0123456789")
+        crate::dev::base_config(0)
     }
 
     #[test]
@@ -163,6 +163,7 @@ mod tests {
         assert!(problems[0].contains("connect_timeout"), "{problems:?}");
         let mut no_keys = config.clone();
         no_keys.ingest.api_keys.clear();
+        no_keys.ingest.operator_token = None;
         assert!(no_keys.service_problems(Service::Ingest)[0].contains("api_keys"));
         assert!(no_keys.service_problems(Service::Matcher).is_empty());
     }

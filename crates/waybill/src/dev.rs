@@ -15,10 +15,11 @@ use waybill_runtime::config::ConfigErrors;
 
 use crate::{Config, Service};
 
-/// The API key `waybill dev` accepts unless `--api-key` says otherwise. The
-/// dev API listens on loopback only; never use this key elsewhere.
+/// The API key `waybill dev` gives its tenant unless `--api-key` says
+/// otherwise, so the README's walkthrough works as written. The dev API
+/// listens on loopback only; never use this key elsewhere.
 pub const DEV_API_KEY: &str = "wb_dev_0123456789abcdef";
-/// The tenant of the dev API key.
+/// The tenant `waybill dev` creates at start-up.
 pub const DEV_TENANT: &str = "ten_dev";
 
 /// Options of `waybill dev`.
@@ -27,7 +28,7 @@ pub struct DevArgs {
     /// Port of the HTTP API on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// API key to accept.
+    /// API key of the dev tenant (at least 16 characters).
     #[arg(long, default_value = DEV_API_KEY)]
     pub api_key: String,
 }
@@ -38,8 +39,10 @@ pub struct DevStack {
     pub api: SocketAddr,
     /// Addresses of the matcher's and delivery's admin endpoints.
     pub admin: Vec<SocketAddr>,
-    /// The accepted API key.
+    /// The dev tenant's API key.
     pub api_key: String,
+    /// The operator token (manages tenants).
+    pub operator_token: String,
     /// The embedded broker's bootstrap address.
     pub brokers: String,
     /// The configuration the services run with.
@@ -50,7 +53,7 @@ pub struct DevStack {
 }
 
 /// Dev defaults, beneath the user's file and environment.
-pub fn base_config(port: u16, api_key: &str) -> toml::Table {
+pub fn base_config(port: u16) -> toml::Table {
     let text = format!(
         r#"
 [kafka]
@@ -74,7 +77,7 @@ allow_private_networks = true
 
 [ingest]
 listen = "127.0.0.1:{port}"
-api_keys = [{{ id = "key_dev", key = "{api_key}", tenant_id = "{DEV_TENANT}" }}]
+operator_token = "wbop_{operator}"
 
 [matcher]
 listen = "127.0.0.1:0"
@@ -83,13 +86,15 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 "#,
         key = Keyring::generate_key(),
+        operator = &waybill_core::ids::new_api_key()[3..],
     );
     text.parse()
         .expect("the dev base configuration is valid TOML")
 }
 
-/// Starts the broker and the three services; returns once all are ready.
-pub async fn start(mut config: Config) -> anyhow::Result<DevStack> {
+/// Starts the broker and the three services, then creates the dev tenant
+/// with `api_key` through the tenant API; returns once all are ready.
+pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack> {
     let broker = EmbeddedBroker::start().context("cannot start the embedded broker")?;
     config.kafka.brokers = broker.bootstrap_servers();
     config.kafka.create_topics = false;
@@ -124,7 +129,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<DevStack> {
     let stack = DevStack {
         api,
         admin,
-        api_key: config.ingest.api_keys[0].key.clone(),
+        api_key: api_key.to_owned(),
+        operator_token: config
+            .ingest
+            .operator_token
+            .clone()
+            .context("the dev configuration needs ingest.operator_token")?,
         brokers: config.kafka.brokers.clone(),
         config,
         shutdown,
@@ -132,6 +142,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<DevStack> {
         broker,
     };
     stack.wait_ready(Duration::from_secs(60)).await?;
+    stack.create_tenant().await?;
     Ok(stack)
 }
 
@@ -144,6 +155,40 @@ impl DevStack {
     /// The embedded broker (for fault injection in tests).
     pub fn broker(&self) -> &EmbeddedBroker {
         &self.broker
+    }
+
+    /// Creates the dev tenant and its key, as an operator would.
+    async fn create_tenant(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let post = |path: String, body: serde_json::Value| {
+            client
+                .post(format!("{}{path}", self.api_url()))
+                .bearer_auth(&self.operator_token)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        for (path, body) in [
+            (
+                "/v1/tenants".to_owned(),
+                serde_json::json!({"id": DEV_TENANT, "name": "dev"}),
+            ),
+            (
+                format!("/v1/tenants/{DEV_TENANT}/api_keys"),
+                serde_json::json!({"key": self.api_key}),
+            ),
+        ] {
+            let response = post(path.clone(), body).await?;
+            let status = response.status();
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                anyhow::bail!("creating the dev tenant: POST {path} answered {status}: {text}");
+            }
+        }
+        tracing::info!(tenant_id = DEV_TENANT, "dev tenant created");
+        Ok(())
     }
 
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
@@ -222,7 +267,7 @@ pub async fn run(
     file: Option<PathBuf>,
     env: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
-    let config = crate::load(base_config(args.port, &args.api_key), file.as_deref(), env)?;
+    let config = crate::load(base_config(args.port), file.as_deref(), env)?;
     let mut problems = Vec::new();
     for service in [Service::Ingest, Service::Matcher, Service::Delivery] {
         problems.extend(config.service_problems(service));
@@ -231,7 +276,7 @@ pub async fn run(
         return Err(ConfigErrors(problems).into());
     }
     let shutdown = waybill_runtime::shutdown::on_signal();
-    let mut stack = start(config).await?;
+    let mut stack = start(config, &args.api_key).await?;
     #[allow(clippy::print_stdout)]
     {
         println!();
@@ -239,6 +284,7 @@ pub async fn run(
         println!("api: {}", stack.api_url());
         println!("api key: {}", stack.api_key);
         println!("tenant: {DEV_TENANT}");
+        println!("operator token: {}", stack.operator_token);
         println!("kafka: {}", stack.brokers);
         println!("receiver for trying it: waybill listen --port 9000");
         println!();

@@ -12,11 +12,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use waybill::dev::{self, DevStack};
 use waybill_core::signing::SigningSecret;
+use waybill_testkit::api::Api;
 use waybill_testkit::receiver::{Options, Receiver};
 
 const KEY: &str = "wb_test_key_0123456789";
 
 async fn start_stack() -> DevStack {
+    waybill_testkit::wait::watchdog(Duration::from_secs(300));
     tracing_subscriber_init();
     let env = vec![
         // Fast in-place retries for the failing-receiver case.
@@ -29,8 +31,8 @@ async fn start_stack() -> DevStack {
             "200ms".to_owned(),
         ),
     ];
-    let config = waybill::load(dev::base_config(0, KEY), None, env).expect("dev config");
-    dev::start(config).await.expect("dev stack starts")
+    let config = waybill::load(dev::base_config(0), None, env).expect("dev config");
+    dev::start(config, KEY).await.expect("dev stack starts")
 }
 
 fn tracing_subscriber_init() {
@@ -40,54 +42,27 @@ fn tracing_subscriber_init() {
     );
 }
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(stack: &DevStack) -> Self {
-        Self {
-            base: stack.api_url(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn subscribe(
-        &self,
-        url: String,
-        event_types: Value,
-        enabled: bool,
-    ) -> (String, SigningSecret) {
-        let (status, body) = self
-            .post(
-                "/v1/subscriptions",
-                json!({"url": url, "event_types": event_types, "enabled": enabled}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let secret = SigningSecret::parse(body["signing_secret"].as_str().unwrap()).unwrap();
-        (body["id"].as_str().unwrap().to_owned(), secret)
-    }
+async fn subscribe(
+    api: &Api,
+    url: String,
+    event_types: Value,
+    enabled: bool,
+) -> (String, SigningSecret) {
+    let (status, body) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": url, "event_types": event_types, "enabled": enabled}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let secret = SigningSecret::parse(body["signing_secret"].as_str().unwrap()).unwrap();
+    (body["id"].as_str().unwrap().to_owned(), secret)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_every_matching_subscription_signed_and_once() {
     let stack = start_stack().await;
-    let api = Api::new(&stack);
+    let api = Api::new(stack.api_url(), KEY);
     // The receiver refuses the first two requests: delivery must retry them.
     let receiver = Receiver::with(Options {
         script: vec![500, 503],
@@ -96,14 +71,15 @@ async fn events_reach_every_matching_subscription_signed_and_once() {
     .await
     .unwrap();
 
-    let (all_id, all_secret) = api
-        .subscribe(receiver.url("/all"), json!(["*"]), true)
-        .await;
-    let (orders_id, orders_secret) = api
-        .subscribe(receiver.url("/orders"), json!(["freight_orders.*"]), true)
-        .await;
-    api.subscribe(receiver.url("/disabled"), json!(["*"]), false)
-        .await;
+    let (all_id, all_secret) = subscribe(&api, receiver.url("/all"), json!(["*"]), true).await;
+    let (orders_id, orders_secret) = subscribe(
+        &api,
+        receiver.url("/orders"),
+        json!(["freight_orders.*"]),
+        true,
+    )
+    .await;
+    subscribe(&api, receiver.url("/disabled"), json!(["*"]), false).await;
 
     // GET answers from the projection right after the write.
     let got: Value = api
@@ -216,10 +192,9 @@ async fn events_reach_every_matching_subscription_signed_and_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_dead_lettered_and_the_partition_moves_on() {
     let stack = start_stack().await;
-    let api = Api::new(&stack);
+    let api = Api::new(stack.api_url(), KEY);
     let receiver = Receiver::start().await.unwrap();
-    api.subscribe(receiver.url("/hook"), json!(["freights.*"]), true)
-        .await;
+    subscribe(&api, receiver.url("/hook"), json!(["freights.*"]), true).await;
 
     // An upstream producer writes garbage, then a record with an unknown event.
     let producer: FutureProducer = ClientConfig::new()

@@ -1,0 +1,569 @@
+//! The subscription and tenant API, driven over real HTTP against the whole
+//! system on the embedded broker: every call of API.md's table, PATCH/PUT
+//! semantics, pagination, tenant isolation, idempotency, secrets on topics.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use waybill::dev::{self, DevStack};
+use waybill_core::signing::SigningSecret;
+use waybill_testkit::api::Api;
+use waybill_testkit::receiver::{Options, Receiver};
+
+const KEY: &str = "wb_test_key_0123456789";
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn start_stack() -> (DevStack, Api) {
+    waybill_testkit::wait::watchdog(Duration::from_secs(300));
+    waybill_runtime::telemetry::init(
+        waybill_runtime::telemetry::LogFormat::Human,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    let config = waybill::load(dev::base_config(0), None, vec![]).expect("dev config");
+    let stack = dev::start(config, KEY).await.expect("dev stack starts");
+    let api = Api::new(stack.api_url(), KEY);
+    (stack, api)
+}
+
+fn sub_body(url: &str) -> Value {
+    json!({"url": url, "event_types": ["*"]})
+}
+
+async fn create(api: &Api, body: Value) -> Value {
+    let (status, created) = api.post("/v1/subscriptions", body).await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every record value of a topic, read from the beginning.
+fn raw_records(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "raw-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut out = Vec::new();
+    for partition in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+            .unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition.id(), Offset::Offset(low))
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut next = low;
+        while next < high {
+            let m = consumer
+                .poll(Duration::from_secs(10))
+                .expect("record")
+                .unwrap();
+            next = m.offset() + 1;
+            out.push(m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_list_patch_put_delete() {
+    let (stack, api) = start_stack().await;
+    let receiver = Receiver::start().await.unwrap();
+
+    // Create with every field; the answer masks credentials.
+    let full = json!({
+        "name": "carrier TMS",
+        "url": receiver.url("/tms"),
+        "method": "PUT",
+        "event_types": ["freights.publication.*", "freight_orders.order.created"],
+        "filter": {"scopes": [{"predicates": [
+            {"attribute": "company_id", "comparator": "IN", "values": ["c-1", "c-2"]}]}]},
+        "auth": {"type": "oauth2", "token_url": receiver.url("/token"), "client_id": "a",
+                 "client_secret": "s3cr3t-client", "scope": "webhooks",
+                 "extra_params": {"audience": "x"}},
+        "headers": {"X-Custom-Header": "my-value"},
+        "enabled": true,
+        "rate_limit_per_second": 50,
+        "retry_policy": {"delays": ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]},
+        "metadata": {"team": "ops"}
+    });
+    let created = create(&api, full.clone()).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(
+        created["signing_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    assert_eq!(created["auth"]["client_secret"], "***");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["created_by"], created["updated_by"]);
+    assert!(created["created_by"].as_str().unwrap().starts_with("key_"));
+    assert_eq!(created["retry_policy"]["delays"][3], "2h");
+
+    let (status, got) = api.get(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(got.get("signing_secret").is_none());
+    for field in [
+        "name",
+        "url",
+        "method",
+        "event_types",
+        "filter",
+        "headers",
+        "rate_limit_per_second",
+        "metadata",
+    ] {
+        assert_eq!(got[field], full[field], "{field}");
+    }
+    assert!(!got.to_string().contains("s3cr3t-client"));
+
+    // PATCH: present fields replace, absent stay, `{}` clears headers,
+    // null resets, the masked secret keeps the stored one.
+    let (status, patched) = api
+        .patch(
+            &format!("/v1/subscriptions/{id}"),
+            json!({"name": "renamed", "headers": {}, "rate_limit_per_second": null,
+                   "auth": created["auth"].clone()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["name"], "renamed");
+    assert_eq!(patched["headers"], json!({}));
+    assert_eq!(patched["rate_limit_per_second"], Value::Null);
+    assert_eq!(patched["url"], full["url"]);
+    assert_eq!(patched["filter"], full["filter"]);
+    assert_eq!(patched["metadata"], full["metadata"]);
+    assert_ne!(patched["updated_at"], created["updated_at"]);
+
+    let (status, err) = api
+        .patch(&format!("/v1/subscriptions/{id}"), json!({"url": null}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["field"], "url");
+
+    // PUT replaces everything: what is left out takes its default.
+    let (status, replaced) = api
+        .put(
+            &format!("/v1/subscriptions/{id}"),
+            json!({"url": receiver.url("/v2"), "event_types": ["orders_never.*"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "an invalid PUT changes nothing: {replaced}");
+    let (status, replaced) = api
+        .put(
+            &format!("/v1/subscriptions/{id}"),
+            json!({"url": receiver.url("/v2"), "event_types": ["freights.*"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["name"], "");
+    assert_eq!(replaced["method"], "POST");
+    assert_eq!(replaced["auth"], json!({"type": "none"}));
+    assert_eq!(replaced["filter"], Value::Null);
+    assert_eq!(replaced["retry_policy"], Value::Null);
+    assert_eq!(replaced["created_at"], created["created_at"]);
+
+    // Pagination and filters over 5 subscriptions (the first one included).
+    for i in 0..4 {
+        let mut body = sub_body(&receiver.url(&format!("/p{i}")));
+        if i % 2 == 1 {
+            body["enabled"] = json!(false);
+            body["event_types"] = json!(["loads_monitoring.*"]);
+        }
+        create(&api, body).await;
+    }
+    let (_, all) = api.get("/v1/subscriptions").await;
+    assert_eq!(all["total_count"], 5);
+    assert_eq!(all["limit"], 50);
+    let all_ids = ids(&all);
+    assert_eq!(all_ids[0], id, "oldest first");
+    let mut paged = Vec::new();
+    for offset in [0, 2, 4] {
+        let (status, page) = api
+            .get(&format!("/v1/subscriptions?limit=2&offset={offset}"))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(page["total_count"], 5);
+        assert_eq!(page["offset"], offset);
+        paged.extend(ids(&page));
+    }
+    assert_eq!(paged, all_ids);
+    let (_, past_end) = api.get("/v1/subscriptions?offset=99").await;
+    assert_eq!(ids(&past_end), Vec::<String>::new());
+    assert_eq!(past_end["total_count"], 5);
+    let (_, disabled) = api.get("/v1/subscriptions?enabled=false").await;
+    assert_eq!(disabled["total_count"], 2);
+    let (_, by_type) = api
+        .get("/v1/subscriptions?event_type=loads_monitoring.monitoring.device_added")
+        .await;
+    assert_eq!(
+        by_type["total_count"], 4,
+        "two `*` and two loads_monitoring.*"
+    );
+    let (_, by_type) = api
+        .get("/v1/subscriptions?event_type=freights.freight.create&enabled=true")
+        .await;
+    assert_eq!(by_type["total_count"], 3);
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "offset=-1",
+        "enabled=yes",
+        "sort=id",
+    ] {
+        let (status, err) = api.get(&format!("/v1/subscriptions?{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(err["error"]["code"], "validation_failed");
+    }
+
+    // DELETE: 204, then 404 everywhere; events no longer reach it.
+    let (status, _) = api.delete(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, _) = api.get(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = api.delete(&format!("/v1/subscriptions/{id}")).await;
+    assert_eq!(status, 404);
+    let (_, all) = api.get("/v1/subscriptions").await;
+    assert_eq!(all["total_count"], 4);
+    let (status, _) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.freight.create", "entity": {"id": "F1"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    // The `*` subscriptions at /p0 and /p2 get it; the deleted one never does.
+    let got = receiver.wait_for(2, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let paths: Vec<String> = receiver.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(got.len(), 2);
+    assert!(!paths.contains(&"/v2".to_owned()), "{paths:?}");
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keys_and_isolation() {
+    let (stack, api) = start_stack().await;
+    let operator = api.with_key(stack.operator_token.clone());
+
+    let (status, tenant) = operator
+        .post("/v1/tenants", json!({"name": "Acme Logistics"}))
+        .await;
+    assert_eq!(status, 201, "{tenant}");
+    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    assert!(tenant_id.starts_with("ten_"));
+    assert!(tenant["created_at"].is_string());
+    let (status, _) = operator
+        .post("/v1/tenants", json!({"name": "again", "id": "ten_dev"}))
+        .await;
+    assert_eq!(status, 409);
+    let (status, err) = operator.post("/v1/tenants", json!({"id": "a b"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["details"].as_array().unwrap().len(), 2);
+
+    let (status, key) = operator
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/tenants/{tenant_id}/api_keys"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let acme = api.with_key(key["key"].as_str().unwrap());
+    let (status, _) = operator
+        .post("/v1/tenants/ten_missing/api_keys", json!({}))
+        .await;
+    assert_eq!(status, 404);
+
+    // The operator token is not an API key, and API keys are not operators.
+    let (status, err) = operator.get("/v1/subscriptions").await;
+    assert_eq!(status, 401);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("operator")
+    );
+    let (status, _) = api.post("/v1/tenants", json!({"name": "x"})).await;
+    assert_eq!(status, 401);
+
+    // Each tenant sees only its own subscriptions; another's answers 404.
+    let dev_sub = create(&api, sub_body("https://hooks.example.com/dev")).await;
+    let acme_sub = create(&acme, sub_body("https://hooks.example.com/acme")).await;
+    assert_eq!(acme_sub["tenant_id"], tenant_id.as_str());
+    assert_eq!(acme_sub["created_by"], key_id.as_str());
+    let dev_id = dev_sub["id"].as_str().unwrap();
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/v1/subscriptions/{dev_id}")),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/subscriptions/{dev_id}"),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/v1/subscriptions/{dev_id}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/subscriptions/{dev_id}/reset"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/subscriptions/{dev_id}/test"),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/subscriptions/{dev_id}/secret"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/subscriptions/{dev_id}/secret/rotate"),
+        ),
+    ] {
+        let body = (method == reqwest::Method::PATCH).then(|| json!({"name": "x"}));
+        let (status, err) = acme.call(method.clone(), &path, body.as_ref()).await;
+        assert_eq!(status, 404, "{method} {path}: {err}");
+        assert_eq!(err["error"]["code"], "not_found");
+    }
+    let (_, mine) = acme.get("/v1/subscriptions").await;
+    assert_eq!(mine["total_count"], 1);
+    let (_, listed) = operator.get(&format!("/v1/tenants/{tenant_id}")).await;
+    assert_eq!(listed["api_keys"][0]["id"], key_id.as_str());
+    assert!(!listed.to_string().contains(key["key"].as_str().unwrap()));
+
+    // A deleted key stops working at once.
+    let (status, _) = operator
+        .delete(&format!("/v1/tenants/{tenant_id}/api_keys/{key_id}"))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = acme.get("/v1/subscriptions").await;
+    assert_eq!(status, 401);
+    let (status, _) = operator
+        .delete(&format!("/v1/tenants/{tenant_id}/api_keys/{key_id}"))
+        .await;
+    assert_eq!(status, 404);
+
+    // No key is in clear on the tenants topic.
+    let records = raw_records(&stack.brokers, "tenants");
+    assert!(records.len() >= 4);
+    for record in records {
+        let text = String::from_utf8_lossy(&record);
+        assert!(!text.contains(KEY) && !text.contains(key["key"].as_str().unwrap()));
+    }
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_rotate_reset_and_auth_headers() {
+    let (stack, api) = start_stack().await;
+    let token_endpoint = Receiver::with(Options {
+        body: Some(r#"{"access_token": "tok-1", "expires_in": 3600}"#.into()),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let receiver = Receiver::start().await.unwrap();
+
+    let mut body = sub_body(&receiver.url("/hook"));
+    body["auth"] = json!({"type": "oauth2", "token_url": token_endpoint.url("/token"),
+                          "client_id": "cid", "client_secret": "csecret", "scope": "hooks"});
+    let created = create(&api, body).await;
+    let id = created["id"].as_str().unwrap();
+    let first = SigningSecret::parse(created["signing_secret"].as_str().unwrap()).unwrap();
+
+    // A test notification goes to this subscription only, signed, with the
+    // OAuth2 token fetched from the token endpoint.
+    let other = create(&api, sub_body(&receiver.url("/other"))).await;
+    let (status, accepted) = api
+        .post(&format!("/v1/subscriptions/{id}/test"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let got = receiver.wait_for(1, WAIT).await.unwrap();
+    assert_eq!(got[0].path, "/hook");
+    assert_eq!(
+        got[0].header("webhook-id"),
+        accepted["delivery_id"].as_str()
+    );
+    assert_eq!(got[0].json()["event_name"], "waybill.test");
+    assert!(got[0].signature_valid(&first));
+    assert_eq!(got[0].header("authorization"), Some("Bearer tok-1"));
+    let token_request = &token_endpoint.received()[0];
+    let form = String::from_utf8_lossy(&token_request.body).into_owned();
+    assert!(form.contains("grant_type=client_credentials"), "{form}");
+    assert!(form.contains("client_secret=csecret") && form.contains("scope=hooks"));
+
+    // Rotation: the new secret is returned and signs; the old one signs too
+    // during the overlap window.
+    let (status, rotated) = api
+        .post(&format!("/v1/subscriptions/{id}/secret/rotate"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let second = SigningSecret::parse(rotated["signing_secret"].as_str().unwrap()).unwrap();
+    assert_ne!(second, first);
+    assert!(rotated["previous_secret_expires_at"].is_string());
+    let (_, secret) = api.get(&format!("/v1/subscriptions/{id}/secret")).await;
+    assert_eq!(secret["signing_secret"], rotated["signing_secret"]);
+    let (status, _) = api
+        .post(&format!("/v1/subscriptions/{id}/test"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for(2, WAIT).await.unwrap();
+    assert!(got[1].signature_valid(&second) && got[1].signature_valid(&first));
+    assert_eq!(
+        token_endpoint.received().len(),
+        1,
+        "the token is cached across deliveries"
+    );
+
+    // Disabled by the user, then reset: active again.
+    let (_, off) = api
+        .patch(
+            &format!("/v1/subscriptions/{id}"),
+            json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(off["status"], "disabled");
+    let (status, reset) = api
+        .post(&format!("/v1/subscriptions/{id}/reset"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reset["status"], "active");
+    assert_eq!(reset["enabled"], true);
+
+    // Basic, api_key and bearer auth reach the receiver as headers.
+    let other_id = other["id"].as_str().unwrap();
+    for (auth, name, value) in [
+        (
+            json!({"type": "basic", "username": "u", "password": "p"}),
+            "authorization",
+            "Basic dTpw",
+        ),
+        (
+            json!({"type": "api_key", "header_name": "X-Api-Key", "header_value": "k-1"}),
+            "x-api-key",
+            "k-1",
+        ),
+        (
+            json!({"type": "bearer", "token": "b-1"}),
+            "authorization",
+            "Bearer b-1",
+        ),
+    ] {
+        let (status, patched) = api
+            .patch(
+                &format!("/v1/subscriptions/{other_id}"),
+                json!({"auth": auth}),
+            )
+            .await;
+        assert_eq!(status, 200, "{patched}");
+        let before = receiver.received().len();
+        api.post(&format!("/v1/subscriptions/{other_id}/test"), json!({}))
+            .await;
+        let got = receiver.wait_for(before + 1, WAIT).await.unwrap();
+        assert_eq!(got[before].header(name), Some(value));
+    }
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_and_secrets_on_the_topic() {
+    let (stack, api) = start_stack().await;
+    let body = sub_body("https://hooks.example.com/once");
+    let post = |key: &'static str, body: Value| {
+        let api = api.clone();
+        async move {
+            api.call_with(
+                reqwest::Method::POST,
+                "/v1/subscriptions",
+                Some(&body),
+                &[("Idempotency-Key", key)],
+            )
+            .await
+        }
+    };
+    let (s1, first) = post("k-1", body.clone()).await;
+    let (s2, again) = post("k-1", body.clone()).await;
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(first, again, "a repeat answers the first result");
+    let (status, err) = post("k-1", sub_body("https://hooks.example.com/other")).await;
+    assert_eq!(status, 409);
+    assert_eq!(err["error"]["code"], "conflict");
+    let (s3, third) = post("k-2", body.clone()).await;
+    assert_eq!(s3, 201);
+    assert_ne!(third["id"], first["id"]);
+    let (_, all) = api.get("/v1/subscriptions").await;
+    assert_eq!(all["total_count"], 2);
+
+    // Every kind of credential, and the signing secrets, are sealed on the
+    // topic: read its raw records.
+    let mut secrets = vec![
+        first["signing_secret"].as_str().unwrap()[6..].to_owned(),
+        third["signing_secret"].as_str().unwrap()[6..].to_owned(),
+    ];
+    let mut raw_secrets = vec![
+        SigningSecret::parse(first["signing_secret"].as_str().unwrap()).unwrap(),
+        SigningSecret::parse(third["signing_secret"].as_str().unwrap()).unwrap(),
+    ];
+    for (auth, secret) in [
+        (
+            json!({"type": "basic", "username": "u", "password": "pw-in-clear-1"}),
+            "pw-in-clear-1",
+        ),
+        (
+            json!({"type": "api_key", "header_name": "X-K", "header_value": "hv-in-clear-2"}),
+            "hv-in-clear-2",
+        ),
+        (
+            json!({"type": "bearer", "token": "tok-in-clear-3"}),
+            "tok-in-clear-3",
+        ),
+        (
+            json!({"type": "oauth2", "token_url": "https://idp.example.com/t", "client_id": "c",
+                   "client_secret": "cs-in-clear-4"}),
+            "cs-in-clear-4",
+        ),
+    ] {
+        let mut body = sub_body("https://hooks.example.com/auth");
+        body["auth"] = auth;
+        let created = create(&api, body).await;
+        assert!(!created.to_string().contains(secret), "masked in answers");
+        secrets.push(secret.to_owned());
+        secrets.push(created["signing_secret"].as_str().unwrap()[6..].to_owned());
+        raw_secrets
+            .push(SigningSecret::parse(created["signing_secret"].as_str().unwrap()).unwrap());
+    }
+    let records = raw_records(&stack.brokers, "subscriptions");
+    assert_eq!(records.len(), 6);
+    for record in &records {
+        let text = String::from_utf8_lossy(record);
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{secret} in clear");
+        }
+        for secret in &raw_secrets {
+            let bytes = secret.as_bytes();
+            assert!(!record.windows(bytes.len()).any(|w| w == bytes));
+        }
+    }
+    stack.stop().await.unwrap();
+}
