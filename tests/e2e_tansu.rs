@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use waybill_core::signing::SigningSecret;
+use waybill_testkit::api::Api;
 use waybill_testkit::receiver::Receiver;
 
 const KEY: &str = "wb_e2e_key_0123456789";
+const OPERATOR: &str = "wbop_e2e_operator_token_0123456789";
 
 fn tansu_bin() -> PathBuf {
     if let Ok(path) = std::env::var("WAYBILL_TANSU_BIN") {
@@ -182,6 +184,7 @@ allow_private_networks = true
 [ingest]
 listen = "127.0.0.1:{api_port}"
 api_keys = [{{ id = "key_e2e", key = "{KEY}", tenant_id = "ten_e2e" }}]
+operator_token = "{OPERATOR}"
 
 [matcher]
 listen = "127.0.0.1:{matcher_port}"
@@ -295,6 +298,83 @@ retry_initial_delay = "100ms"
             waybill_core::ids::delivery_id("ten_e2e", &event_id, &subscription_id)
         );
     }
+
+    // Tenants and subscriptions made through the API are rebuilt, equal,
+    // from the topics by a restarted ingest process.
+    let operator = Api::new(api.clone(), OPERATOR);
+    let (status, tenant) = operator
+        .post("/v1/tenants", json!({"name": "restart"}))
+        .await;
+    assert_eq!(status, 201, "{tenant}");
+    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    let (status, key) = operator
+        .post(&format!("/v1/tenants/{tenant_id}/api_keys"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let acme = Api::new(api.clone(), key["key"].as_str().unwrap());
+    let mut made = Vec::new();
+    for (i, extra) in [
+        json!({"auth": {"type": "basic", "username": "u", "password": "p"}}),
+        json!({"filter": {"scopes": [{"predicates": [
+            {"attribute": "dc_id", "comparator": "NOT_IN", "values": ["7"]}]}]},
+            "retry_policy": {"initial_delay": "1s", "multiplier": 2, "max_delay": "1m", "max_attempts": 5}}),
+        json!({"headers": {"X-A": "1"}, "rate_limit_per_second": 3, "method": "PUT"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = json!({"name": format!("s{i}"), "url": receiver.url("/r"), "event_types": ["freights.*"]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let (status, created) = acme.post("/v1/subscriptions", body).await;
+        assert_eq!(status, 201, "{created}");
+        made.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let (status, _) = acme
+        .patch(
+            &format!("/v1/subscriptions/{}", made[0]),
+            json!({"enabled": false, "headers": {"X-B": "2"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = acme
+        .post(
+            &format!("/v1/subscriptions/{}/secret/rotate", made[1]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = acme.delete(&format!("/v1/subscriptions/{}", made[2])).await;
+    assert_eq!(status, 204);
+    let snapshot = |acme: Api, made: Vec<String>| async move {
+        let (_, list) = acme.get("/v1/subscriptions").await;
+        let mut secrets = Vec::new();
+        for id in &made {
+            secrets.push(acme.get(&format!("/v1/subscriptions/{id}/secret")).await);
+        }
+        (list, secrets)
+    };
+    let before = snapshot(acme.clone(), made.clone()).await;
+    assert_eq!(before.0["total_count"], 2);
+
+    let ingest = procs.remove(0);
+    let mut ingest = ingest;
+    ingest.terminate(Duration::from_secs(30)).unwrap();
+    drop(ingest);
+    procs.insert(
+        0,
+        Proc::spawn("ingest-restarted", service("ingest"), dir.path()),
+    );
+    wait_http_ok(
+        &format!("{api}/readyz"),
+        &mut procs,
+        Duration::from_secs(60),
+    )
+    .await;
+    let after = snapshot(acme.clone(), made.clone()).await;
+    assert_eq!(
+        after, before,
+        "the rebuilt projection equals the state before"
+    );
 
     // Graceful shutdown: every service exits 0 on SIGTERM within its grace.
     for p in procs.iter_mut().rev() {
