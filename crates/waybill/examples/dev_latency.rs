@@ -1,6 +1,8 @@
-//! Measures how long one event takes from `POST /v1/events` to its arrival
-//! at a receiver, in the same stack `waybill dev` runs (embedded broker, the
-//! three services in one process), one event at a time.
+//! Measures, in the same stack `waybill dev` runs (embedded broker, the
+//! three services in one process): how long one event takes from
+//! `POST /v1/events` to its arrival at a receiver, one event at a time; and
+//! how long `POST /v1/subscriptions` takes (a write acknowledged by Kafka and
+//! applied by the service's projection before it answers).
 //!
 //! `cargo run -p waybill --example dev_latency -- [events] [output.json]`
 //! (default 100 events after 10 warm-up events, output `target/latency.json`).
@@ -38,6 +40,24 @@ async fn main() -> anyhow::Result<()> {
         response.text().await?
     );
 
+    let mut creates = Vec::with_capacity(200);
+    for i in 0..220 {
+        let started = Instant::now();
+        let response = http
+            .post(format!("{api}/v1/subscriptions"))
+            .bearer_auth(KEY)
+            .json(&json!({"url": receiver.url(&format!("/s{i}")),
+                          "event_types": ["loads_monitoring.*"],
+                          "auth": {"type": "bearer", "token": "t"},
+                          "headers": {"X-Team": "ops"}}))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 201, "{}", response.text().await?);
+        if i >= 20 {
+            creates.push(started.elapsed());
+        }
+    }
+
     let warmup = 10;
     let mut latencies = Vec::with_capacity(events);
     for i in 0..warmup + events {
@@ -66,19 +86,27 @@ async fn main() -> anyhow::Result<()> {
     stack.stop().await?;
 
     latencies.sort();
-    let pct = |p: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[index].as_secs_f64() * 1000.0
+    creates.sort();
+    let pct = |v: &[Duration], p: f64| {
+        let index = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[index].as_secs_f64() * 1000.0
     };
     let result = json!({
         "what": "POST /v1/events → arrival at the receiver, waybill dev stack, one event at a time",
         "events": latencies.len(),
         "profile": if cfg!(debug_assertions) { "dev" } else { "release" },
-        "median_ms": pct(0.5),
-        "p90_ms": pct(0.9),
-        "p99_ms": pct(0.99),
-        "max_ms": pct(1.0),
-        "min_ms": pct(0.0),
+        "median_ms": pct(&latencies, 0.5),
+        "p90_ms": pct(&latencies, 0.9),
+        "p99_ms": pct(&latencies, 0.99),
+        "max_ms": pct(&latencies, 1.0),
+        "min_ms": pct(&latencies, 0.0),
+        "subscription_create": {
+            "what": "POST /v1/subscriptions → 201 (Kafka ack + own projection applied), one at a time",
+            "requests": creates.len(),
+            "median_ms": pct(&creates, 0.5),
+            "p99_ms": pct(&creates, 0.99),
+            "max_ms": pct(&creates, 1.0),
+        },
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     if let Some(dir) = std::path::Path::new(&output).parent() {
