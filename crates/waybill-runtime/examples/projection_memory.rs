@@ -69,7 +69,9 @@ fn main() {
             ]
             .into_iter()
             .collect();
-            spec.metadata = [("team".to_owned(), "ops".to_owned())].into_iter().collect();
+            spec.metadata = [("team".to_owned(), "ops".to_owned())]
+                .into_iter()
+                .collect();
             spec.filter = Some(Filter {
                 scopes: vec![Scope {
                     predicates: vec![Predicate {
@@ -86,7 +88,10 @@ fn main() {
                 "key_0123456789",
                 OffsetDateTime::now_utc(),
             );
-            (s.id.clone(), subscription_to_proto(&s, &keys).encode_to_vec())
+            (
+                s.id.clone(),
+                subscription_to_proto(&s, &keys).encode_to_vec(),
+            )
         })
         .collect();
     let record_bytes: usize = records.iter().map(|(_, r)| r.len()).sum();
