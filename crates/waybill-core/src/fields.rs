@@ -97,17 +97,7 @@ impl Fields {
         if raw.get() == "null" {
             return None;
         }
-        match serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()) {
-            Ok(inner) => Some(Fields {
-                prefix: format!("{}.", self.path(key)),
-                raw: inner,
-                errors: Vec::new(),
-            }),
-            Err(_) => {
-                self.error(key, "must be an object");
-                None
-            }
-        }
+        self.element(key, &raw)
     }
 
     /// Reads an element of an array (or any raw value) as an object whose

@@ -92,6 +92,50 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// Publishes one record; a refusal by Kafka is a `503` the client may retry.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        record: Option<&[u8]>,
+        trace: Option<&waybill_core::trace::TraceParent>,
+    ) -> Result<waybill_kafka::producer::Acked, error::ApiError> {
+        self.producer
+            .send(
+                topic,
+                key,
+                record,
+                waybill_kafka::headers::standard(waybill_proto::SCHEMA_VERSION, trace),
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, topic, "cannot publish");
+                error::ApiError::unavailable("Kafka did not accept the write; retry shortly")
+            })
+    }
+
+    /// Publishes one record of a compacted topic this service follows into
+    /// `table`, and returns once `table` applied it (read-your-writes; a
+    /// bounded wait, then `503`).
+    pub async fn write_through<S: waybill_kafka::table::Fold>(
+        &self,
+        table: &Table<S>,
+        topic: &str,
+        key: &[u8],
+        record: Option<&[u8]>,
+    ) -> Result<(), error::ApiError> {
+        let acked = self.send(topic, key, record, None).await?;
+        table
+            .wait_applied(acked.partition, acked.offset, self.config.write_timeout)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, topic, "write accepted by Kafka but not yet visible");
+                error::ApiError::unavailable(
+                    "the change was written but is not visible yet (Kafka is lagging); GET it again shortly",
+                )
+            })
+    }
+
     /// Serialises read-modify-write changes of one object within this
     /// instance (striped by id), so concurrent updates do not lose each other.
     pub async fn write_lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {

@@ -18,7 +18,6 @@ use waybill_core::event::{EntityRef, Event, format_rfc3339};
 use waybill_core::pattern::EventTypePattern;
 use waybill_core::subscription::{Mode, Status, Subscription, parse_spec};
 use waybill_core::{FieldError, catalog, ids};
-use waybill_kafka::headers;
 use waybill_proto::Message;
 use waybill_proto::convert::{event_to_proto, subscription_to_proto, timestamp};
 use waybill_proto::v1;
@@ -145,7 +144,9 @@ struct ListQuery {
     offset: usize,
     enabled: Option<bool>,
     status: Option<Status>,
-    event_type: Option<String>,
+    /// The `event_type` asked for, and whether it is an event name (else a
+    /// pattern).
+    event_type: Option<(String, bool)>,
 }
 
 impl ListQuery {
@@ -194,7 +195,10 @@ impl ListQuery {
                 None
             }
         };
-        let event_type = query.get("event_type").cloned();
+        let event_type = query.get("event_type").map(|t| {
+            let is_name = matches!(EventTypePattern::parse(t), Ok(EventTypePattern::Exact(_)));
+            (t.clone(), is_name)
+        });
         for key in query.keys() {
             if !["limit", "offset", "enabled", "status", "event_type"].contains(&key.as_str()) {
                 errors.push(FieldError::new(
@@ -224,13 +228,15 @@ impl ListQuery {
         };
         self.enabled.is_none_or(|e| s.spec.enabled == e)
             && self.status.is_none_or(|st| st == status)
-            && self.event_type.as_ref().is_none_or(|t| {
+            && self.event_type.as_ref().is_none_or(|(t, is_name)| {
                 // An event name selects the subscriptions that receive it; a
                 // pattern selects the subscriptions listing that pattern.
                 s.spec.event_types.iter().any(|p| {
-                    p.to_string() == *t
-                        || matches!(EventTypePattern::parse(t), Ok(EventTypePattern::Exact(_)))
-                            && p.matches(t)
+                    if *is_name {
+                        p.matches(t)
+                    } else {
+                        p.to_string() == *t
+                    }
                 })
             })
     }
@@ -410,18 +416,13 @@ pub(crate) async fn test(
             created_at: Some(timestamp(now)),
         };
         state
-            .producer
             .send(
                 &state.topics.deliveries(),
                 s.id.as_bytes(),
                 Some(&task.encode_to_vec()),
-                headers::standard(waybill_proto::SCHEMA_VERSION, None),
+                None,
             )
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot publish test delivery");
-                ApiError::unavailable("Kafka did not accept the test delivery; retry shortly")
-            })?;
+            .await?;
         tracing::info!(subscription_id = %s.id, delivery_id, "test notification queued");
         Ok((
             StatusCode::ACCEPTED,
@@ -488,27 +489,12 @@ async fn publish(state: &AppState, subscription: &Subscription) -> Result<(), Ap
 }
 
 async fn write(state: &AppState, id: &str, record: Option<&[u8]>) -> Result<(), ApiError> {
-    let acked = state
-        .producer
-        .send(
+    state
+        .write_through(
+            &state.subscriptions,
             &state.topics.subscriptions(),
             id.as_bytes(),
             record,
-            headers::standard(waybill_proto::SCHEMA_VERSION, None),
         )
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot publish subscription");
-            ApiError::unavailable("Kafka did not accept the write; retry shortly")
-        })?;
-    state
-        .subscriptions
-        .wait_applied(acked.partition, acked.offset, state.config.write_timeout)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "write accepted by Kafka but not yet visible");
-            ApiError::unavailable(
-                "the change was written but is not visible yet (Kafka is lagging); GET it again shortly",
-            )
-        })
 }

@@ -18,7 +18,6 @@ use time::OffsetDateTime;
 use waybill_core::event::format_rfc3339;
 use waybill_core::fields::Fields;
 use waybill_core::ids;
-use waybill_kafka::headers;
 use waybill_kafka::table::Fold;
 use waybill_proto::Message;
 use waybill_proto::convert::{from_timestamp, timestamp};
@@ -348,25 +347,12 @@ fn find(state: &AppState, id: &str) -> Result<Tenant, ApiError> {
 
 async fn publish(state: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
     let record = tenant_to_proto(tenant).encode_to_vec();
-    let acked = state
-        .producer
-        .send(
+    state
+        .write_through(
+            &state.tenants,
             &state.topics.tenants(),
             tenant.id.as_bytes(),
             Some(&record),
-            headers::standard(waybill_proto::SCHEMA_VERSION, None),
         )
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot publish tenant");
-            ApiError::unavailable("Kafka did not accept the write; retry shortly")
-        })?;
-    state
-        .tenants
-        .wait_applied(acked.partition, acked.offset, state.config.write_timeout)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "tenant write accepted but not yet visible");
-            ApiError::unavailable("the change was written but is not visible yet; retry shortly")
-        })
 }
