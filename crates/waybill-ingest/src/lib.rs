@@ -15,10 +15,14 @@
 //! - [`idempotency`]: `Idempotency-Key` answers remembered for 24 h.
 //! - [`events`]: `/v1/events` — validates and publishes `DomainEvent`s,
 //!   keyed by entity id.
+//! - [`openapi`]: the operation table the router is built from, and the
+//!   OpenAPI document served at `/v1/openapi.json`.
 //!
 //! The service keeps no state of its own: everything it serves is folded
 //! from Kafka, so any number of instances can run side by side.
 #![forbid(unsafe_code)]
+// The OpenAPI schemas are written as large `json!` literals.
+#![recursion_limit = "256"]
 
 pub mod auth;
 pub mod body;
@@ -26,14 +30,17 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod openapi;
 pub mod subscriptions;
 pub mod tenants;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::{Json, Router};
+use openapi::Op;
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use waybill_core::catalog::Catalog;
@@ -213,34 +220,51 @@ pub async fn run(
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/events", post(events::create))
-        .route(
-            "/v1/subscriptions",
-            post(subscriptions::create).get(subscriptions::list),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            get(subscriptions::get)
-                .patch(subscriptions::patch)
-                .put(subscriptions::replace)
-                .delete(subscriptions::delete),
-        )
-        .route("/v1/subscriptions/{id}/reset", post(subscriptions::reset))
-        .route("/v1/subscriptions/{id}/test", post(subscriptions::test))
-        .route("/v1/subscriptions/{id}/secret", get(subscriptions::secret))
-        .route(
-            "/v1/subscriptions/{id}/secret/rotate",
-            post(subscriptions::rotate_secret),
-        )
-        .route("/v1/tenants", post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{id}", get(tenants::get))
-        .route("/v1/tenants/{id}/api_keys", post(tenants::create_key))
-        .route(
-            "/v1/tenants/{id}/api_keys/{key_id}",
-            axum::routing::delete(tenants::delete_key),
-        )
+    let document = Arc::new(openapi::document(&state.catalog));
+    let mut router = Router::new();
+    for op in Op::ALL {
+        let spec = op.spec();
+        let method = match spec.method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
+            "DELETE" => MethodFilter::DELETE,
+            other => unreachable!("operation {} has method {other}", spec.id),
+        };
+        router = router.route(spec.path, handler(op, method, &document));
+    }
+    router
         .fallback(error::not_found_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
+}
+
+/// The handler of each operation of the document.
+fn handler(op: Op, method: MethodFilter, document: &Arc<Value>) -> MethodRouter<Arc<AppState>> {
+    match op {
+        Op::CreateEvent => on(method, events::create),
+        Op::CreateSubscription => on(method, subscriptions::create),
+        Op::ListSubscriptions => on(method, subscriptions::list),
+        Op::GetSubscription => on(method, subscriptions::get),
+        Op::UpdateSubscription => on(method, subscriptions::patch),
+        Op::ReplaceSubscription => on(method, subscriptions::replace),
+        Op::DeleteSubscription => on(method, subscriptions::delete),
+        Op::ResetSubscription => on(method, subscriptions::reset),
+        Op::TestSubscription => on(method, subscriptions::test),
+        Op::GetSigningSecret => on(method, subscriptions::secret),
+        Op::RotateSigningSecret => on(method, subscriptions::rotate_secret),
+        Op::CreateTenant => on(method, tenants::create),
+        Op::ListTenants => on(method, tenants::list),
+        Op::GetTenant => on(method, tenants::get),
+        Op::CreateApiKey => on(method, tenants::create_key),
+        Op::DeleteApiKey => on(method, tenants::delete_key),
+        Op::OpenApi => {
+            let document = Arc::clone(document);
+            on(
+                method,
+                move || async move { Json(document.as_ref().clone()) },
+            )
+        }
+    }
 }

@@ -31,8 +31,8 @@ use crate::idempotency::Idempotent;
 /// Largest subscription body accepted.
 const MAX_SUBSCRIPTION_BYTES: usize = 64 * 1024;
 /// Default and largest page of `GET /v1/subscriptions`.
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 1000;
+pub(crate) const DEFAULT_LIMIT: usize = 50;
+pub(crate) const MAX_LIMIT: usize = 1000;
 
 /// A subscription as the API returns it, credentials masked.
 pub fn view(s: &Subscription) -> Value {

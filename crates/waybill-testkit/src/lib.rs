@@ -6,11 +6,13 @@
 //! - [`api`]: a client of the HTTP API returning status and JSON.
 //! - [`receiver`]: an HTTP server that records every webhook it receives,
 //!   answers with a configurable status, and checks signatures.
+//! - [`schema`]: checks JSON values against the OpenAPI document's schemas.
 //! - [`wait`]: polling helpers with deadlines.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod receiver;
+pub mod schema;
 pub mod wait;
 
 pub use receiver::{Received, Receiver};

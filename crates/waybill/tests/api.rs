@@ -567,3 +567,225 @@ async fn idempotency_and_secrets_on_the_topic() {
     }
     stack.stop().await.unwrap();
 }
+
+/// The served OpenAPI document and the server agree: every documented
+/// operation answers its documented status with a body of its documented
+/// schema, documented examples are accepted, undocumented methods answer
+/// 405, and error bodies have the documented shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_server() {
+    let (stack, api) = start_stack().await;
+    let receiver = Receiver::start().await.unwrap();
+    let operator = api.with_key(stack.operator_token.clone());
+
+    // Served to anyone, without credentials.
+    let response = reqwest::get(format!("{}/v1/openapi.json", api.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+
+    // Objects the path parameters stand for.
+    let subscription = create(&api, sub_body(&receiver.url("/openapi"))).await;
+    let (status, tenant) = operator
+        .post("/v1/tenants", json!({"name": "openapi"}))
+        .await;
+    assert_eq!(status, 201, "{tenant}");
+    let (status, key) = operator
+        .post(
+            &format!("/v1/tenants/{}/api_keys", tenant["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+
+    // Deletes last, so the other calls still find their objects.
+    let mut operations: Vec<(String, String, Value)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations.push((method.to_uppercase(), path.clone(), op.clone()));
+        }
+    }
+    operations.sort_by_key(|(method, ..)| method == "DELETE");
+    assert!(operations.len() >= 17, "{}", operations.len());
+
+    for (method, path, op) in &operations {
+        let concrete = path
+            .replace(
+                "/v1/subscriptions/{id}",
+                &format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap()),
+            )
+            .replace("{id}", tenant["id"].as_str().unwrap())
+            .replace("{key_id}", key["id"].as_str().unwrap());
+        let caller = match op["security"].to_string().as_str() {
+            s if s.contains("operatorToken") => operator.clone(),
+            s if s.contains("apiKey") => api.clone(),
+            _ => api.with_key(""),
+        };
+        let mut body = op["requestBody"]["content"]["application/json"]["schema"]
+            .get("$ref")
+            .map(|r| {
+                let name = r.as_str().unwrap().rsplit('/').next().unwrap();
+                let example = schema(name)["example"].clone();
+                assert!(!example.is_null(), "{name} has an example");
+                let broken = waybill_testkit::schema::violations(&doc, &schema(name), &example);
+                assert!(broken.is_empty(), "{name} example: {broken:#?}");
+                example
+            });
+        // The examples call hooks.example.com; the ones kept around call
+        // the receiver instead.
+        if method == "PUT"
+            && let Some(b) = body.as_mut()
+        {
+            b["url"] = receiver.url("/openapi").into();
+        }
+        if op["operationId"] == "listSubscriptions" {
+            let (status, _) = api
+                .get("/v1/subscriptions?limit=1&offset=0&enabled=true&status=active&event_type=freights.publication.accepted")
+                .await;
+            assert_eq!(status, 200, "every documented query parameter is accepted");
+        }
+
+        let (status, answer) = caller
+            .call(method.parse().unwrap(), &concrete, body.as_ref())
+            .await;
+        let responses = op["responses"].as_object().unwrap();
+        let (expected, response) = responses
+            .iter()
+            .find(|(code, _)| code.starts_with('2'))
+            .unwrap();
+        assert_eq!(
+            status.to_string(),
+            *expected,
+            "{method} {concrete}: {answer}"
+        );
+        if let Some(s) = response["content"]["application/json"].get("schema") {
+            let broken = waybill_testkit::schema::violations(&doc, s, &answer);
+            assert!(
+                broken.is_empty(),
+                "{method} {path} answer: {broken:#?}\n{answer}"
+            );
+        } else {
+            assert!(answer.is_null(), "{method} {path} has no documented body");
+        }
+        if op["operationId"] == "createSubscription" {
+            // Created from the example; not kept.
+            let id = answer["id"].as_str().unwrap();
+            let (status, _) = api.delete(&format!("/v1/subscriptions/{id}")).await;
+            assert_eq!(status, 204);
+        }
+
+        // Methods the document does not list answer 405.
+        for other in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if doc["paths"][path].get(other.to_lowercase()).is_none() {
+                let (status, err) = caller.call(other.parse().unwrap(), &concrete, None).await;
+                assert_eq!(status, 405, "{other} {concrete}: {err}");
+            }
+        }
+    }
+
+    // Error answers have the documented shape, with every problem listed.
+    let (status, err) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": "ftp://x", "event_types": [], "method": "GET", "extra": 1}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let broken = waybill_testkit::schema::violations(&doc, &schema("Error"), &err);
+    assert!(broken.is_empty(), "{broken:#?}\n{err}");
+    assert_eq!(
+        err["error"]["details"].as_array().unwrap().len(),
+        4,
+        "{err}"
+    );
+    let (status, err) = api.get("/v1/subscriptions/sub_nope").await;
+    assert_eq!(status, 404);
+    assert!(waybill_testkit::schema::violations(&doc, &schema("Error"), &err).is_empty());
+    stack.stop().await.unwrap();
+}
+
+/// With the production URL policy, a host name that resolves into a private
+/// or loopback network is refused at creation, naming the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_names_resolving_to_private_addresses_are_refused() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(300));
+    let strict = vec![
+        (
+            "WAYBILL_URL_POLICY__ALLOW_PRIVATE_NETWORKS".to_owned(),
+            "false".to_owned(),
+        ),
+        (
+            "WAYBILL_URL_POLICY__ALLOW_HTTP".to_owned(),
+            "false".to_owned(),
+        ),
+    ];
+    let config = waybill::load(dev::base_config(0), None, strict).expect("config");
+    let stack = dev::start(config, KEY).await.expect("dev stack starts");
+    let api = Api::new(stack.api_url(), KEY);
+
+    // This machine's own name resolves (through /etc/hosts or
+    // nss-myhostname) to its own addresses.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    let addresses: Vec<std::net::IpAddr> = tokio::net::lookup_host((host.as_str(), 443))
+        .await
+        .map(|a| a.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    let (status, answer) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": format!("https://{host}/hook"), "event_types": ["*"]}),
+        )
+        .await;
+    let private = addresses
+        .iter()
+        .any(|ip| waybill_core::url_policy::non_public_reason(*ip).is_some());
+    if addresses.is_empty() || private {
+        assert_eq!(status, 400, "{host} → {addresses:?}: {answer}");
+        assert_eq!(answer["error"]["field"], "url");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("host `{host}`")),
+            "names the host: {message}"
+        );
+    } else {
+        assert_eq!(status, 201, "{host} → {addresses:?}: {answer}");
+    }
+    if private {
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("resolves to an address that must not point to a"),
+            "{answer}"
+        );
+    }
+
+    // Literal private addresses and plain http are refused without DNS.
+    for (url, expect) in [
+        ("https://10.1.2.3/hook", "private"),
+        ("https://169.254.169.254/latest", "link-local"),
+        ("http://hooks.example.com/x", "https"),
+    ] {
+        let (status, answer) = api
+            .post(
+                "/v1/subscriptions",
+                json!({"url": url, "event_types": ["*"]}),
+            )
+            .await;
+        assert_eq!(status, 400, "{url}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(expect),
+            "{url}: {answer}"
+        );
+    }
+    stack.stop().await.unwrap();
+}

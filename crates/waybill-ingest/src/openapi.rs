@@ -1,0 +1,903 @@
+//! The OpenAPI document of the HTTP API, built from the same operation table
+//! the router is built from, and from the limits the validators enforce, so
+//! the two cannot drift apart.
+
+use serde_json::{Map, Value, json};
+use waybill_core::auth::{AUTH_TYPES, MASK};
+use waybill_core::catalog::Catalog;
+use waybill_core::event::{EVENT_FIELDS, MAX_ATTRIBUTES, MAX_ID_LEN};
+use waybill_core::filter::{MAX_PREDICATES, MAX_SCOPES, MAX_VALUES};
+use waybill_core::retry::MAX_ATTEMPTS;
+use waybill_core::subscription::{
+    MAX_EVENT_TYPES, MAX_HEADERS, MAX_METADATA, MAX_NAME_LEN, MAX_RATE_LIMIT, SUBSCRIPTION_FIELDS,
+};
+use waybill_core::url_policy::MAX_URL_LEN;
+
+use crate::subscriptions::{DEFAULT_LIMIT, MAX_LIMIT};
+
+/// Every operation the API serves. The router maps each to its handler with
+/// an exhaustive `match`, so a new operation cannot be routed without being
+/// documented, nor documented without being routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    CreateEvent,
+    CreateSubscription,
+    ListSubscriptions,
+    GetSubscription,
+    UpdateSubscription,
+    ReplaceSubscription,
+    DeleteSubscription,
+    ResetSubscription,
+    TestSubscription,
+    GetSigningSecret,
+    RotateSigningSecret,
+    CreateTenant,
+    ListTenants,
+    GetTenant,
+    CreateApiKey,
+    DeleteApiKey,
+    OpenApi,
+}
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A tenant's API key.
+    Tenant,
+    /// The operator token.
+    Operator,
+    /// Anyone (no credentials).
+    Anyone,
+}
+
+/// What the document says about one operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    /// HTTP method, upper case.
+    pub method: &'static str,
+    /// Path template with `{param}` segments.
+    pub path: &'static str,
+    /// `operationId`.
+    pub id: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Who may call it.
+    pub caller: Caller,
+    /// Schema of the JSON body, if it takes one; `true` = required.
+    pub body: Option<(&'static str, bool)>,
+    /// Success status and the schema of its body (`None` = no body).
+    pub success: (u16, Option<&'static str>),
+    /// Whether it honours `Idempotency-Key`.
+    pub idempotent: bool,
+}
+
+impl Op {
+    /// Every operation, in the order the document lists them.
+    pub const ALL: [Op; 17] = [
+        Op::CreateEvent,
+        Op::CreateSubscription,
+        Op::ListSubscriptions,
+        Op::GetSubscription,
+        Op::UpdateSubscription,
+        Op::ReplaceSubscription,
+        Op::DeleteSubscription,
+        Op::ResetSubscription,
+        Op::TestSubscription,
+        Op::GetSigningSecret,
+        Op::RotateSigningSecret,
+        Op::CreateTenant,
+        Op::ListTenants,
+        Op::GetTenant,
+        Op::CreateApiKey,
+        Op::DeleteApiKey,
+        Op::OpenApi,
+    ];
+
+    /// The operation's entry in the document.
+    pub fn spec(self) -> Operation {
+        const SUB: &str = "/v1/subscriptions/{id}";
+        let op = |method, path, id, summary, caller, body, success| Operation {
+            method,
+            path,
+            id,
+            summary,
+            caller,
+            body,
+            success,
+            idempotent: false,
+        };
+        use Caller::*;
+        match self {
+            Op::CreateEvent => op(
+                "POST",
+                "/v1/events",
+                "createEvent",
+                "Publish a domain event to its topic",
+                Tenant,
+                Some(("EventInput", true)),
+                (202, Some("EventAccepted")),
+            ),
+            Op::CreateSubscription => Operation {
+                idempotent: true,
+                ..op(
+                    "POST",
+                    "/v1/subscriptions",
+                    "createSubscription",
+                    "Create a subscription; the answer holds its signing secret",
+                    Tenant,
+                    Some(("SubscriptionInput", true)),
+                    (201, Some("CreatedSubscription")),
+                )
+            },
+            Op::ListSubscriptions => op(
+                "GET",
+                "/v1/subscriptions",
+                "listSubscriptions",
+                "List the tenant's subscriptions, oldest first, with a total count",
+                Tenant,
+                None,
+                (200, Some("SubscriptionList")),
+            ),
+            Op::GetSubscription => op(
+                "GET",
+                SUB,
+                "getSubscription",
+                "Get a subscription",
+                Tenant,
+                None,
+                (200, Some("Subscription")),
+            ),
+            Op::UpdateSubscription => op(
+                "PATCH",
+                SUB,
+                "updateSubscription",
+                "Partial update: present fields replace, absent fields stay, null resets to the default; \"headers\": {} clears headers",
+                Tenant,
+                Some(("SubscriptionPatch", true)),
+                (200, Some("Subscription")),
+            ),
+            Op::ReplaceSubscription => op(
+                "PUT",
+                SUB,
+                "replaceSubscription",
+                "Full replacement (same body as create); masked credentials sent back keep their stored value",
+                Tenant,
+                Some(("SubscriptionInput", true)),
+                (200, Some("Subscription")),
+            ),
+            Op::DeleteSubscription => op(
+                "DELETE",
+                SUB,
+                "deleteSubscription",
+                "Delete a subscription; no delivery starts for it afterwards",
+                Tenant,
+                None,
+                (204, None),
+            ),
+            Op::ResetSubscription => op(
+                "POST",
+                "/v1/subscriptions/{id}/reset",
+                "resetSubscription",
+                "Clear the failure state and re-enable",
+                Tenant,
+                None,
+                (200, Some("Subscription")),
+            ),
+            Op::TestSubscription => Operation {
+                idempotent: true,
+                ..op(
+                    "POST",
+                    "/v1/subscriptions/{id}/test",
+                    "testSubscription",
+                    "Send a waybill.test event to this subscription only",
+                    Tenant,
+                    None,
+                    (202, Some("TestQueued")),
+                )
+            },
+            Op::GetSigningSecret => op(
+                "GET",
+                "/v1/subscriptions/{id}/secret",
+                "getSigningSecret",
+                "The current signing secret",
+                Tenant,
+                None,
+                (200, Some("SigningSecret")),
+            ),
+            Op::RotateSigningSecret => op(
+                "POST",
+                "/v1/subscriptions/{id}/secret/rotate",
+                "rotateSigningSecret",
+                "New signing secret; the old one keeps signing (second signature) for the overlap window",
+                Tenant,
+                None,
+                (200, Some("SigningSecret")),
+            ),
+            Op::CreateTenant => op(
+                "POST",
+                "/v1/tenants",
+                "createTenant",
+                "Create a tenant (operator)",
+                Operator,
+                Some(("TenantInput", true)),
+                (201, Some("CreatedTenant")),
+            ),
+            Op::ListTenants => op(
+                "GET",
+                "/v1/tenants",
+                "listTenants",
+                "List tenants (operator)",
+                Operator,
+                None,
+                (200, Some("TenantList")),
+            ),
+            Op::GetTenant => op(
+                "GET",
+                "/v1/tenants/{id}",
+                "getTenant",
+                "Get a tenant and its key ids (operator)",
+                Operator,
+                None,
+                (200, Some("Tenant")),
+            ),
+            Op::CreateApiKey => op(
+                "POST",
+                "/v1/tenants/{id}/api_keys",
+                "createApiKey",
+                "Issue (or import) an API key; the key is shown once and stored hashed (operator)",
+                Operator,
+                Some(("ApiKeyInput", false)),
+                (201, Some("CreatedApiKey")),
+            ),
+            Op::DeleteApiKey => op(
+                "DELETE",
+                "/v1/tenants/{id}/api_keys/{key_id}",
+                "deleteApiKey",
+                "Revoke an API key (operator)",
+                Operator,
+                None,
+                (204, None),
+            ),
+            Op::OpenApi => op(
+                "GET",
+                "/v1/openapi.json",
+                "getOpenApi",
+                "This document",
+                Anyone,
+                None,
+                (200, None),
+            ),
+        }
+    }
+}
+
+/// The OpenAPI 3.1 document of this deployment (the event-name enum comes
+/// from its catalog).
+pub fn document(catalog: &Catalog) -> Value {
+    let mut paths = Map::new();
+    for op in Op::ALL {
+        let spec = op.spec();
+        let entry = paths
+            .entry(spec.path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("path items are objects");
+        entry.insert(spec.method.to_ascii_lowercase(), operation(op, &spec));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Waybill",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Kafka-native webhook delivery. Every 4xx/5xx answer has the Error body; \
+                a request with several invalid fields lists them all in `details`.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "A tenant API key (`wb_...`); `X-Api-Key: <key>` is accepted too."},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+                "operatorToken": {"type": "http", "scheme": "bearer", "description": "The operator token from the deployment's configuration."},
+            },
+            "schemas": schemas(catalog),
+        },
+    })
+}
+
+fn operation(op: Op, spec: &Operation) -> Value {
+    let mut o = json!({
+        "operationId": spec.id,
+        "summary": spec.summary,
+        "tags": [tag(spec.path)],
+    });
+    o["security"] = match spec.caller {
+        Caller::Tenant => json!([{"apiKey": []}, {"apiKeyHeader": []}]),
+        Caller::Operator => json!([{"operatorToken": []}]),
+        Caller::Anyone => json!([]),
+    };
+    let mut params: Vec<Value> = spec
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if op == Op::ListSubscriptions {
+        params.extend(list_parameters());
+    }
+    if spec.idempotent {
+        params.push(json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "A repeat with the same key within 24 h answers the first result; a different body under the same key answers 409.",
+            "schema": {"type": "string", "maxLength": 255},
+        }));
+    }
+    if !params.is_empty() {
+        o["parameters"] = Value::Array(params);
+    }
+    if let Some((schema, required)) = spec.body {
+        o["requestBody"] = json!({
+            "required": required,
+            "content": {"application/json": {"schema": schema_ref(schema)}},
+        });
+    }
+    let (status, body) = spec.success;
+    let mut responses = Map::new();
+    responses.insert(
+        status.to_string(),
+        match body {
+            Some(schema) => json!({
+                "description": "Success",
+                "content": {"application/json": {"schema": schema_ref(schema)}},
+            }),
+            None if op == Op::OpenApi => json!({
+                "description": "This document",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }),
+            None => json!({"description": "Success, no body"}),
+        },
+    );
+    for (status, when) in error_statuses(op, spec) {
+        responses.insert(
+            status.to_string(),
+            json!({
+                "description": when,
+                "content": {"application/json": {"schema": schema_ref("Error")}},
+            }),
+        );
+    }
+    o["responses"] = Value::Object(responses);
+    o
+}
+
+fn tag(path: &str) -> &'static str {
+    if path.starts_with("/v1/events") {
+        "events"
+    } else if path.starts_with("/v1/subscriptions") {
+        "subscriptions"
+    } else if path.starts_with("/v1/tenants") {
+        "tenants"
+    } else {
+        "meta"
+    }
+}
+
+/// The error answers an operation can give, besides 500 `internal`.
+fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
+    let mut out = Vec::new();
+    if spec.body.is_some() || op == Op::ListSubscriptions {
+        out.push((400, "`validation_failed`: every invalid field in `details`"));
+    }
+    if spec.caller != Caller::Anyone {
+        out.push((
+            401,
+            "`unauthorized`: missing or unknown credentials (or an API key on an operator call)",
+        ));
+    }
+    if spec.path.contains('{') {
+        out.push((404, "`not_found`: no such object for this caller"));
+    }
+    if spec.idempotent || matches!(op, Op::CreateTenant | Op::CreateApiKey) {
+        out.push((409, "`conflict`: the id or Idempotency-Key is already used"));
+    }
+    if spec.body.is_some() {
+        out.push((413, "`payload_too_large`"));
+        out.push((
+            415,
+            "`unsupported_media_type`: send `content-type: application/json`",
+        ));
+    }
+    if op != Op::OpenApi && spec.method != "GET" {
+        out.push((
+            503,
+            "`unavailable`: Kafka did not acknowledge in time; retry",
+        ));
+    }
+    out.push((500, "`internal`"));
+    out
+}
+
+fn list_parameters() -> Vec<Value> {
+    vec![
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
+        json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}),
+        json!({"name": "enabled", "in": "query", "schema": {"type": "boolean"}}),
+        json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["active", "disabled", "failing"]}}),
+        json!({"name": "event_type", "in": "query", "description": "Subscriptions that would receive this event name, or that list this exact pattern", "schema": {"type": "string"}}),
+    ]
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// Every schema. Request schemas are closed (`additionalProperties: false`)
+/// because the server rejects unknown fields.
+fn schemas(catalog: &Catalog) -> Value {
+    let string_map = |max: usize| json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": max});
+    let timestamp = json!({"type": "string", "format": "date-time"});
+    let nullable_string = json!({"type": ["string", "null"]});
+    let event_names: Vec<&str> = catalog.iter().map(|e| e.name.as_str()).collect();
+
+    let subscription_input = {
+        let mut props = Map::new();
+        for field in SUBSCRIPTION_FIELDS {
+            props.insert((*field).to_owned(), subscription_field(field, catalog));
+        }
+        json!({
+            "type": "object",
+            "required": ["url", "event_types"],
+            "properties": props,
+            "additionalProperties": false,
+            "example": {
+                "name": "carrier TMS",
+                "url": "https://hooks.example.com/waybill",
+                "method": "POST",
+                "event_types": ["freights.publication.*"],
+                "filter": {"scopes": [{"predicates": [
+                    {"attribute": "company_id", "comparator": "IN", "values": ["c-1", "c-2"]}]}]},
+                "auth": {"type": "bearer", "token": "s3cr3t-token"},
+                "headers": {"X-Custom-Header": "my-value"},
+                "enabled": true,
+                "rate_limit_per_second": 50,
+                "retry_policy": {"delays": ["5s", "5m", "30m", "2h"]},
+                "metadata": {"team": "ops"},
+            },
+        })
+    };
+    let mut subscription_patch = subscription_input.clone();
+    subscription_patch
+        .as_object_mut()
+        .expect("object")
+        .remove("required");
+    subscription_patch["example"] = json!({"enabled": false, "headers": {}});
+    for nullable in [
+        "name",
+        "filter",
+        "auth",
+        "headers",
+        "rate_limit_per_second",
+        "retry_policy",
+        "metadata",
+    ] {
+        let prop = &mut subscription_patch["properties"][nullable];
+        *prop = json!({"oneOf": [prop.take(), {"type": "null"}]});
+    }
+
+    let mut subscription_props = Map::new();
+    for field in SUBSCRIPTION_FIELDS {
+        let mut schema = subscription_field(field, catalog);
+        if *field == "auth" {
+            schema = schema_ref("MaskedAuth");
+        }
+        if matches!(*field, "filter" | "rate_limit_per_second" | "retry_policy") {
+            schema = json!({"oneOf": [schema, {"type": "null"}]});
+        }
+        subscription_props.insert((*field).to_owned(), schema);
+    }
+    for (field, schema) in [
+        ("id", json!({"type": "string"})),
+        ("tenant_id", json!({"type": "string"})),
+        (
+            "status",
+            json!({"type": "string", "enum": ["active", "disabled", "failing"]}),
+        ),
+        ("disabled_reason", nullable_string.clone()),
+        ("created_at", timestamp.clone()),
+        ("updated_at", timestamp.clone()),
+        (
+            "created_by",
+            json!({"type": "string", "description": "API key id"}),
+        ),
+        (
+            "updated_by",
+            json!({"type": "string", "description": "API key id"}),
+        ),
+    ] {
+        subscription_props.insert(field.to_owned(), schema);
+    }
+    let all_fields: Vec<&String> = subscription_props.keys().collect();
+    let subscription = json!({
+        "type": "object",
+        "required": all_fields,
+        "properties": subscription_props,
+        "additionalProperties": false,
+    });
+    let mut created = subscription.clone();
+    created["properties"]["signing_secret"] = json!({"type": "string", "pattern": "^whsec_", "description": "Shown here and by GET .../secret"});
+    created["required"]
+        .as_array_mut()
+        .expect("array")
+        .push("signing_secret".into());
+
+    let mut event_props = Map::new();
+    for field in EVENT_FIELDS {
+        let schema = match *field {
+            "event_name" => json!({"type": "string", "enum": event_names}),
+            "id" => {
+                json!({"type": "string", "maxLength": MAX_ID_LEN, "description": "Client id; a repeat within the dedup window is accepted once"})
+            }
+            "occurred_at" => timestamp.clone(),
+            "entity" => json!({
+                "type": "object",
+                "required": ["id"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "id": {"type": "string", "maxLength": MAX_ID_LEN, "description": "Partition key: events of one entity are delivered in order"},
+                },
+                "additionalProperties": false,
+            }),
+            "attributes" => string_map(MAX_ATTRIBUTES),
+            "data" => json!({"description": "Any JSON; delivered as is"}),
+            "callback_url" => json!({"type": "string", "format": "uri", "maxLength": MAX_URL_LEN}),
+            other => json!({"description": other}),
+        };
+        event_props.insert((*field).to_owned(), schema);
+    }
+
+    let error_codes = [
+        "unauthorized",
+        "not_found",
+        "validation_failed",
+        "conflict",
+        "payload_too_large",
+        "unsupported_media_type",
+        "rate_limited",
+        "unavailable",
+        "internal",
+    ];
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "additionalProperties": false,
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": false,
+                "properties": {
+                    "code": {"type": "string", "enum": error_codes},
+                    "message": {"type": "string", "description": "What is wrong and what to do about it"},
+                    "field": {"type": "string", "description": "Path of the first invalid field, e.g. `event_types[2]`"},
+                    "details": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["field", "message"],
+                        "additionalProperties": false,
+                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                    }},
+                },
+            }},
+        },
+        "EventInput": {
+            "type": "object",
+            "required": ["event_name"],
+            "properties": event_props,
+            "additionalProperties": false,
+            "example": {
+                "event_name": "freights.publication.accepted",
+                "occurred_at": "2026-11-22T10:00:00Z",
+                "entity": {"type": "freight", "id": "12345"},
+                "attributes": {"company_id": "c-1", "dc_id": "7"},
+                "data": {"price": 1000},
+            },
+        },
+        "EventAccepted": {
+            "type": "object",
+            "required": ["id", "topic", "partition", "offset"],
+            "additionalProperties": false,
+            "properties": {
+                "id": {"type": "string"},
+                "topic": {"type": "string"},
+                "partition": {"type": "integer"},
+                "offset": {"type": "integer"},
+            },
+        },
+        "SubscriptionInput": subscription_input,
+        "SubscriptionPatch": subscription_patch,
+        "Subscription": subscription,
+        "CreatedSubscription": created,
+        "SubscriptionList": {
+            "type": "object",
+            "required": ["subscriptions", "total_count", "limit", "offset"],
+            "additionalProperties": false,
+            "properties": {
+                "subscriptions": {"type": "array", "items": schema_ref("Subscription")},
+                "total_count": {"type": "integer", "minimum": 0},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                "offset": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Filter": {
+            "type": "object",
+            "description": "Scopes are OR'ed, predicates inside a scope are AND'ed. Attributes come from the event's `attributes` and `tenant`.",
+            "required": ["scopes"],
+            "additionalProperties": false,
+            "properties": {"scopes": {"type": "array", "maxItems": MAX_SCOPES, "items": {
+                "type": "object",
+                "required": ["predicates"],
+                "additionalProperties": false,
+                "properties": {"predicates": {"type": "array", "minItems": 1, "maxItems": MAX_PREDICATES, "items": {
+                    "type": "object",
+                    "required": ["attribute", "comparator", "values"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "attribute": {"type": "string", "minLength": 1},
+                        "comparator": {"type": "string", "enum": ["IN", "NOT_IN"]},
+                        "values": {"type": "array", "minItems": 1, "maxItems": MAX_VALUES, "items": {"type": "string"}},
+                    },
+                }}},
+            }}},
+        },
+        "Auth": {"oneOf": AUTH_TYPES.iter().map(|t| auth_schema(t, false)).collect::<Vec<_>>()},
+        "MaskedAuth": {
+            "description": format!("Auth with credentials shown as `{MASK}`; sending `{MASK}` back keeps the stored credential"),
+            "oneOf": AUTH_TYPES.iter().map(|t| auth_schema(t, true)).collect::<Vec<_>>(),
+        },
+        "RetryPolicy": {"oneOf": [
+            {
+                "type": "object",
+                "required": ["delays"],
+                "additionalProperties": false,
+                "properties": {"delays": {"type": "array", "maxItems": MAX_ATTEMPTS - 1, "items": {"$ref": "#/components/schemas/Duration"}}},
+            },
+            {
+                "type": "object",
+                "required": ["initial_delay", "max_delay", "max_attempts"],
+                "additionalProperties": false,
+                "properties": {
+                    "initial_delay": schema_ref("Duration"),
+                    "multiplier": {"type": "number", "minimum": 1, "maximum": 10, "default": 2},
+                    "max_delay": schema_ref("Duration"),
+                    "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
+                },
+            },
+        ]},
+        "Duration": {"type": "string", "minLength": 1, "examples": ["500ms", "5m", "2h", "1h 30m"], "description": "A duration such as \"500ms\", \"5m\" or \"2h\"; at most 7 days"},
+        "TestQueued": {
+            "type": "object",
+            "required": ["delivery_id", "event_id"],
+            "additionalProperties": false,
+            "properties": {"delivery_id": {"type": "string"}, "event_id": {"type": "string"}},
+        },
+        "SigningSecret": {
+            "type": "object",
+            "required": ["signing_secret", "previous_secret_expires_at"],
+            "additionalProperties": false,
+            "properties": {
+                "signing_secret": {"type": "string", "pattern": "^whsec_"},
+                "previous_secret_expires_at": {"oneOf": [timestamp, {"type": "null"}], "description": "Until then the previous secret signs too"},
+            },
+        },
+        "TenantInput": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 256},
+                "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "Omit to get a generated id"},
+            },
+            "example": {"name": "ACME Logistics"},
+        },
+        "CreatedTenant": {
+            "type": "object",
+            "required": ["id", "name", "created_at"],
+            "additionalProperties": false,
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "created_at": timestamp},
+        },
+        "Tenant": {
+            "type": "object",
+            "required": ["id", "name", "created_at", "api_keys"],
+            "additionalProperties": false,
+            "properties": {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "created_at": timestamp,
+                "api_keys": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["id", "prefix", "created_at"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "prefix": {"type": "string", "description": "First characters of the key, to recognise it"},
+                        "created_at": timestamp,
+                    },
+                }},
+            },
+        },
+        "TenantList": {
+            "type": "object",
+            "required": ["tenants"],
+            "additionalProperties": false,
+            "properties": {"tenants": {"type": "array", "items": schema_ref("Tenant")}},
+        },
+        "ApiKeyInput": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"key": {"type": "string", "minLength": 16, "description": "Import this key instead of generating one"}},
+            "example": {},
+        },
+        "CreatedApiKey": {
+            "type": "object",
+            "required": ["id", "key"],
+            "additionalProperties": false,
+            "properties": {"id": {"type": "string"}, "key": {"type": "string", "description": "Shown once; stored hashed"}},
+        },
+    })
+}
+
+/// The schema of one field of a subscription body.
+fn subscription_field(field: &str, catalog: &Catalog) -> Value {
+    match field {
+        "name" => json!({"type": "string", "maxLength": MAX_NAME_LEN}),
+        "url" => json!({
+            "type": "string", "format": "uri", "maxLength": MAX_URL_LEN,
+            "description": "https (http only if the deployment allows it); private, loopback and link-local targets are refused unless allow-listed",
+        }),
+        "method" => json!({"type": "string", "enum": ["POST", "PUT"], "default": "POST"}),
+        "event_types" => {
+            let mut examples: Vec<String> =
+                catalog.iter().take(3).map(|e| e.name.clone()).collect();
+            examples.push("*".to_owned());
+            json!({
+                "type": "array", "minItems": 1, "maxItems": MAX_EVENT_TYPES,
+                "description": "Exact event names of the catalog, `domain.*` / `domain.object.*` prefixes, or `*`",
+                "items": {"type": "string", "examples": examples},
+            })
+        }
+        "filter" => schema_ref("Filter"),
+        "auth" => schema_ref("Auth"),
+        "headers" => json!({
+            "type": "object", "additionalProperties": {"type": "string"}, "maxProperties": MAX_HEADERS,
+            "description": "Added to every request; content-type, content-length, host, user-agent, traceparent, webhook-* and (when auth is set) authorization are refused",
+        }),
+        "enabled" => json!({"type": "boolean", "default": true}),
+        "rate_limit_per_second" => {
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_RATE_LIMIT, "description": "Omit for no limit"})
+        }
+        "retry_policy" => {
+            json!({"allOf": [schema_ref("RetryPolicy")], "description": "Omit for the deployment default (spanning more than 24 h)"})
+        }
+        "metadata" => {
+            json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": MAX_METADATA})
+        }
+        other => json!({"description": other}),
+    }
+}
+
+/// The schema of one auth type; `masked` for answers.
+fn auth_schema(kind: &str, masked: bool) -> Value {
+    let text = json!({"type": "string", "minLength": 1});
+    let secret = if masked {
+        json!({"const": MASK})
+    } else {
+        json!({"type": "string", "minLength": 1, "writeOnly": true})
+    };
+    let (required, props): (Vec<&str>, Vec<(&str, Value)>) = match kind {
+        "basic" => (
+            vec!["username", "password"],
+            vec![("username", text.clone()), ("password", secret)],
+        ),
+        "api_key" => (
+            vec!["header_name", "header_value"],
+            vec![("header_name", text.clone()), ("header_value", secret)],
+        ),
+        "bearer" => (vec!["token"], vec![("token", secret)]),
+        "oauth2" => (
+            vec!["token_url", "client_id", "client_secret"],
+            vec![
+                ("token_url", json!({"type": "string", "format": "uri"})),
+                ("client_id", text.clone()),
+                ("client_secret", secret),
+                (
+                    "scope",
+                    if masked {
+                        json!({"type": ["string", "null"]})
+                    } else {
+                        json!({"type": "string"})
+                    },
+                ),
+                (
+                    "extra_params",
+                    json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 20}),
+                ),
+            ],
+        ),
+        _ => (vec![], vec![]),
+    };
+    let mut properties = Map::new();
+    properties.insert("type".into(), json!({"const": kind}));
+    for (name, schema) in props {
+        properties.insert(name.into(), schema);
+    }
+    let mut required_all = vec!["type"];
+    required_all.extend(required);
+    if masked && kind == "oauth2" {
+        required_all.extend(["scope", "extra_params"]);
+    }
+    json!({
+        "type": "object",
+        "required": required_all,
+        "additionalProperties": false,
+        "properties": properties,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_a_unique_method_and_path_and_id() {
+        let mut seen = std::collections::HashSet::new();
+        let mut ids = std::collections::HashSet::new();
+        for op in Op::ALL {
+            let s = op.spec();
+            assert!(seen.insert((s.method, s.path)), "{s:?}");
+            assert!(ids.insert(s.id), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn request_schemas_list_exactly_the_fields_the_parsers_accept() {
+        let doc = document(&Catalog::builtin());
+        let schemas = &doc["components"]["schemas"];
+        let keys = |name: &str| {
+            let mut k: Vec<String> = schemas[name]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            k.sort();
+            k
+        };
+        let sorted = |fields: &[&str]| {
+            let mut v: Vec<String> = fields.iter().map(|s| (*s).to_owned()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(keys("SubscriptionInput"), sorted(SUBSCRIPTION_FIELDS));
+        assert_eq!(keys("SubscriptionPatch"), sorted(SUBSCRIPTION_FIELDS));
+        assert_eq!(keys("EventInput"), sorted(EVENT_FIELDS));
+        let auth_types: Vec<&str> = schemas["Auth"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["properties"]["type"]["const"].as_str().unwrap())
+            .collect();
+        assert_eq!(auth_types, AUTH_TYPES);
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document(&Catalog::builtin());
+        let text = doc.to_string();
+        for (i, _) in text.match_indices("#/components/schemas/") {
+            let rest = &text[i + "#/components/schemas/".len()..];
+            let name = &rest[..rest.find('"').unwrap()];
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "dangling $ref {name}"
+            );
+        }
+    }
+}
