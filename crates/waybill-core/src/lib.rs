@@ -9,6 +9,7 @@
 //! - [`auth`]: callback authentication (none, basic, api_key, bearer, oauth2).
 //! - [`filter`]: attribute filters (scopes OR'ed, predicates AND'ed).
 //! - [`retry`]: retry policies (explicit delays or exponential).
+//! - [`outcome`]: after an attempt: success, retry (when, in which tier), disable, dead.
 //! - [`matching`]: does an event go to a subscription?
 //! - [`signing`]: Standard Webhooks secrets and signatures.
 //! - [`sealing`]: encryption of secrets stored on Kafka topics.
@@ -31,6 +32,7 @@ pub mod fields;
 pub mod filter;
 pub mod ids;
 pub mod matching;
+pub mod outcome;
 pub mod pattern;
 pub mod retry;
 pub mod sealing;

@@ -1,0 +1,240 @@
+//! What to do after a delivery attempt, and where a retry waits.
+//!
+//! Pure decisions of the delivery engine: [`classify`] turns an attempt's
+//! outcome into success, a retry after some delay, disabling the
+//! subscription, or a dead letter; [`delay`] computes the wait from the
+//! subscription's policy and the receiver's `Retry-After`; [`tier_for`] and
+//! [`due_at`] place a waiting task in the fixed-delay retry tier topics.
+
+use std::time::{Duration, SystemTime};
+
+use crate::retry::RetryPolicy;
+
+/// Longest `Retry-After` honoured; a receiver asking for more gets this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+/// Share of a delay added as jitter (at most), so that retries of many
+/// deliveries failed together do not arrive together.
+pub const JITTER: f64 = 0.1;
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered with this status.
+    Response {
+        /// HTTP status code.
+        status: u16,
+        /// Its `Retry-After`, read on 429 and 503 only.
+        retry_after: Option<Duration>,
+    },
+    /// No answer: timeout, connection error, token endpoint failure, or the
+    /// URL refused by the policy.
+    NoResponse,
+}
+
+impl Outcome {
+    /// A response with `status`, reading `retry_after` only where HTTP
+    /// gives it meaning (429 and 503).
+    pub fn response(status: u16, retry_after: Option<Duration>) -> Self {
+        Outcome::Response {
+            status,
+            retry_after: retry_after.filter(|_| matches!(status, 429 | 503)),
+        }
+    }
+
+    /// Whether this is a success (any 2xx).
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Response { status, .. } if (200..300).contains(status))
+    }
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Delivered.
+    Success,
+    /// Try again after this delay.
+    Retry(Duration),
+    /// `410 Gone`: disable the subscription; the delivery ends.
+    Disable,
+    /// The policy is exhausted: dead-letter the delivery.
+    Dead,
+}
+
+/// The decision after attempt number `attempt` (1-based) ended with
+/// `outcome`. `jitter` in `[0, 1)` picks the share of [`JITTER`] added to
+/// the delay (the caller draws it at random; tests pass fixed values).
+pub fn classify(outcome: &Outcome, attempt: u32, policy: &RetryPolicy, jitter: f64) -> Decision {
+    let retry_after = match *outcome {
+        Outcome::Response { status, .. } if (200..300).contains(&status) => {
+            return Decision::Success;
+        }
+        Outcome::Response { status: 410, .. } => return Decision::Disable,
+        Outcome::Response { retry_after, .. } => retry_after,
+        Outcome::NoResponse => None,
+    };
+    match delay(policy, attempt, retry_after, jitter) {
+        Some(d) => Decision::Retry(d),
+        None => Decision::Dead,
+    }
+}
+
+/// The wait before the attempt after `attempt`, or `None` when `attempt` was
+/// the last. The policy's delay grows by up to [`JITTER`]; a `Retry-After`
+/// (capped at [`MAX_RETRY_AFTER`]) longer than that wins.
+pub fn delay(
+    policy: &RetryPolicy,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Option<Duration> {
+    let base = policy.delay_after(attempt)?;
+    let jittered = base.mul_f64(1.0 + JITTER * jitter.clamp(0.0, 1.0));
+    Some(match retry_after {
+        Some(asked) => jittered.max(asked.min(MAX_RETRY_AFTER)),
+        None => jittered,
+    })
+}
+
+/// Reads a `Retry-After` header: delay seconds or an HTTP date (relative to
+/// `now`). A date in the past means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+/// The retry tier a task waiting `remaining` goes to: the longest tier not
+/// longer than the wait (a longer wait hops tiers), or the shortest tier when
+/// the wait is shorter than every tier (the task is then due before the tier
+/// delay). `tiers` are sorted, shortest first, and not empty.
+pub fn tier_for(remaining: Duration, tiers: &[Duration]) -> usize {
+    tiers
+        .iter()
+        .rposition(|tier| *tier <= remaining)
+        .unwrap_or(0)
+}
+
+/// When a task written to a tier at `written` is due: its `not_before`, or
+/// the tier delay after it was written if that comes first (then the task
+/// hops to the tier of its remaining wait). Within one tier partition these
+/// times grow with the offset, except for waits shorter than the shortest
+/// tier, which are due at most that tier's delay early.
+pub fn due_at(written: SystemTime, tier: Duration, not_before: SystemTime) -> SystemTime {
+    not_before.min(written + tier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delays(ds: &[u64]) -> RetryPolicy {
+        RetryPolicy::Delays(ds.iter().map(|s| Duration::from_secs(*s)).collect())
+    }
+
+    #[test]
+    fn classify_by_status() {
+        let p = delays(&[5, 60]);
+        let r = |status| Outcome::response(status, None);
+        assert_eq!(classify(&r(200), 1, &p, 0.0), Decision::Success);
+        assert_eq!(classify(&r(204), 3, &p, 0.0), Decision::Success);
+        assert_eq!(classify(&r(410), 1, &p, 0.0), Decision::Disable);
+        for status in [301, 400, 401, 404, 429, 500, 503] {
+            assert_eq!(
+                classify(&r(status), 1, &p, 0.0),
+                Decision::Retry(Duration::from_secs(5)),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            classify(&Outcome::NoResponse, 2, &p, 0.0),
+            Decision::Retry(Duration::from_secs(60))
+        );
+        // Three attempts in all: the third failure is final.
+        assert_eq!(classify(&r(500), 3, &p, 0.0), Decision::Dead);
+        assert_eq!(classify(&Outcome::NoResponse, 3, &p, 0.0), Decision::Dead);
+        assert_eq!(classify(&r(200), 3, &p, 0.0), Decision::Success);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_tenth() {
+        let p = delays(&[100]);
+        assert_eq!(delay(&p, 1, None, 0.0), Some(Duration::from_secs(100)));
+        assert_eq!(delay(&p, 1, None, 0.5), Some(Duration::from_secs(105)));
+        assert_eq!(delay(&p, 1, None, 7.0), Some(Duration::from_secs(110)));
+        assert_eq!(delay(&p, 2, None, 0.5), None);
+    }
+
+    #[test]
+    fn retry_after_wins_when_longer_and_is_capped() {
+        let p = delays(&[5, 5]);
+        let asked = |status, secs| Outcome::response(status, Some(Duration::from_secs(secs)));
+        assert_eq!(
+            classify(&asked(429, 120), 1, &p, 0.0),
+            Decision::Retry(Duration::from_secs(120))
+        );
+        assert_eq!(
+            classify(&asked(503, 1), 1, &p, 0.0),
+            Decision::Retry(Duration::from_secs(5))
+        );
+        assert_eq!(
+            classify(&asked(503, 10 * 24 * 3600), 1, &p, 0.0),
+            Decision::Retry(MAX_RETRY_AFTER)
+        );
+        // Retry-After means nothing on other statuses.
+        assert_eq!(
+            classify(&asked(500, 120), 1, &p, 0.0),
+            Decision::Retry(Duration::from_secs(5))
+        );
+        // It never extends the policy beyond its last attempt.
+        assert_eq!(classify(&asked(429, 120), 3, &p, 0.0), Decision::Dead);
+    }
+
+    #[test]
+    fn retry_after_header_forms() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn tiers_fit_the_wait_and_long_waits_hop() {
+        let tiers: Vec<Duration> = [1, 5, 60, 300, 1800, 7200]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect();
+        let s = Duration::from_secs;
+        assert_eq!(tier_for(Duration::from_millis(300), &tiers), 0);
+        assert_eq!(tier_for(s(1), &tiers), 0);
+        assert_eq!(tier_for(s(59), &tiers), 1);
+        assert_eq!(tier_for(s(60), &tiers), 2);
+        assert_eq!(tier_for(s(10 * 3600), &tiers), 5);
+
+        let t0 = SystemTime::UNIX_EPOCH + s(1_000_000);
+        // A 10 h wait rests 2 h in the longest tier, then hops.
+        assert_eq!(due_at(t0, s(7200), t0 + s(36_000)), t0 + s(7200));
+        // A wait that fits a tier is due exactly at not_before...
+        assert_eq!(due_at(t0, s(60), t0 + s(60)), t0 + s(60));
+        // ...and the rest of a longer one is waited in a shorter tier.
+        assert_eq!(due_at(t0, s(60), t0 + s(61)), t0 + s(60));
+        assert_eq!(
+            due_at(t0, s(1), t0 + Duration::from_millis(300)),
+            t0 + Duration::from_millis(300)
+        );
+    }
+}
