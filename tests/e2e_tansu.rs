@@ -171,6 +171,7 @@ async fn one_event_of_each_domain_arrives_once_through_three_processes_on_tansu(
 [kafka]
 brokers = "127.0.0.1:{broker_port}"
 partitions = 3
+retry_tiers = ["100ms", "1s", "10s"]
 subscriptions_partitions = 1
 
 [secrets]
@@ -191,7 +192,6 @@ listen = "127.0.0.1:{matcher_port}"
 
 [delivery]
 listen = "127.0.0.1:{delivery_port}"
-retry_initial_delay = "100ms"
 "#,
             key = waybill_core::sealing::Keyring::generate_key(),
         ),

@@ -19,12 +19,6 @@ pub struct DeliveryConfig {
     /// Longest wait for a whole webhook request, response included.
     #[serde(with = "waybill_core::duration")]
     pub request_timeout: Duration,
-    /// First wait before a failed delivery is tried again in place.
-    #[serde(with = "waybill_core::duration")]
-    pub retry_initial_delay: Duration,
-    /// Longest wait between in-place attempts.
-    #[serde(with = "waybill_core::duration")]
-    pub retry_max_delay: Duration,
     /// Longest wait for the projection to include a task's subscription.
     #[serde(with = "waybill_core::duration")]
     pub freshness_timeout: Duration,
@@ -40,8 +34,6 @@ impl Default for DeliveryConfig {
             group_id: "waybill-delivery".into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
-            retry_initial_delay: Duration::from_secs(1),
-            retry_max_delay: Duration::from_secs(60),
             freshness_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(20),
         }
@@ -62,12 +54,6 @@ impl DeliveryConfig {
         }
         if self.connect_timeout > self.request_timeout {
             out.push("delivery.connect_timeout: must not exceed delivery.request_timeout".into());
-        }
-        if self.retry_initial_delay.is_zero() || self.retry_initial_delay > self.retry_max_delay {
-            out.push(
-                "delivery.retry_initial_delay: must be positive and at most delivery.retry_max_delay"
-                    .into(),
-            );
         }
         if self.request_timeout >= self.drain_timeout {
             out.push(

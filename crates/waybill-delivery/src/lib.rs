@@ -5,16 +5,20 @@
 //! - [`config`]: the `[delivery]` section.
 //! - [`oauth2`]: client-credentials tokens, cached and shared by every task.
 //! - [`request`]: the pure part — the signed webhook request of one attempt.
-//! - [`worker`]: one task per assigned partition of `deliveries`: decode the
-//!   task, find its subscription in the projection, call the URL, record the
-//!   attempt on `delivery_attempts`, and store the offset only after a `2xx`
-//!   (or when the subscription is gone). Failures are retried in place with
-//!   exponential backoff; nothing is dropped.
+//! - [`sender`]: one HTTP attempt (auth, signing, `Retry-After`, excerpt),
+//!   with name resolution that obeys the URL policy.
+//! - [`worker`]: one task per assigned partition of `deliveries` and of the
+//!   retry tiers: decode the task, wait until it is due, find its
+//!   subscription in the projection, attempt, record the attempt on
+//!   `delivery_attempts`, then retry through a tier topic, dead-letter,
+//!   or disable on `410`. Offsets are stored only once the outcome is
+//!   durable; nothing is dropped.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod oauth2;
 pub mod request;
+pub mod sender;
 pub mod worker;
 
 use std::sync::Arc;
@@ -86,32 +90,26 @@ pub async fn run(
     }
     readiness.set(true);
 
-    let client = reqwest::Client::builder()
-        .connect_timeout(settings.delivery.connect_timeout)
-        .timeout(settings.delivery.request_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(32)
-        .tcp_nodelay(true)
-        .build()?;
+    let sender = sender::Sender::new(&settings.delivery, settings.url_policy)?;
     let producer = Producer::new(&settings.kafka, "waybill-delivery", Duration::from_secs(30))?;
     let worker = Arc::new(worker::Worker {
-        client,
+        sender,
         producer: producer.clone(),
         topics: topics.clone(),
         catalog: settings.catalog,
         subscriptions,
-        url_policy: settings.url_policy,
+        keys: settings.keys,
         config: settings.delivery.clone(),
-        tokens: oauth2::Tokens::default(),
     });
+    let mut consumed = vec![topics.deliveries()];
+    consumed.extend(topics.retries());
     let task: partitioned::PartitionTask =
         Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());
     partitioned::run(
         &settings.kafka,
         GroupOptions {
             group_id: settings.delivery.group_id.clone(),
-            topics: vec![topics.deliveries()],
+            topics: consumed,
             drain_timeout: settings.delivery.drain_timeout,
         },
         task,

@@ -1,83 +1,71 @@
-//! One task per assigned partition of `deliveries`.
+//! One task per assigned partition of `deliveries` and of each retry tier.
+//!
+//! A `deliveries` record is attempted at once. A retry tier record waits
+//! until it is due (its partition's task waits on nothing else: the tier's
+//! records are due in offset order), then either hops to the tier of its
+//! remaining wait or is attempted. After an attempt, [`classify`] decides:
+//! success ends it; a retry writes the task to the tier of its delay; `410`
+//! disables the subscription; an exhausted policy writes it to
+//! `deliveries.dlq`. The offset is stored only once that outcome is durable.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use rdkafka::Message;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Header};
 use time::OffsetDateTime;
-use waybill_core::auth::CallbackAuth;
 use waybill_core::catalog::Catalog;
 use waybill_core::event::Event;
-use waybill_core::subscription::Subscription;
+use waybill_core::outcome::{Decision, classify, due_at, tier_for};
+use waybill_core::retry::RetryPolicy;
+use waybill_core::sealing::Keyring;
+use waybill_core::subscription::{Status, Subscription};
 use waybill_core::trace::TraceParent;
-use waybill_core::url_policy::UrlPolicy;
 use waybill_kafka::partitioned::Assigned;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
 use waybill_proto::Message as _;
-use waybill_proto::convert::{event_from_proto, timestamp};
+use waybill_proto::convert::{event_from_proto, from_timestamp, subscription_to_proto, timestamp};
 use waybill_proto::v1;
 use waybill_runtime::projection::Subscriptions;
 
 use crate::config::DeliveryConfig;
-use crate::oauth2::Tokens;
-use crate::request;
+use crate::sender::{Attempt, Sender};
 
-/// Bytes of the response body kept in the attempt record.
-pub const RESPONSE_EXCERPT_BYTES: usize = 4096;
+/// Header of a `deliveries.dlq` record: why the delivery died.
+pub const DEAD_REASON: &str = "waybill-dead-reason";
 
 /// Shared by every partition task.
 pub struct Worker {
-    /// Pooled HTTP client (keep-alive, timeouts, no redirects).
-    pub client: reqwest::Client,
-    /// Publishes attempt records and dead letters.
+    /// Sends the webhook requests.
+    pub sender: Sender,
+    /// Publishes retries, dead letters, attempt records and state changes.
     pub producer: Producer,
-    /// Topic names.
+    /// Topic names and retry tiers.
     pub topics: Topics,
     /// Known event types.
     pub catalog: Catalog,
     /// The subscription projection.
     pub subscriptions: Table<Subscriptions>,
-    /// Callback URL rules.
-    pub url_policy: UrlPolicy,
+    /// Seals secrets of the subscription records this service writes.
+    pub keys: Keyring,
     /// The `[delivery]` section.
     pub config: DeliveryConfig,
-    /// OAuth2 tokens, shared by every partition task.
-    pub tokens: Tokens,
 }
 
-/// How one task ended in this process.
+/// How one record ended in this process.
 enum Finished {
-    /// Durable outcome: the offset may move past the task.
+    /// Durable outcome: the offset may move past the record.
     Done,
-    /// Interrupted (revoke or shutdown): the next owner delivers it again.
+    /// Interrupted (revoke or shutdown): the next owner handles it again.
     Interrupted,
-}
-
-/// The result of one HTTP attempt.
-struct AttemptResult {
-    status: u16,
-    error_class: &'static str,
-    error: String,
-    excerpt: String,
-}
-
-impl AttemptResult {
-    fn failed(class: &'static str, error: String) -> Self {
-        Self {
-            status: 0,
-            error_class: class,
-            error,
-            excerpt: String::new(),
-        }
-    }
 }
 
 impl Worker {
     /// Consumes one partition until it is revoked or the service stops.
     pub async fn run_partition(self: Arc<Self>, assigned: Assigned) {
+        let tier = self.topics.tier_of(&assigned.topic);
         let mut stream = assigned.messages.stream();
         loop {
             let message = tokio::select! {
@@ -88,19 +76,24 @@ impl Worker {
             let message = match message {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
-                    tracing::warn!(partition = assigned.partition, error = %e, "consume error");
+                    tracing::warn!(topic = %assigned.topic, partition = assigned.partition, error = %e, "consume error");
                     continue;
                 }
                 None => return,
             };
-            match self.handle(&message, &assigned).await {
+            match self.handle(&message, tier, &assigned).await {
                 Finished::Done => assigned.store_offset(message.offset()),
                 Finished::Interrupted => return,
             }
         }
     }
 
-    async fn handle(&self, message: &BorrowedMessage<'_>, assigned: &Assigned) -> Finished {
+    async fn handle(
+        &self,
+        message: &BorrowedMessage<'_>,
+        tier: Option<Duration>,
+        assigned: &Assigned,
+    ) -> Finished {
         let task = match v1::DeliveryTask::decode(message.payload().unwrap_or_default()) {
             Ok(t) => t,
             Err(e) => {
@@ -126,80 +119,145 @@ impl Worker {
                     .await;
             }
         };
-        let produced_at = waybill_kafka::produced_at(message);
+        let written = waybill_kafka::produced_at(message);
         let trace = headers::trace_parent(message.headers()).unwrap_or_else(TraceParent::new_root);
-        self.deliver(&task, &event, produced_at, &trace, assigned)
-            .await
+
+        if let Some(tier) = tier {
+            let not_before = from_timestamp(task.not_before.as_ref(), "not_before")
+                .map_or(written, SystemTime::from);
+            let due = due_at(written, tier, not_before);
+            if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                tokio::select! {
+                    biased;
+                    _ = assigned.stop.cancelled() => return Finished::Interrupted,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            if let Ok(remaining) = not_before.duration_since(SystemTime::now())
+                && remaining >= Duration::from_millis(1)
+            {
+                // Waited the whole tier and more is left: the next tier.
+                let next = self.retry_topic(remaining);
+                return self.write(&next, &task, &trace, None, assigned).await;
+            }
+        }
+        self.deliver(&task, &event, written, &trace, assigned).await
     }
 
-    /// Attempts the delivery until it succeeds, its subscription is gone or
-    /// disabled, or the partition is taken away.
+    /// Attempts the delivery once and makes its outcome durable.
     async fn deliver(
         &self,
         task: &v1::DeliveryTask,
         event: &Event,
-        produced_at: SystemTime,
+        written: SystemTime,
         trace: &TraceParent,
         assigned: &Assigned,
     ) -> Finished {
-        let mut attempt = task.attempt.max(1);
-        let mut delay = self.config.retry_initial_delay;
-        loop {
-            let Some(subscription) = self.subscription(&task.subscription_id, produced_at).await
-            else {
-                self.record_skip(task, event, attempt, "subscription_deleted")
-                    .await;
-                tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
-                return Finished::Done;
-            };
-            if !subscription.is_deliverable() {
-                self.record_skip(task, event, attempt, "subscription_disabled")
-                    .await;
-                tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription disabled; delivery dropped");
-                return Finished::Done;
-            }
-
-            let started = OffsetDateTime::now_utc();
-            let clock = Instant::now();
-            let result = tokio::select! {
-                biased;
-                _ = assigned.stop.cancelled() => return Finished::Interrupted,
-                r = self.attempt(&subscription, task, event, trace) => r,
-            };
-            let duration = clock.elapsed();
-            let success = (200..300).contains(&result.status);
-            let next = (!success).then(|| started + delay);
-            self.record_attempt(task, event, attempt, started, duration, &result, next)
+        let attempt_no = task.attempt.max(1);
+        let Some(subscription) = self.subscription(&task.subscription_id, written).await else {
+            self.record_skip(task, event, attempt_no, "subscription_deleted")
                 .await;
-            if success {
+            tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
+            return Finished::Done;
+        };
+        if !subscription.is_deliverable() {
+            self.record_skip(task, event, attempt_no, "subscription_disabled")
+                .await;
+            tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription disabled; delivery dropped");
+            return Finished::Done;
+        }
+
+        let attempt = tokio::select! {
+            biased;
+            _ = assigned.stop.cancelled() => return Finished::Interrupted,
+            a = self.sender.attempt(&subscription, &task.delivery_id, event, trace) => a,
+        };
+        let default_policy = RetryPolicy::default();
+        let policy = subscription
+            .spec
+            .retry_policy
+            .as_ref()
+            .unwrap_or(&default_policy);
+        let decision = classify(&attempt.outcome, attempt_no, policy, rand::random::<f64>());
+        let next_at = match decision {
+            Decision::Retry(after) => Some(OffsetDateTime::now_utc() + after),
+            _ => None,
+        };
+        self.record_attempt(task, event, attempt_no, &attempt, next_at)
+            .await;
+        let fields = (
+            &task.delivery_id,
+            &subscription.id,
+            attempt_no,
+            attempt.status,
+            attempt.error_class,
+        );
+        match decision {
+            Decision::Success => {
                 tracing::debug!(
-                    delivery_id = %task.delivery_id,
-                    subscription_id = %subscription.id,
-                    attempt,
-                    status = result.status,
-                    duration_ms = duration.as_millis() as u64,
+                    delivery_id = %fields.0,
+                    subscription_id = %fields.1,
+                    attempt = fields.2,
+                    status = fields.3,
+                    duration_ms = attempt.duration.as_millis() as u64,
                     "delivered"
                 );
-                return Finished::Done;
+                Finished::Done
             }
-            tracing::warn!(
-                delivery_id = %task.delivery_id,
-                subscription_id = %subscription.id,
-                attempt,
-                status = result.status,
-                error_class = result.error_class,
-                error = %result.error,
-                retry_in_ms = delay.as_millis() as u64,
-                "delivery failed; will retry"
-            );
-            tokio::select! {
-                biased;
-                _ = assigned.stop.cancelled() => return Finished::Interrupted,
-                _ = tokio::time::sleep(delay) => {}
+            Decision::Retry(after) => {
+                tracing::warn!(
+                    delivery_id = %fields.0,
+                    subscription_id = %fields.1,
+                    attempt = fields.2,
+                    status = fields.3,
+                    error_class = fields.4,
+                    error = %attempt.error,
+                    retry_in_ms = after.as_millis() as u64,
+                    "delivery failed; retry scheduled"
+                );
+                let mut next = task.clone();
+                next.attempt = attempt_no + 1;
+                next.not_before = Some(timestamp(OffsetDateTime::now_utc() + after));
+                let topic = self.retry_topic(after);
+                self.write(&topic, &next, trace, None, assigned).await
             }
-            attempt += 1;
-            delay = (delay * 2).min(self.config.retry_max_delay);
+            Decision::Dead => {
+                let reason = format!(
+                    "{} attempts failed; last: {}",
+                    attempt_no,
+                    if attempt.error.is_empty() {
+                        "unknown"
+                    } else {
+                        &attempt.error
+                    }
+                );
+                tracing::warn!(
+                    delivery_id = %fields.0,
+                    subscription_id = %fields.1,
+                    attempts = fields.2,
+                    reason,
+                    "delivery dead"
+                );
+                let topic = self.topics.deliveries_dlq();
+                self.write(&topic, task, trace, Some(&reason), assigned)
+                    .await
+            }
+            Decision::Disable => {
+                tracing::warn!(
+                    delivery_id = %fields.0,
+                    subscription_id = %fields.1,
+                    "endpoint answered 410 Gone; disabling the subscription"
+                );
+                self.disable(&subscription, "the endpoint answered 410 Gone", assigned)
+                    .await
+            }
         }
+    }
+
+    /// The retry tier topic for a wait of `after`.
+    fn retry_topic(&self, after: Duration) -> String {
+        let tiers = self.topics.retry_tiers();
+        self.topics.retry(tiers[tier_for(after, tiers)])
     }
 
     /// The subscription as of the task's production: every change written
@@ -217,137 +275,114 @@ impl Worker {
         self.subscriptions.read().get(id).cloned()
     }
 
-    async fn attempt(
+    /// Writes `task` to `topic` (a retry tier or the DLQ), retrying until
+    /// Kafka acknowledges it or the partition is taken away.
+    async fn write(
+        &self,
+        topic: &str,
+        task: &v1::DeliveryTask,
+        trace: &TraceParent,
+        dead_reason: Option<&str>,
+        assigned: &Assigned,
+    ) -> Finished {
+        let value = task.encode_to_vec();
+        let outcome = self
+            .until_acked(assigned, "delivery task", || {
+                let mut record_headers =
+                    headers::standard(waybill_proto::SCHEMA_VERSION, Some(trace));
+                if let Some(reason) = dead_reason {
+                    record_headers = record_headers.insert(Header {
+                        key: DEAD_REASON,
+                        value: Some(reason),
+                    });
+                }
+                self.producer.send(
+                    topic,
+                    task.subscription_id.as_bytes(),
+                    Some(&value),
+                    record_headers,
+                )
+            })
+            .await;
+        if matches!(outcome, Finished::Done) {
+            tracing::debug!(topic, delivery_id = %task.delivery_id, attempt = task.attempt, "task written");
+        }
+        outcome
+    }
+
+    /// Writes the subscription's new state, disabled with `reason`.
+    async fn disable(
         &self,
         subscription: &Subscription,
-        task: &v1::DeliveryTask,
-        event: &Event,
-        trace: &TraceParent,
-    ) -> AttemptResult {
-        let CallbackAuth::OAuth2(settings) = &subscription.spec.auth else {
-            return self.send(subscription, task, event, trace, None).await;
-        };
-        // Tokens are cached per subscription and settings: changed
-        // settings get a new token, other changes (a rotation) do not.
-        let key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            settings.hash(&mut h);
-            format!("{}#{:x}", subscription.id, h.finish())
-        };
-        let mut refreshed = false;
+        reason: &str,
+        assigned: &Assigned,
+    ) -> Finished {
+        let mut disabled = subscription.clone();
+        disabled.status = Status::Disabled;
+        disabled.disabled_reason = Some(reason.to_owned());
+        disabled.touch("waybill-delivery", OffsetDateTime::now_utc());
+        let value = subscription_to_proto(&disabled, &self.keys).encode_to_vec();
+        let topic = self.topics.subscriptions();
+        self.until_acked(assigned, "subscription state", || {
+            self.producer.send(
+                &topic,
+                disabled.id.as_bytes(),
+                Some(&value),
+                headers::standard(waybill_proto::SCHEMA_VERSION, None),
+            )
+        })
+        .await
+    }
+
+    /// Retries a Kafka write with backoff until it is acknowledged (then
+    /// `Done`) or the partition is taken away (`Interrupted`: the record is
+    /// handled again by its next owner).
+    async fn until_acked<F, Fut>(&self, assigned: &Assigned, what: &str, mut send: F) -> Finished
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = waybill_kafka::Result<waybill_kafka::producer::Acked>>,
+    {
+        let mut delay = Duration::from_millis(200);
         loop {
-            let token = match self
-                .tokens
-                .get(&self.client, &self.url_policy, &key, settings)
-                .await
-            {
-                Ok(token) => token,
-                Err(e) => return AttemptResult::failed("oauth2", e.to_string()),
-            };
-            let result = self
-                .send(subscription, task, event, trace, Some(&token))
-                .await;
-            if result.status != 401 || refreshed {
-                return result;
+            match send().await {
+                Ok(_) => return Finished::Done,
+                Err(e) => tracing::error!(error = %e, what, "write not acknowledged; retrying"),
             }
-            // The endpoint no longer accepts the cached token: fetch a new one once.
-            self.tokens.invalidate(&key);
-            refreshed = true;
+            tokio::select! {
+                _ = assigned.stop.cancelled() => return Finished::Interrupted,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 
-    async fn send(
-        &self,
-        subscription: &Subscription,
-        task: &v1::DeliveryTask,
-        event: &Event,
-        trace: &TraceParent,
-        oauth2_token: Option<&str>,
-    ) -> AttemptResult {
-        let fail = AttemptResult::failed;
-        let url = match self.url_policy.check_url(&subscription.spec.url) {
-            Ok(url) => url,
-            Err(message) => return fail("url_policy", format!("url {message}")),
-        };
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let req = request::build(
-            subscription,
-            event,
-            &task.delivery_id,
-            now,
-            &trace.child(),
-            oauth2_token,
-        );
-        let method = if req.method == "PUT" {
-            reqwest::Method::PUT
-        } else {
-            reqwest::Method::POST
-        };
-        let mut builder = self.client.request(method, url);
-        for (name, value) in &req.headers {
-            builder = builder.header(name, value);
-        }
-        let mut response = match builder.body(req.body).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let class = if e.is_timeout() {
-                    "timeout"
-                } else if e.is_connect() {
-                    "connect"
-                } else {
-                    "request"
-                };
-                // reqwest errors name the URL, which may carry a token in its
-                // query: keep only the cause.
-                return fail(class, describe(&e.without_url()));
-            }
-        };
-        let status = response.status().as_u16();
-        let mut excerpt = Vec::new();
-        while excerpt.len() < RESPONSE_EXCERPT_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        excerpt.truncate(RESPONSE_EXCERPT_BYTES);
-        let success = (200..300).contains(&status);
-        AttemptResult {
-            status,
-            error_class: if success { "" } else { "status" },
-            error: if success {
-                String::new()
-            } else {
-                format!("HTTP {status}")
-            },
-            excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
     async fn record_attempt(
         &self,
         task: &v1::DeliveryTask,
         event: &Event,
-        attempt: u32,
-        started: OffsetDateTime,
-        duration: Duration,
-        result: &AttemptResult,
+        attempt_no: u32,
+        attempt: &Attempt,
         next: Option<OffsetDateTime>,
     ) {
-        let outcome = if (200..300).contains(&result.status) {
+        let outcome = if attempt.succeeded() {
             v1::AttemptOutcome::Succeeded
         } else {
             v1::AttemptOutcome::Failed
         };
         let record = v1::DeliveryAttempt {
-            duration_ms: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
-            status_code: u32::from(result.status),
-            error: result.error.clone(),
-            response_excerpt: result.excerpt.clone(),
+            duration_ms: u32::try_from(attempt.duration.as_millis()).unwrap_or(u32::MAX),
+            status_code: u32::from(attempt.status),
+            error: attempt.error.clone(),
+            response_excerpt: attempt.excerpt.clone(),
             next_attempt_at: next.map(timestamp),
-            ..attempt_record(task, event, attempt, started, outcome, result.error_class)
+            ..attempt_record(
+                task,
+                event,
+                attempt_no,
+                attempt.started,
+                outcome,
+                attempt.error_class,
+            )
         };
         self.publish_attempt(&record).await;
     }
@@ -380,20 +415,11 @@ impl Worker {
         reason: &str,
         assigned: &Assigned,
     ) -> Finished {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match dead_letter::send(&self.producer, &self.topics.dead_letters(), message, reason)
-                .await
-            {
-                Ok(_) => return Finished::Done,
-                Err(e) => tracing::error!(error = %e, "dead letter not written; retrying"),
-            }
-            tokio::select! {
-                _ = assigned.stop.cancelled() => return Finished::Interrupted,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+        let topic = self.topics.dead_letters();
+        self.until_acked(assigned, "dead letter", || {
+            dead_letter::send(&self.producer, &topic, message, reason)
+        })
+        .await
     }
 }
 
@@ -418,16 +444,4 @@ fn attempt_record(
         error_class: error_class.to_owned(),
         ..Default::default()
     }
-}
-
-/// An error and its causes on one line.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

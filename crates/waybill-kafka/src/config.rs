@@ -1,6 +1,7 @@
 //! Connection settings.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use serde::Deserialize;
@@ -21,11 +22,31 @@ pub struct KafkaConfig {
     pub subscriptions_partitions: i32,
     /// Replication factor of created topics.
     pub replication_factor: i32,
+    /// Delays of the retry tier topics (`deliveries.retry.<delay>`), shortest
+    /// first. A retry waits in the longest tier not longer than its wait;
+    /// longer waits hop tiers. Tests use millisecond tiers.
+    #[serde(deserialize_with = "durations")]
+    pub retry_tiers: Vec<Duration>,
     /// Extra librdkafka properties for every client (e.g. `security.protocol`,
     /// `sasl.mechanism`, `sasl.username`, `sasl.password`). Numbers and
     /// booleans are accepted and passed on as strings.
     #[serde(deserialize_with = "scalar_map")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// The default retry tiers: 1s, 5s, 1m, 5m, 30m, 2h.
+pub fn default_retry_tiers() -> Vec<Duration> {
+    [1, 5, 60, 300, 1800, 7200]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|s| waybill_core::duration::parse(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// A map whose values may be strings, numbers or booleans, kept as strings.
@@ -64,6 +85,7 @@ impl Default for KafkaConfig {
             partitions: 12,
             subscriptions_partitions: 3,
             replication_factor: 1,
+            retry_tiers: default_retry_tiers(),
             properties: BTreeMap::new(),
         }
     }
@@ -93,6 +115,16 @@ impl KafkaConfig {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             out.push("kafka.topic_prefix: may only use letters, digits, `.`, `_` and `-`".into());
+        }
+        if self.retry_tiers.is_empty()
+            || self.retry_tiers.len() > 20
+            || self.retry_tiers.windows(2).any(|w| w[0] >= w[1])
+            || self.retry_tiers[0] < Duration::from_millis(1)
+        {
+            out.push(
+                "kafka.retry_tiers: list 1 to 20 delays of at least 1ms, shortest first, each longer than the one before"
+                    .into(),
+            );
         }
         for key in self.properties.keys() {
             if key == "bootstrap.servers" {

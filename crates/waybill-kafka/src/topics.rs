@@ -9,13 +9,11 @@ use waybill_core::catalog::DomainTopic;
 
 use crate::{Error, KafkaConfig, Result};
 
-/// Delay tiers of the retry topics (`deliveries.retry.<tier>`).
-pub const RETRY_TIERS: &[&str] = &["5s", "1m", "5m", "30m", "2h"];
-
-/// Topic names of one deployment (prefix applied).
+/// Topic names of one deployment (prefix applied), with its retry tiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     prefix: String,
+    tiers: Vec<Duration>,
 }
 
 /// A topic to create.
@@ -30,10 +28,19 @@ pub struct TopicSpec {
 }
 
 impl Topics {
-    /// Names with `prefix` in front.
+    /// Names with `prefix` in front, and the default retry tiers.
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            tiers: crate::config::default_retry_tiers(),
+        }
+    }
+
+    /// The topics `config` describes (prefix and retry tiers).
+    pub fn of(config: &KafkaConfig) -> Self {
+        Self {
+            prefix: config.topic_prefix.clone(),
+            tiers: config.retry_tiers.clone(),
         }
     }
 
@@ -66,9 +73,27 @@ impl Topics {
         self.named("deliveries")
     }
 
-    /// A retry tier topic.
-    pub fn retry(&self, tier: &str) -> String {
-        self.named(&format!("deliveries.retry.{tier}"))
+    /// The retry tier delays, shortest first.
+    pub fn retry_tiers(&self) -> &[Duration] {
+        &self.tiers
+    }
+
+    /// The retry tier topic of `delay` (`deliveries.retry.5m`).
+    pub fn retry(&self, delay: Duration) -> String {
+        self.named(&format!(
+            "deliveries.retry.{}",
+            waybill_core::duration::format(delay).replace(' ', "")
+        ))
+    }
+
+    /// Every retry tier topic, shortest delay first.
+    pub fn retries(&self) -> Vec<String> {
+        self.tiers.iter().map(|t| self.retry(*t)).collect()
+    }
+
+    /// The tier delay of a retry tier topic; `None` for any other topic.
+    pub fn tier_of(&self, topic: &str) -> Option<Duration> {
+        self.tiers.iter().copied().find(|t| self.retry(*t) == topic)
     }
 
     /// Deliveries that exhausted their retry policy.
@@ -105,8 +130,8 @@ impl Topics {
         ));
         out.push(spec(self.tenants(), 1, true));
         out.push(spec(self.deliveries(), config.partitions, false));
-        for tier in RETRY_TIERS {
-            out.push(spec(self.retry(tier), config.partitions, false));
+        for topic in self.retries() {
+            out.push(spec(topic, config.partitions, false));
         }
         out.push(spec(self.deliveries_dlq(), config.partitions, false));
         out.push(spec(self.delivery_attempts(), config.partitions, false));
@@ -118,7 +143,7 @@ impl Topics {
 /// The deployment's topic names; creates the missing topics first when
 /// `kafka.create_topics` is set.
 pub async fn prepare(config: &KafkaConfig) -> Result<Topics> {
-    let topics = Topics::new(&config.topic_prefix);
+    let topics = Topics::of(config);
     if config.create_topics {
         ensure_topics(config, &topics.specs(config)).await?;
     }
@@ -169,7 +194,19 @@ mod tests {
     fn names_carry_the_prefix() {
         let t = Topics::new("prod.");
         assert_eq!(t.domain(DomainTopic::Orders), "prod.orders");
-        assert_eq!(t.retry("5m"), "prod.deliveries.retry.5m");
+        assert_eq!(
+            t.retry(Duration::from_secs(300)),
+            "prod.deliveries.retry.5m"
+        );
+        assert_eq!(
+            t.retry(Duration::from_millis(1500)),
+            "prod.deliveries.retry.1s500ms"
+        );
+        assert_eq!(
+            t.tier_of("prod.deliveries.retry.2h"),
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(t.tier_of("prod.deliveries"), None);
         let specs = t.specs(&KafkaConfig::default());
         let compacted: Vec<&str> = specs
             .iter()
@@ -177,6 +214,6 @@ mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(compacted, ["prod.subscriptions", "prod.tenants"]);
-        assert_eq!(specs.len(), 4 + 2 + 1 + RETRY_TIERS.len() + 3);
+        assert_eq!(specs.len(), 4 + 2 + 1 + 6 + 3);
     }
 }

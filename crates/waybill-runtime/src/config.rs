@@ -139,11 +139,16 @@ fn merge(base: &mut toml::Table, top: toml::Table) {
     }
 }
 
+/// An environment value: a number, boolean or TOML array
+/// (`["1s", "5s"]`) as such, anything else as a string.
 fn parse_scalar(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
         Ok(mut t) => match t.remove("v") {
             Some(
-                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+                v @ (toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Array(_)),
             ) => v,
             _ => toml::Value::String(raw.to_owned()),
         },
@@ -204,6 +209,21 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn environment_values_are_typed() {
+        assert_eq!(parse_scalar("81"), toml::Value::Integer(81));
+        assert_eq!(parse_scalar("true"), toml::Value::Boolean(true));
+        assert_eq!(
+            parse_scalar(r#"["1s", "5s"]"#),
+            toml::Value::Array(vec!["1s".into(), "5s".into()])
+        );
+        assert_eq!(
+            parse_scalar("SASL_SSL"),
+            toml::Value::String("SASL_SSL".into())
+        );
+        assert_eq!(parse_scalar("[oops"), toml::Value::String("[oops".into()));
     }
 
     #[test]

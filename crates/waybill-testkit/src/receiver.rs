@@ -63,6 +63,7 @@ struct Shared {
     script: Mutex<Vec<u16>>,
     default_status: u16,
     body: Option<String>,
+    answer_headers: Vec<(String, String)>,
     on_request: Option<OnRequest>,
 }
 
@@ -91,6 +92,8 @@ pub struct Options {
     /// JSON body of every answer (default: empty), e.g. to act as an
     /// OAuth2 token endpoint.
     pub body: Option<String>,
+    /// Headers of every answer (e.g. `Retry-After`).
+    pub answer_headers: Vec<(String, String)>,
     /// Hook called for every request.
     pub on_request: Option<OnRequest>,
 }
@@ -115,6 +118,7 @@ impl Receiver {
             script: Mutex::new(script),
             default_status: options.default_status.unwrap_or(200),
             body: options.body,
+            answer_headers: options.answer_headers,
             on_request: options.on_request,
         });
         let stop = CancellationToken::new();
@@ -206,7 +210,7 @@ async fn record(
         .pop()
         .unwrap_or(shared.default_status);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    match &shared.body {
+    let mut response = match &shared.body {
         Some(body) => (
             status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -214,5 +218,14 @@ async fn record(
         )
             .into_response(),
         None => status.into_response(),
+    };
+    for (name, value) in &shared.answer_headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(name.as_str()),
+            axum::http::HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
     }
+    response
 }

@@ -6,7 +6,7 @@
 //! [url_policy]  # allow_http, allow_private_networks
 //! [ingest]      # listen, api_keys, limits
 //! [matcher]     # listen, group_id
-//! [delivery]    # listen, group_id, timeouts, retry backoff
+//! [delivery]    # listen, group_id, timeouts, drain time
 //! ```
 
 use serde::Deserialize;

@@ -98,7 +98,7 @@ pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack
     let broker = EmbeddedBroker::start().context("cannot start the embedded broker")?;
     config.kafka.brokers = broker.bootstrap_servers();
     config.kafka.create_topics = false;
-    let topics = Topics::new(&config.kafka.topic_prefix);
+    let topics = Topics::of(&config.kafka);
     broker.create_topics(&topics.specs(&config.kafka))?;
     tracing::info!(brokers = %config.kafka.brokers, "embedded broker started");
 

@@ -20,17 +20,11 @@ const KEY: &str = "wb_test_key_0123456789";
 async fn start_stack() -> DevStack {
     waybill_testkit::wait::watchdog(Duration::from_secs(300));
     tracing_subscriber_init();
-    let env = vec![
-        // Fast in-place retries for the failing-receiver case.
-        (
-            "WAYBILL_DELIVERY__RETRY_INITIAL_DELAY".to_owned(),
-            "50ms".to_owned(),
-        ),
-        (
-            "WAYBILL_DELIVERY__RETRY_MAX_DELAY".to_owned(),
-            "200ms".to_owned(),
-        ),
-    ];
+    // Millisecond retry tiers for the failing-receiver case.
+    let env = vec![(
+        "WAYBILL_KAFKA__RETRY_TIERS".to_owned(),
+        r#"["50ms", "200ms", "1s"]"#.to_owned(),
+    )];
     let config = waybill::load(dev::base_config(0), None, env).expect("dev config");
     dev::start(config, KEY).await.expect("dev stack starts")
 }
@@ -51,7 +45,8 @@ async fn subscribe(
     let (status, body) = api
         .post(
             "/v1/subscriptions",
-            json!({"url": url, "event_types": event_types, "enabled": enabled}),
+            json!({"url": url, "event_types": event_types, "enabled": enabled,
+                   "retry_policy": {"delays": ["50ms", "100ms", "200ms"]}}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
