@@ -7,12 +7,14 @@
 //! - [`receiver`]: an HTTP server that records every webhook it receives,
 //!   answers with a configurable status, and checks signatures.
 //! - [`schema`]: checks JSON values against the OpenAPI document's schemas.
+//! - [`topic`]: a topic's raw records, to look behind the API.
 //! - [`wait`]: polling helpers with deadlines.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod receiver;
 pub mod schema;
+pub mod topic;
 pub mod wait;
 
 pub use receiver::{Received, Receiver};

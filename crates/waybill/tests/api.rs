@@ -4,10 +4,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use waybill::dev::{self, DevStack};
 use waybill_core::signing::SigningSecret;
@@ -50,38 +46,10 @@ fn ids(list: &Value) -> Vec<String> {
 
 /// Every record value of a topic, read from the beginning.
 fn raw_records(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "raw-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut out = Vec::new();
-    for partition in metadata.topics()[0].partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
-            .unwrap();
-        if high <= low {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition.id(), Offset::Offset(low))
-            .unwrap();
-        consumer.assign(&tpl).unwrap();
-        let mut next = low;
-        while next < high {
-            let m = consumer
-                .poll(Duration::from_secs(10))
-                .expect("record")
-                .unwrap();
-            next = m.offset() + 1;
-            out.push(m.payload().unwrap_or_default().to_vec());
-        }
-    }
-    out
+    waybill_testkit::topic::read_all(brokers, topic)
+        .into_iter()
+        .map(|r| r.payload)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
