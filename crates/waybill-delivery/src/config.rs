@@ -22,6 +22,11 @@ pub struct DeliveryConfig {
     /// Longest wait for the projection to include a task's subscription.
     #[serde(with = "waybill_core::duration")]
     pub freshness_timeout: Duration,
+    /// Records of one partition read ahead and worked on at once.
+    pub max_in_flight_per_partition: usize,
+    /// Deliveries of one subscription running at once in one partition
+    /// (one per entity at most, so an entity's events stay in order).
+    pub max_in_flight_per_subscription: usize,
     /// How long a revoked partition may take to finish its current request.
     #[serde(with = "waybill_core::duration")]
     pub drain_timeout: Duration,
@@ -35,6 +40,8 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             freshness_timeout: Duration::from_secs(10),
+            max_in_flight_per_partition: 1000,
+            max_in_flight_per_subscription: 8,
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -54,6 +61,12 @@ impl DeliveryConfig {
         }
         if self.connect_timeout > self.request_timeout {
             out.push("delivery.connect_timeout: must not exceed delivery.request_timeout".into());
+        }
+        if !(1..=100_000).contains(&self.max_in_flight_per_partition) {
+            out.push("delivery.max_in_flight_per_partition: must be between 1 and 100000".into());
+        }
+        if !(1..=1000).contains(&self.max_in_flight_per_subscription) {
+            out.push("delivery.max_in_flight_per_subscription: must be between 1 and 1000".into());
         }
         if self.request_timeout >= self.drain_timeout {
             out.push(

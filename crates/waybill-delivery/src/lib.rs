@@ -5,6 +5,9 @@
 //! - [`config`]: the `[delivery]` section.
 //! - [`oauth2`]: client-credentials tokens, cached and shared by every task.
 //! - [`request`]: the pure part — the signed webhook request of one attempt.
+//! - [`lanes`]: which deliveries of a partition may run now (one at a time
+//!   per subscription and entity, a cap per subscription).
+//! - [`limits`]: per-subscription rate limits.
 //! - [`sender`]: one HTTP attempt (auth, signing, `Retry-After`, excerpt),
 //!   with name resolution that obeys the URL policy.
 //! - [`worker`]: one task per assigned partition of `deliveries` and of the
@@ -16,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod lanes;
+pub mod limits;
 pub mod oauth2;
 pub mod request;
 pub mod sender;
@@ -100,6 +105,7 @@ pub async fn run(
         subscriptions,
         keys: settings.keys,
         config: settings.delivery.clone(),
+        limits: limits::RateLimits::default(),
     });
     let mut consumed = vec![topics.deliveries()];
     consumed.extend(topics.retries());

@@ -15,6 +15,8 @@ use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header};
 use time::OffsetDateTime;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use waybill_core::catalog::Catalog;
 use waybill_core::event::Event;
 use waybill_core::outcome::{Decision, classify, due_at, tier_for};
@@ -22,6 +24,7 @@ use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::Keyring;
 use waybill_core::subscription::{Status, Subscription};
 use waybill_core::trace::TraceParent;
+use waybill_kafka::offsets::OffsetTracker;
 use waybill_kafka::partitioned::Assigned;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
@@ -31,6 +34,8 @@ use waybill_proto::v1;
 use waybill_runtime::projection::Subscriptions;
 
 use crate::config::DeliveryConfig;
+use crate::lanes::{LaneKey, Lanes};
+use crate::limits::RateLimits;
 use crate::sender::{Attempt, Sender};
 
 /// Header of a `deliveries.dlq` record: why the delivery died.
@@ -52,6 +57,8 @@ pub struct Worker {
     pub keys: Keyring,
     /// The `[delivery]` section.
     pub config: DeliveryConfig,
+    /// Per-subscription rate limits.
+    pub limits: RateLimits,
 }
 
 /// How one record ended in this process.
@@ -62,86 +69,170 @@ enum Finished {
     Interrupted,
 }
 
+/// A decoded record of a partition, ready to be processed.
+struct Job {
+    offset: i64,
+    task: v1::DeliveryTask,
+    event: Event,
+    /// When the record was written (its Kafka timestamp).
+    written: SystemTime,
+    trace: TraceParent,
+}
+
+impl Job {
+    fn lane(&self) -> LaneKey {
+        (
+            self.task.subscription_id.clone(),
+            self.event.partition_key().to_owned(),
+        )
+    }
+
+    /// Not to be attempted before this time.
+    fn not_before(&self) -> SystemTime {
+        from_timestamp(self.task.not_before.as_ref(), "not_before")
+            .map_or(self.written, SystemTime::from)
+    }
+}
+
 impl Worker {
     /// Consumes one partition until it is revoked or the service stops.
+    ///
+    /// Records are read ahead (up to `max_in_flight_per_partition`) into
+    /// [`Lanes`]; deliveries of different subscriptions and entities run
+    /// concurrently, and the stored offset only covers the contiguous prefix
+    /// of finished records. A retry tier partition holds its head record
+    /// until it is due.
     pub async fn run_partition(self: Arc<Self>, assigned: Assigned) {
         let tier = self.topics.tier_of(&assigned.topic);
+        let stop = assigned.stop.clone();
         let mut stream = assigned.messages.stream();
+        let mut offsets = OffsetTracker::default();
+        let mut lanes: Lanes<Job> = Lanes::new(self.config.max_in_flight_per_subscription);
+        let mut running: JoinSet<(LaneKey, i64, Finished)> = JoinSet::new();
+        let mut held: Option<(Job, SystemTime)> = None;
+        let spawn = |running: &mut JoinSet<_>, lane: LaneKey, job: Job| {
+            let worker = self.clone();
+            let stop = stop.clone();
+            running.spawn(async move {
+                let finished = worker.process(&job, tier, &stop).await;
+                (lane, job.offset, finished)
+            });
+        };
         loop {
-            let message = tokio::select! {
+            let read_more =
+                held.is_none() && offsets.in_flight() < self.config.max_in_flight_per_partition;
+            let hold_for = held.as_ref().map_or(Duration::ZERO, |(_, due)| {
+                due.duration_since(SystemTime::now()).unwrap_or_default()
+            });
+            tokio::select! {
                 biased;
-                _ = assigned.stop.cancelled() => return,
-                m = stream.next() => m,
-            };
-            let message = match message {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(topic = %assigned.topic, partition = assigned.partition, error = %e, "consume error");
-                    continue;
+                _ = stop.cancelled() => break,
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    let Ok((lane, offset, finished)) = joined else {
+                        tracing::error!(topic = %assigned.topic, partition = assigned.partition, "delivery task panicked; partition stops");
+                        break;
+                    };
+                    if matches!(finished, Finished::Interrupted) {
+                        break;
+                    }
+                    if let Some(upto) = offsets.finish(offset) {
+                        assigned.store_offset(upto);
+                    }
+                    for (lane, job) in lanes.finish(&lane) {
+                        spawn(&mut running, lane, job);
+                    }
                 }
-                None => return,
-            };
-            match self.handle(&message, tier, &assigned).await {
-                Finished::Done => assigned.store_offset(message.offset()),
-                Finished::Interrupted => return,
+                _ = tokio::time::sleep(hold_for), if held.is_some() => {
+                    if let Some((job, _)) = held.take()
+                        && let Some((lane, job)) = lanes.push(job.lane(), job)
+                    {
+                        spawn(&mut running, lane, job);
+                    }
+                }
+                message = stream.next(), if read_more => {
+                    let message = match message {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::warn!(topic = %assigned.topic, partition = assigned.partition, error = %e, "consume error");
+                            continue;
+                        }
+                        None => break,
+                    };
+                    offsets.read(message.offset());
+                    let job = match self.decode(&message) {
+                        Ok(job) => job,
+                        Err(reason) => {
+                            match self.dead_letter(&message, &reason, &stop).await {
+                                Finished::Done => {
+                                    if let Some(upto) = offsets.finish(message.offset()) {
+                                        assigned.store_offset(upto);
+                                    }
+                                }
+                                Finished::Interrupted => break,
+                            }
+                            continue;
+                        }
+                    };
+                    if let Some(tier) = tier {
+                        let due = due_at(job.written, tier, job.not_before());
+                        if due > SystemTime::now() {
+                            held = Some((job, due));
+                            continue;
+                        }
+                    }
+                    if let Some((lane, job)) = lanes.push(job.lane(), job) {
+                        spawn(&mut running, lane, job);
+                    }
+                }
+            }
+        }
+        // Revoked or stopping: running deliveries see `stop` and end; store
+        // what finished, so the next owner starts after it.
+        while let Some(joined) = running.join_next().await {
+            if let Ok((_, offset, Finished::Done)) = joined
+                && let Some(upto) = offsets.finish(offset)
+            {
+                assigned.store_offset(upto);
             }
         }
     }
 
-    async fn handle(
-        &self,
-        message: &BorrowedMessage<'_>,
-        tier: Option<Duration>,
-        assigned: &Assigned,
-    ) -> Finished {
-        let task = match v1::DeliveryTask::decode(message.payload().unwrap_or_default()) {
-            Ok(t) => t,
-            Err(e) => {
-                return self
-                    .dead_letter(message, &format!("undecodable DeliveryTask: {e}"), assigned)
-                    .await;
-            }
-        };
-        let Some(record) = task.event.clone() else {
-            return self
-                .dead_letter(message, "DeliveryTask without an event", assigned)
-                .await;
-        };
-        let event = match event_from_proto(record, &self.catalog) {
-            Ok(e) => e,
-            Err(e) => {
-                return self
-                    .dead_letter(
-                        message,
-                        &format!("invalid event in DeliveryTask: {e}"),
-                        assigned,
-                    )
-                    .await;
-            }
-        };
-        let written = waybill_kafka::produced_at(message);
-        let trace = headers::trace_parent(message.headers()).unwrap_or_else(TraceParent::new_root);
+    /// Decodes a record; `Err` carries why it is poison.
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Job, String> {
+        let task = v1::DeliveryTask::decode(message.payload().unwrap_or_default())
+            .map_err(|e| format!("undecodable DeliveryTask: {e}"))?;
+        let record = task
+            .event
+            .clone()
+            .ok_or_else(|| "DeliveryTask without an event".to_owned())?;
+        let event = event_from_proto(record, &self.catalog)
+            .map_err(|e| format!("invalid event in DeliveryTask: {e}"))?;
+        Ok(Job {
+            offset: message.offset(),
+            task,
+            event,
+            written: waybill_kafka::produced_at(message),
+            trace: headers::trace_parent(message.headers()).unwrap_or_else(TraceParent::new_root),
+        })
+    }
 
-        if let Some(tier) = tier {
-            let not_before = from_timestamp(task.not_before.as_ref(), "not_before")
-                .map_or(written, SystemTime::from);
-            let due = due_at(written, tier, not_before);
-            if let Ok(wait) = due.duration_since(SystemTime::now()) {
-                tokio::select! {
-                    biased;
-                    _ = assigned.stop.cancelled() => return Finished::Interrupted,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            if let Ok(remaining) = not_before.duration_since(SystemTime::now())
-                && remaining >= Duration::from_millis(1)
-            {
-                // Waited the whole tier and more is left: the next tier.
-                let next = self.retry_topic(remaining);
-                return self.write(&next, &task, &trace, None, assigned).await;
-            }
+    /// A due record: hops to the next retry tier if its wait is not over
+    /// (it waited a whole tier), else is attempted.
+    async fn process(
+        &self,
+        job: &Job,
+        tier: Option<Duration>,
+        stop: &CancellationToken,
+    ) -> Finished {
+        if tier.is_some()
+            && let Ok(remaining) = job.not_before().duration_since(SystemTime::now())
+            && remaining >= Duration::from_millis(1)
+        {
+            let next = self.retry_topic(remaining);
+            return self.write(&next, &job.task, &job.trace, None, stop).await;
         }
-        self.deliver(&task, &event, written, &trace, assigned).await
+        self.deliver(&job.task, &job.event, job.written, &job.trace, stop)
+            .await
     }
 
     /// Attempts the delivery once and makes its outcome durable.
@@ -151,10 +242,11 @@ impl Worker {
         event: &Event,
         written: SystemTime,
         trace: &TraceParent,
-        assigned: &Assigned,
+        stop: &CancellationToken,
     ) -> Finished {
         let attempt_no = task.attempt.max(1);
         let Some(subscription) = self.subscription(&task.subscription_id, written).await else {
+            self.limits.forget(&task.subscription_id);
             self.record_skip(task, event, attempt_no, "subscription_deleted")
                 .await;
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
@@ -169,8 +261,13 @@ impl Worker {
 
         let attempt = tokio::select! {
             biased;
-            _ = assigned.stop.cancelled() => return Finished::Interrupted,
-            a = self.sender.attempt(&subscription, &task.delivery_id, event, trace) => a,
+            _ = stop.cancelled() => return Finished::Interrupted,
+            a = async {
+                self.limits
+                    .acquire(&subscription.id, subscription.spec.rate_limit_per_second)
+                    .await;
+                self.sender.attempt(&subscription, &task.delivery_id, event, trace).await
+            } => a,
         };
         let default_policy = RetryPolicy::default();
         let policy = subscription
@@ -219,7 +316,7 @@ impl Worker {
                 next.attempt = attempt_no + 1;
                 next.not_before = Some(timestamp(OffsetDateTime::now_utc() + after));
                 let topic = self.retry_topic(after);
-                self.write(&topic, &next, trace, None, assigned).await
+                self.write(&topic, &next, trace, None, stop).await
             }
             Decision::Dead => {
                 let reason = format!(
@@ -239,8 +336,7 @@ impl Worker {
                     "delivery dead"
                 );
                 let topic = self.topics.deliveries_dlq();
-                self.write(&topic, task, trace, Some(&reason), assigned)
-                    .await
+                self.write(&topic, task, trace, Some(&reason), stop).await
             }
             Decision::Disable => {
                 tracing::warn!(
@@ -248,7 +344,7 @@ impl Worker {
                     subscription_id = %fields.1,
                     "endpoint answered 410 Gone; disabling the subscription"
                 );
-                self.disable(&subscription, "the endpoint answered 410 Gone", assigned)
+                self.disable(&subscription, "the endpoint answered 410 Gone", stop)
                     .await
             }
         }
@@ -283,11 +379,11 @@ impl Worker {
         task: &v1::DeliveryTask,
         trace: &TraceParent,
         dead_reason: Option<&str>,
-        assigned: &Assigned,
+        stop: &CancellationToken,
     ) -> Finished {
         let value = task.encode_to_vec();
         let outcome = self
-            .until_acked(assigned, "delivery task", || {
+            .until_acked(stop, "delivery task", || {
                 let mut record_headers =
                     headers::standard(waybill_proto::SCHEMA_VERSION, Some(trace));
                 if let Some(reason) = dead_reason {
@@ -315,7 +411,7 @@ impl Worker {
         &self,
         subscription: &Subscription,
         reason: &str,
-        assigned: &Assigned,
+        stop: &CancellationToken,
     ) -> Finished {
         let mut disabled = subscription.clone();
         disabled.status = Status::Disabled;
@@ -323,7 +419,7 @@ impl Worker {
         disabled.touch("waybill-delivery", OffsetDateTime::now_utc());
         let value = subscription_to_proto(&disabled, &self.keys).encode_to_vec();
         let topic = self.topics.subscriptions();
-        self.until_acked(assigned, "subscription state", || {
+        self.until_acked(stop, "subscription state", || {
             self.producer.send(
                 &topic,
                 disabled.id.as_bytes(),
@@ -337,7 +433,12 @@ impl Worker {
     /// Retries a Kafka write with backoff until it is acknowledged (then
     /// `Done`) or the partition is taken away (`Interrupted`: the record is
     /// handled again by its next owner).
-    async fn until_acked<F, Fut>(&self, assigned: &Assigned, what: &str, mut send: F) -> Finished
+    async fn until_acked<F, Fut>(
+        &self,
+        stop: &CancellationToken,
+        what: &str,
+        mut send: F,
+    ) -> Finished
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = waybill_kafka::Result<waybill_kafka::producer::Acked>>,
@@ -349,7 +450,7 @@ impl Worker {
                 Err(e) => tracing::error!(error = %e, what, "write not acknowledged; retrying"),
             }
             tokio::select! {
-                _ = assigned.stop.cancelled() => return Finished::Interrupted,
+                _ = stop.cancelled() => return Finished::Interrupted,
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(10));
@@ -413,10 +514,10 @@ impl Worker {
         &self,
         message: &BorrowedMessage<'_>,
         reason: &str,
-        assigned: &Assigned,
+        stop: &CancellationToken,
     ) -> Finished {
         let topic = self.topics.dead_letters();
-        self.until_acked(assigned, "dead letter", || {
+        self.until_acked(stop, "dead letter", || {
             dead_letter::send(&self.producer, &topic, message, reason)
         })
         .await

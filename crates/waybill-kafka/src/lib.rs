@@ -8,6 +8,7 @@
 //! - [`producer`]: an idempotent producer whose sends resolve when Kafka acknowledged.
 //! - [`table`]: follows a compacted topic into in-memory state, with "caught up" barriers.
 //! - [`partitioned`]: a consumer-group member that runs one task per assigned partition.
+//! - [`offsets`]: the storable offset when a partition's records finish out of order.
 //! - [`dead_letter`]: where poison records go, with the reason, so no partition ever stops.
 //! - [`embedded`]: the in-process broker (librdkafka mock cluster) of `waybill dev` and tests.
 //!
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod embedded;
 pub mod headers;
+pub mod offsets;
 pub mod partitioned;
 pub mod producer;
 pub mod table;
