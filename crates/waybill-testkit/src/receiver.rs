@@ -64,6 +64,7 @@ struct Shared {
     default_status: u16,
     body: Option<String>,
     answer_headers: Vec<(String, String)>,
+    delay: Option<Duration>,
     on_request: Option<OnRequest>,
 }
 
@@ -94,6 +95,8 @@ pub struct Options {
     pub body: Option<String>,
     /// Headers of every answer (e.g. `Retry-After`).
     pub answer_headers: Vec<(String, String)>,
+    /// How long to wait before answering (a slow or hanging endpoint).
+    pub delay: Option<Duration>,
     /// Hook called for every request.
     pub on_request: Option<OnRequest>,
 }
@@ -119,6 +122,7 @@ impl Receiver {
             default_status: options.default_status.unwrap_or(200),
             body: options.body,
             answer_headers: options.answer_headers,
+            delay: options.delay,
             on_request: options.on_request,
         });
         let stop = CancellationToken::new();
@@ -209,6 +213,9 @@ async fn record(
         .unwrap_or_else(|e| e.into_inner())
         .pop()
         .unwrap_or(shared.default_status);
+    if let Some(delay) = shared.delay {
+        tokio::time::sleep(delay).await;
+    }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut response = match &shared.body {
         Some(body) => (

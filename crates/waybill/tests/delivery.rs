@@ -20,10 +20,20 @@ async fn start_stack() -> (DevStack, Api) {
         waybill_runtime::telemetry::LogFormat::Human,
         std::env::var("RUST_LOG").ok().as_deref(),
     );
-    let env = vec![(
-        "WAYBILL_KAFKA__RETRY_TIERS".to_owned(),
-        r#"["100ms", "500ms", "1s", "2s"]"#.to_owned(),
-    )];
+    // One partition: every subscription shares it, the hard case for
+    // isolation. Millisecond tiers, and a short request timeout.
+    let env: Vec<(String, String)> = [
+        (
+            "WAYBILL_KAFKA__RETRY_TIERS",
+            r#"["100ms", "500ms", "1s", "2s"]"#,
+        ),
+        ("WAYBILL_KAFKA__PARTITIONS", "1"),
+        ("WAYBILL_DELIVERY__REQUEST_TIMEOUT", "2s"),
+        ("WAYBILL_DELIVERY__CONNECT_TIMEOUT", "1s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
     let config = waybill::load(dev::base_config(0), None, env).expect("dev config");
     let stack = dev::start(config, KEY).await.expect("dev stack starts");
     let api = Api::new(stack.api_url(), KEY);
@@ -31,21 +41,28 @@ async fn start_stack() -> (DevStack, Api) {
 }
 
 async fn subscribe(api: &Api, url: String, event_types: Value, delays: &[&str]) -> String {
-    let (status, body) = api
-        .post(
-            "/v1/subscriptions",
-            json!({"url": url, "event_types": event_types, "retry_policy": {"delays": delays}}),
-        )
-        .await;
+    subscribe_with(
+        api,
+        json!({"url": url, "event_types": event_types, "retry_policy": {"delays": delays}}),
+    )
+    .await
+}
+
+async fn subscribe_with(api: &Api, body: Value) -> String {
+    let (status, body) = api.post("/v1/subscriptions", body).await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
 
 async fn post_event(api: &Api, name: &str) {
+    post_event_for(api, name, "f-1").await;
+}
+
+async fn post_event_for(api: &Api, name: &str, entity: &str) {
     let (status, body) = api
         .post(
             "/v1/events",
-            json!({"event_name": name, "entity": {"type": "freight", "id": "f-1"}, "data": {}}),
+            json!({"event_name": name, "entity": {"type": "freight", "id": entity}, "data": {}}),
         )
         .await;
     assert_eq!(status, 202, "{body}");
@@ -186,5 +203,99 @@ async fn retries_dead_letters_gone_and_retry_after() {
     assert_eq!(recovering.received().len(), 3);
     assert_eq!(failing.received().len(), 3);
     assert_eq!(throttling.received().len(), 2);
+    stack.stop().await.unwrap();
+}
+
+/// A hanging endpoint (answers after the request timeout) and a healthy one
+/// share the one partition: the healthy one keeps its pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_does_not_slow_the_others() {
+    let (stack, api) = start_stack().await;
+    let hanging = Receiver::with(Options {
+        delay: Some(Duration::from_secs(30)),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let healthy = Receiver::start().await.unwrap();
+    let types = json!(["freights.publication.accepted"]);
+    // The consumer groups join first (the embedded broker delays the first
+    // assignment by a few seconds).
+    let warm_up = Receiver::start().await.unwrap();
+    subscribe(
+        &api,
+        warm_up.url("/w"),
+        json!(["freight_orders.*"]),
+        &["5s"],
+    )
+    .await;
+    post_event(&api, "freight_orders.order.created").await;
+    warm_up.wait_for(1, WAIT).await.unwrap();
+
+    subscribe(&api, hanging.url("/h"), types.clone(), &["5s"]).await;
+    subscribe(&api, healthy.url("/ok"), types, &["5s"]).await;
+
+    const EVENTS: usize = 40;
+    let start = Instant::now();
+    for i in 0..EVENTS {
+        post_event_for(&api, "freights.publication.accepted", &format!("f-{i}")).await;
+    }
+    let posted = start.elapsed();
+    let got = healthy.wait_for(EVENTS, WAIT).await.unwrap();
+    eprintln!(
+        "posted in {posted:?}; healthy arrivals (ms): {:?}",
+        got.iter()
+            .map(|r| (r.at - start).as_millis())
+            .collect::<Vec<_>>()
+    );
+    let healthy_took = got.last().unwrap().at - start;
+    let hanging_started = hanging.received().len();
+    eprintln!(
+        "healthy: {EVENTS} deliveries in {healthy_took:?} ({:.0}/s); hanging: {hanging_started} requests started meanwhile, none answered",
+        EVENTS as f64 / healthy_took.as_secs_f64()
+    );
+    // Every healthy delivery arrived before the first hanging request even
+    // timed out (2 s): none of them waited for the hanging endpoint.
+    assert!(
+        healthy_took < Duration::from_secs(2),
+        "healthy deliveries took {healthy_took:?}"
+    );
+    // The hanging endpoint holds at most its own cap of requests.
+    assert!(
+        (1..=8).contains(&hanging_started),
+        "{hanging_started} requests to the hanging endpoint"
+    );
+    stack.stop().await.unwrap();
+}
+
+/// An endpoint limited to 20 requests per second never gets more than 20 in
+/// any one-second window, and still gets everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_caps_every_one_second_window() {
+    let (stack, api) = start_stack().await;
+    let receiver = Receiver::start().await.unwrap();
+    subscribe_with(
+        &api,
+        json!({"url": receiver.url("/limited"), "event_types": ["*"], "rate_limit_per_second": 20}),
+    )
+    .await;
+    const EVENTS: usize = 60;
+    for i in 0..EVENTS {
+        post_event_for(&api, "freights.publication.accepted", &format!("f-{i}")).await;
+    }
+    let got = receiver.wait_for(EVENTS, WAIT).await.unwrap();
+    let busiest = got
+        .iter()
+        .map(|first| {
+            got.iter()
+                .filter(|r| r.at >= first.at && r.at - first.at < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    let span = got.last().unwrap().at - got[0].at;
+    eprintln!("rate limit 20/s: {EVENTS} deliveries over {span:?}, busiest 1-s window {busiest}");
+    assert!(busiest <= 20, "{busiest} requests in one second");
+    assert!(busiest >= 15, "the limit is used, not undercut: {busiest}");
     stack.stop().await.unwrap();
 }
