@@ -94,6 +94,8 @@ impl Sender {
         attempt
     }
 
+    /// The attempt with its auth: an OAuth2 token is fetched (or taken from
+    /// the cache) and refreshed once if the endpoint answers 401.
     async fn authenticated(
         &self,
         subscription: &Subscription,

@@ -8,7 +8,7 @@
 //! disables the subscription; an exhausted policy writes it to
 //! `deliveries.dlq`. The offset is stored only once that outcome is durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -37,6 +37,9 @@ use crate::config::DeliveryConfig;
 use crate::lanes::{LaneKey, Lanes};
 use crate::limits::RateLimits;
 use crate::sender::{Attempt, Sender};
+
+/// The policy of subscriptions without one, built once.
+static DEFAULT_RETRY_POLICY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
 
 /// Header of a `deliveries.dlq` record: why the delivery died.
 pub const DEAD_REASON: &str = "waybill-dead-reason";
@@ -269,12 +272,11 @@ impl Worker {
                 self.sender.attempt(&subscription, &task.delivery_id, event, trace).await
             } => a,
         };
-        let default_policy = RetryPolicy::default();
         let policy = subscription
             .spec
             .retry_policy
             .as_ref()
-            .unwrap_or(&default_policy);
+            .unwrap_or(&DEFAULT_RETRY_POLICY);
         let decision = classify(&attempt.outcome, attempt_no, policy, rand::random::<f64>());
         let next_at = match decision {
             Decision::Retry(after) => Some(OffsetDateTime::now_utc() + after),
@@ -282,20 +284,13 @@ impl Worker {
         };
         self.record_attempt(task, event, attempt_no, &attempt, next_at)
             .await;
-        let fields = (
-            &task.delivery_id,
-            &subscription.id,
-            attempt_no,
-            attempt.status,
-            attempt.error_class,
-        );
         match decision {
             Decision::Success => {
                 tracing::debug!(
-                    delivery_id = %fields.0,
-                    subscription_id = %fields.1,
-                    attempt = fields.2,
-                    status = fields.3,
+                    delivery_id = %task.delivery_id,
+                    subscription_id = %subscription.id,
+                    attempt = attempt_no,
+                    status = attempt.status,
                     duration_ms = attempt.duration.as_millis() as u64,
                     "delivered"
                 );
@@ -303,11 +298,11 @@ impl Worker {
             }
             Decision::Retry(after) => {
                 tracing::warn!(
-                    delivery_id = %fields.0,
-                    subscription_id = %fields.1,
-                    attempt = fields.2,
-                    status = fields.3,
-                    error_class = fields.4,
+                    delivery_id = %task.delivery_id,
+                    subscription_id = %subscription.id,
+                    attempt = attempt_no,
+                    status = attempt.status,
+                    error_class = attempt.error_class,
                     error = %attempt.error,
                     retry_in_ms = after.as_millis() as u64,
                     "delivery failed; retry scheduled"
@@ -329,9 +324,9 @@ impl Worker {
                     }
                 );
                 tracing::warn!(
-                    delivery_id = %fields.0,
-                    subscription_id = %fields.1,
-                    attempts = fields.2,
+                    delivery_id = %task.delivery_id,
+                    subscription_id = %subscription.id,
+                    attempts = attempt_no,
                     reason,
                     "delivery dead"
                 );
@@ -340,8 +335,8 @@ impl Worker {
             }
             Decision::Disable => {
                 tracing::warn!(
-                    delivery_id = %fields.0,
-                    subscription_id = %fields.1,
+                    delivery_id = %task.delivery_id,
+                    subscription_id = %subscription.id,
                     "endpoint answered 410 Gone; disabling the subscription"
                 );
                 self.disable(&subscription, "the endpoint answered 410 Gone", stop)
