@@ -8,6 +8,7 @@ const FILES: &[&str] = &[
     "waybill/v1/subscriptions.proto",
     "waybill/v1/deliveries.proto",
     "waybill/v1/tenants.proto",
+    "waybill/v1/operations.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -50,6 +50,16 @@ pub fn new_event_id() -> String {
     prefixed_v7("evt")
 }
 
+/// A new operational event id, `op_<uuid v7>`.
+pub fn new_operational_event_id() -> String {
+    prefixed_v7("op")
+}
+
+/// A new replay id, `rpl_<uuid v7>`.
+pub fn new_replay_id() -> String {
+    prefixed_v7("rpl")
+}
+
 /// The delivery id of one event to one subscription, `msg_<32 hex>`.
 pub fn delivery_id(tenant_id: &str, event_id: &str, subscription_id: &str) -> String {
     let mut hasher = Sha256::new();

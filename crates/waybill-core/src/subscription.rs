@@ -152,6 +152,8 @@ pub struct Subscription {
     pub status: Status,
     /// Why it was disabled, when it was.
     pub disabled_reason: Option<String>,
+    /// Since when every attempt failed (status `failing`).
+    pub failing_since: Option<OffsetDateTime>,
     /// Standard Webhooks signing secret.
     pub signing_secret: SigningSecret,
     /// The secret before the last rotation, during its overlap window.
@@ -177,6 +179,7 @@ impl Subscription {
             spec,
             status: Status::Active,
             disabled_reason: None,
+            failing_since: None,
             signing_secret: SigningSecret::generate(),
             previous_secret: None,
             created_at: now,
@@ -204,6 +207,56 @@ impl Subscription {
         self.spec.enabled = true;
         self.status = Status::Active;
         self.disabled_reason = None;
+        self.failing_since = None;
+    }
+
+    /// The health change one attempt outcome at `at` brings, if any: the
+    /// first failure after a success makes it `failing`; a success makes a
+    /// failing one `active` again; a failure after failing for
+    /// `disable_after` disables it. A disabled subscription does not change.
+    pub fn health_after(
+        &self,
+        succeeded: bool,
+        at: OffsetDateTime,
+        disable_after: std::time::Duration,
+    ) -> Option<HealthChange> {
+        match (self.status, succeeded, self.failing_since) {
+            (Status::Disabled, _, _) => None,
+            (Status::Failing, true, _) => Some(HealthChange::Recovered),
+            (Status::Active, false, _) | (Status::Failing, false, None) => {
+                Some(HealthChange::Failing { since: at })
+            }
+            (Status::Failing, false, Some(since)) if at - since >= disable_after => {
+                Some(HealthChange::Disabled {
+                    reason: format!(
+                        "every delivery failed since {} ({} without a success)",
+                        crate::event::format_rfc3339(since),
+                        crate::duration::format(disable_after)
+                    ),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies a health change (the caller marks the change with [`touch`]).
+    ///
+    /// [`touch`]: Self::touch
+    pub fn apply_health(&mut self, change: &HealthChange) {
+        match change {
+            HealthChange::Failing { since } => {
+                self.status = Status::Failing;
+                self.failing_since = Some(*since);
+            }
+            HealthChange::Recovered => {
+                self.status = Status::Active;
+                self.failing_since = None;
+            }
+            HealthChange::Disabled { reason } => {
+                self.status = Status::Disabled;
+                self.disabled_reason = Some(reason.clone());
+            }
+        }
     }
 
     /// Replaces the signing secret; the old one keeps signing until
@@ -227,6 +280,23 @@ impl Subscription {
         }
         secrets
     }
+}
+
+/// A change of a subscription's delivery health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthChange {
+    /// Its deliveries started failing.
+    Failing {
+        /// The first failed attempt after the last success.
+        since: OffsetDateTime,
+    },
+    /// A delivery succeeded again.
+    Recovered,
+    /// It failed for too long: disabled.
+    Disabled {
+        /// Why, for `disabled_reason`.
+        reason: String,
+    },
 }
 
 /// What a request body means for the spec it is read into.
@@ -475,6 +545,40 @@ mod tests {
 
     fn fields(errors: &[FieldError]) -> Vec<&str> {
         errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    #[test]
+    fn health_goes_failing_then_disabled_and_recovers() {
+        use time::macros::datetime;
+        let spec = parse(
+            r#"{"url": "https://hooks.example.com/w", "event_types": ["*"]}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap();
+        let t0 = datetime!(2026-01-01 0:00 UTC);
+        let day = std::time::Duration::from_secs(86_400);
+        let mut s = Subscription::new("sub_1".into(), "t".into(), spec, "k", t0);
+        let period = 5 * day;
+        assert_eq!(s.health_after(true, t0, period), None, "healthy stays");
+        let failing = s.health_after(false, t0, period).unwrap();
+        assert_eq!(failing, HealthChange::Failing { since: t0 });
+        s.apply_health(&failing);
+        assert_eq!(s.status, Status::Failing);
+        assert_eq!(s.health_after(false, t0 + 4 * day, period), None);
+        assert_eq!(
+            s.health_after(true, t0 + 4 * day, period),
+            Some(HealthChange::Recovered)
+        );
+        let Some(HealthChange::Disabled { reason }) = s.health_after(false, t0 + period, period)
+        else {
+            panic!("disabled after the period");
+        };
+        assert!(reason.contains("2026-01-01T00:00:00Z"), "{reason}");
+        s.apply_health(&HealthChange::Disabled { reason });
+        assert!(!s.is_deliverable());
+        assert_eq!(s.health_after(true, t0 + 6 * day, period), None);
+        s.reset();
+        assert_eq!((s.status, s.failing_since), (Status::Active, None));
     }
 
     #[test]

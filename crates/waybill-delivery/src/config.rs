@@ -30,6 +30,11 @@ pub struct DeliveryConfig {
     /// How long a revoked partition may take to finish its current request.
     #[serde(with = "waybill_core::duration")]
     pub drain_timeout: Duration,
+    /// A subscription whose every attempt failed for this long is disabled
+    /// (with a reason, and an event on `operational_events`); `reset`
+    /// re-enables it. Default 5 days.
+    #[serde(with = "waybill_core::duration")]
+    pub disable_after: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -43,6 +48,7 @@ impl Default for DeliveryConfig {
             max_in_flight_per_partition: 1000,
             max_in_flight_per_subscription: 8,
             drain_timeout: Duration::from_secs(20),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
         }
     }
 }
@@ -67,6 +73,9 @@ impl DeliveryConfig {
         }
         if !(1..=1000).contains(&self.max_in_flight_per_subscription) {
             out.push("delivery.max_in_flight_per_subscription: must be between 1 and 1000".into());
+        }
+        if self.disable_after.is_zero() {
+            out.push("delivery.disable_after: must be positive".into());
         }
         if self.request_timeout >= self.drain_timeout {
             out.push(

@@ -106,6 +106,7 @@ pub async fn run(
         keys: settings.keys,
         config: settings.delivery.clone(),
         limits: limits::RateLimits::default(),
+        health_written: Default::default(),
     });
     let mut consumed = vec![topics.deliveries()];
     consumed.extend(topics.retries());

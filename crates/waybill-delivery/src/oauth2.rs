@@ -2,15 +2,19 @@
 //!
 //! A token is fetched from the subscription's `token_url` (form-encoded
 //! `grant_type=client_credentials`, client id and secret, scope, extra
-//! parameters), cached until shortly before it expires, and shared by every
-//! partition task of the process. A `401` from the endpoint drops the cached
-//! token so the next attempt fetches a fresh one. Neither the secret nor the
-//! token is ever logged: errors carry the token endpoint's status only.
+//! parameters), cached in `moka` until shortly before it expires, and shared
+//! by every partition task of the process; concurrent deliveries of one
+//! subscription wait for a single token request. A `401` from the endpoint
+//! drops the cached token so the next attempt fetches a fresh one. A failed
+//! token request fails the attempt, which is then retried like any other
+//! failed delivery. Neither the secret nor the token is ever logged: errors
+//! carry the token endpoint's status only.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use moka::Expiry;
+use moka::future::Cache;
 use serde::Deserialize;
 use waybill_core::auth::OAuth2;
 use waybill_core::url_policy::UrlPolicy;
@@ -19,11 +23,11 @@ use waybill_core::url_policy::UrlPolicy;
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 /// Lifetime assumed when the token endpoint gives none.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
-/// Cached tokens at most (oldest dropped first).
-const MAX_TOKENS: usize = 10_000;
+/// Cached tokens at most (least used dropped first).
+const MAX_TOKENS: u64 = 10_000;
 
 /// Why no token could be had.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     /// The token URL is refused by the deployment's URL policy.
     #[error("token_url {0}")]
@@ -46,15 +50,41 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
-/// Tokens by subscription (and settings revision), shared across tasks.
-#[derive(Default)]
+/// A token and how long it may be used.
+#[derive(Clone)]
+struct Token {
+    value: String,
+    usable_for: Duration,
+}
+
+/// Each token expires from the cache when it stops being usable.
+struct UntilUnusable;
+
+impl Expiry<String, Token> for UntilUnusable {
+    fn expire_after_create(&self, _: &String, token: &Token, _: Instant) -> Option<Duration> {
+        Some(token.usable_for)
+    }
+}
+
+/// Tokens by subscription (and settings), shared across tasks.
 pub struct Tokens {
-    cache: Mutex<HashMap<String, (String, Instant)>>,
+    cache: Cache<String, Token>,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(MAX_TOKENS)
+                .expire_after(UntilUnusable)
+                .build(),
+        }
+    }
 }
 
 impl Tokens {
     /// A valid token for `settings` of subscription `key`, fetched if the
-    /// cache has none.
+    /// cache has none (once, however many tasks ask at the same time).
     pub async fn get(
         &self,
         client: &reqwest::Client,
@@ -62,67 +92,67 @@ impl Tokens {
         key: &str,
         settings: &OAuth2,
     ) -> Result<String, TokenError> {
-        if let Some((token, until)) = self.cache.lock().expect("token cache").get(key)
-            && Instant::now() < *until
-        {
-            return Ok(token.clone());
-        }
-        let url = policy
-            .check_url(&settings.token_url)
-            .map_err(TokenError::Policy)?;
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", "client_credentials"),
-            ("client_id", &settings.client_id),
-            ("client_secret", &settings.client_secret),
-        ];
-        if let Some(scope) = &settings.scope {
-            form.push(("scope", scope));
-        }
-        form.extend(
-            settings
-                .extra_params
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        let response = client
-            .post(url)
-            .header("accept", "application/json")
-            .form(&form)
-            .send()
+        self.cache
+            .try_get_with_by_ref(key, fetch(client, policy, settings))
             .await
-            .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(TokenError::Refused(status.as_u16()));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
-        let body: TokenResponse =
-            serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-        if body.access_token.is_empty() {
-            return Err(TokenError::Malformed);
-        }
-        let lifetime = body
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_LIFETIME);
-        let until = Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN);
-        let mut cache = self.cache.lock().expect("token cache");
-        if cache.len() >= MAX_TOKENS {
-            let now = Instant::now();
-            cache.retain(|_, (_, until)| *until > now);
-            if cache.len() >= MAX_TOKENS {
-                cache.clear();
-            }
-        }
-        cache.insert(key.to_owned(), (body.access_token.clone(), until));
-        Ok(body.access_token)
+            .map(|token| token.value)
+            .map_err(|e: Arc<TokenError>| (*e).clone())
     }
 
     /// Drops the cached token of `key` (the endpoint answered `401`).
-    pub fn invalidate(&self, key: &str) {
-        self.cache.lock().expect("token cache").remove(key);
+    pub async fn invalidate(&self, key: &str) {
+        self.cache.invalidate(key).await;
     }
+}
+
+/// Requests a token from the token endpoint.
+async fn fetch(
+    client: &reqwest::Client,
+    policy: &UrlPolicy,
+    settings: &OAuth2,
+) -> Result<Token, TokenError> {
+    let url = policy
+        .check_url(&settings.token_url)
+        .map_err(TokenError::Policy)?;
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", &settings.client_id),
+        ("client_secret", &settings.client_secret),
+    ];
+    if let Some(scope) = &settings.scope {
+        form.push(("scope", scope));
+    }
+    form.extend(
+        settings
+            .extra_params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let response = client
+        .post(url)
+        .header("accept", "application/json")
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(TokenError::Refused(status.as_u16()));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
+    let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    if body.access_token.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let lifetime = body
+        .expires_in
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_LIFETIME);
+    Ok(Token {
+        value: body.access_token,
+        usable_for: lifetime.saturating_sub(EXPIRY_MARGIN),
+    })
 }

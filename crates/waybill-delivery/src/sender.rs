@@ -133,7 +133,7 @@ impl Sender {
                 return result;
             }
             // The endpoint no longer accepts the cached token: fetch a new one once.
-            self.tokens.invalidate(&key);
+            self.tokens.invalidate(&key).await;
             refreshed = true;
         }
     }

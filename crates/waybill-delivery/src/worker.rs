@@ -8,7 +8,8 @@
 //! disables the subscription; an exhausted policy writes it to
 //! `deliveries.dlq`. The offset is stored only once that outcome is durable.
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -22,10 +23,11 @@ use waybill_core::event::Event;
 use waybill_core::outcome::{Decision, classify, due_at, tier_for};
 use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::Keyring;
-use waybill_core::subscription::{Status, Subscription};
+use waybill_core::subscription::{HealthChange, Status, Subscription};
 use waybill_core::trace::TraceParent;
 use waybill_kafka::offsets::OffsetTracker;
 use waybill_kafka::partitioned::Assigned;
+use waybill_kafka::producer::Acked;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
 use waybill_proto::Message as _;
@@ -62,6 +64,9 @@ pub struct Worker {
     pub config: DeliveryConfig,
     /// Per-subscription rate limits.
     pub limits: RateLimits,
+    /// The revision each subscription had when this process last wrote a
+    /// health change of it (so concurrent failures write it once).
+    pub health_written: Mutex<HashMap<String, u64>>,
 }
 
 /// How one record ended in this process.
@@ -75,6 +80,8 @@ enum Finished {
 /// A decoded record of a partition, ready to be processed.
 struct Job {
     offset: i64,
+    /// Where the record is, to be read again by a retry through the API.
+    source: v1::TaskRef,
     task: v1::DeliveryTask,
     event: Event,
     /// When the record was written (its Kafka timestamp).
@@ -212,6 +219,11 @@ impl Worker {
             .map_err(|e| format!("invalid event in DeliveryTask: {e}"))?;
         Ok(Job {
             offset: message.offset(),
+            source: v1::TaskRef {
+                topic: message.topic().to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+            },
             task,
             event,
             written: waybill_kafka::produced_at(message),
@@ -232,31 +244,27 @@ impl Worker {
             && remaining >= Duration::from_millis(1)
         {
             let next = self.retry_topic(remaining);
-            return self.write(&next, &job.task, &job.trace, None, stop).await;
+            return self
+                .write(&next, &job.task, &job.trace, None, stop)
+                .await
+                .into();
         }
-        self.deliver(&job.task, &job.event, job.written, &job.trace, stop)
-            .await
+        self.deliver(job, stop).await
     }
 
     /// Attempts the delivery once and makes its outcome durable.
-    async fn deliver(
-        &self,
-        task: &v1::DeliveryTask,
-        event: &Event,
-        written: SystemTime,
-        trace: &TraceParent,
-        stop: &CancellationToken,
-    ) -> Finished {
+    async fn deliver(&self, job: &Job, stop: &CancellationToken) -> Finished {
+        let (task, event, trace) = (&job.task, &job.event, &job.trace);
         let attempt_no = task.attempt.max(1);
-        let Some(subscription) = self.subscription(&task.subscription_id, written).await else {
+        let Some(subscription) = self.subscription(&task.subscription_id, job.written).await else {
             self.limits.forget(&task.subscription_id);
-            self.record_skip(task, event, attempt_no, "subscription_deleted")
+            self.record_skip(job, attempt_no, "subscription_deleted")
                 .await;
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
             return Finished::Done;
         };
         if !subscription.is_deliverable() {
-            self.record_skip(task, event, attempt_no, "subscription_disabled")
+            self.record_skip(job, attempt_no, "subscription_disabled")
                 .await;
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription disabled; delivery dropped");
             return Finished::Done;
@@ -278,14 +286,19 @@ impl Worker {
             .as_ref()
             .unwrap_or(&DEFAULT_RETRY_POLICY);
         let decision = classify(&attempt.outcome, attempt_no, policy, rand::random::<f64>());
-        let next_at = match decision {
-            Decision::Retry(after) => Some(OffsetDateTime::now_utc() + after),
-            _ => None,
-        };
-        self.record_attempt(task, event, attempt_no, &attempt, next_at)
-            .await;
+        let mut record = attempt_record(job, attempt_no, &attempt, &decision);
+        if let Decision::Retry(_) | Decision::Dead = decision {
+            // Failures count towards the subscription's health; a 410
+            // disables it below anyway.
+            self.update_health(&subscription, false, attempt.started, stop)
+                .await;
+        } else if let Decision::Success = decision {
+            self.update_health(&subscription, true, attempt.started, stop)
+                .await;
+        }
         match decision {
             Decision::Success => {
+                self.publish_attempt(&record).await;
                 tracing::debug!(
                     delivery_id = %task.delivery_id,
                     subscription_id = %subscription.id,
@@ -297,6 +310,7 @@ impl Worker {
                 Finished::Done
             }
             Decision::Retry(after) => {
+                self.publish_attempt(&record).await;
                 tracing::warn!(
                     delivery_id = %task.delivery_id,
                     subscription_id = %subscription.id,
@@ -311,7 +325,7 @@ impl Worker {
                 next.attempt = attempt_no + 1;
                 next.not_before = Some(timestamp(OffsetDateTime::now_utc() + after));
                 let topic = self.retry_topic(after);
-                self.write(&topic, &next, trace, None, stop).await
+                self.write(&topic, &next, trace, None, stop).await.into()
             }
             Decision::Dead => {
                 let reason = format!(
@@ -331,17 +345,46 @@ impl Worker {
                     "delivery dead"
                 );
                 let topic = self.topics.deliveries_dlq();
-                self.write(&topic, task, trace, Some(&reason), stop).await
+                let Some(acked) = self.write(&topic, task, trace, Some(&reason), stop).await else {
+                    return Finished::Interrupted;
+                };
+                // The history points at the dead letter, which a retry
+                // through the API reads again.
+                record.task = Some(v1::TaskRef {
+                    topic,
+                    partition: acked.partition,
+                    offset: acked.offset,
+                });
+                record.dead = true;
+                self.publish_attempt(&record).await;
+                Finished::Done
             }
             Decision::Disable => {
+                self.publish_attempt(&record).await;
                 tracing::warn!(
                     delivery_id = %task.delivery_id,
                     subscription_id = %subscription.id,
                     "endpoint answered 410 Gone; disabling the subscription"
                 );
-                self.disable(&subscription, "the endpoint answered 410 Gone", stop)
-                    .await
+                let change = HealthChange::Disabled {
+                    reason: "the endpoint answered 410 Gone".to_owned(),
+                };
+                self.change_health(&subscription, &change, stop).await
             }
+        }
+    }
+
+    /// Records the health change an attempt outcome brings (failing,
+    /// recovered, disabled after failing too long), if any.
+    async fn update_health(
+        &self,
+        subscription: &Subscription,
+        succeeded: bool,
+        at: OffsetDateTime,
+        stop: &CancellationToken,
+    ) {
+        if let Some(change) = subscription.health_after(succeeded, at, self.config.disable_after) {
+            self.change_health(subscription, &change, stop).await;
         }
     }
 
@@ -367,7 +410,8 @@ impl Worker {
     }
 
     /// Writes `task` to `topic` (a retry tier or the DLQ), retrying until
-    /// Kafka acknowledges it or the partition is taken away.
+    /// Kafka acknowledges it (`Some`, where it was written) or the
+    /// partition is taken away (`None`).
     async fn write(
         &self,
         topic: &str,
@@ -375,7 +419,7 @@ impl Worker {
         trace: &TraceParent,
         dead_reason: Option<&str>,
         stop: &CancellationToken,
-    ) -> Finished {
+    ) -> Option<Acked> {
         let value = task.encode_to_vec();
         let outcome = self
             .until_acked(stop, "delivery task", || {
@@ -395,97 +439,120 @@ impl Worker {
                 )
             })
             .await;
-        if matches!(outcome, Finished::Done) {
+        if outcome.is_some() {
             tracing::debug!(topic, delivery_id = %task.delivery_id, attempt = task.attempt, "task written");
         }
         outcome
     }
 
-    /// Writes the subscription's new state, disabled with `reason`.
-    async fn disable(
+    /// Writes the subscription's new state after a health change; a
+    /// disabled subscription is also announced on `operational_events`.
+    /// A change already written from the same revision is not written
+    /// again while the projection catches up.
+    async fn change_health(
         &self,
         subscription: &Subscription,
-        reason: &str,
+        change: &HealthChange,
         stop: &CancellationToken,
     ) -> Finished {
-        let mut disabled = subscription.clone();
-        disabled.status = Status::Disabled;
-        disabled.disabled_reason = Some(reason.to_owned());
-        disabled.touch("waybill-delivery", OffsetDateTime::now_utc());
-        let value = subscription_to_proto(&disabled, &self.keys).encode_to_vec();
+        {
+            let mut written = self.health_written.lock().expect("health writes");
+            if written.get(&subscription.id) == Some(&subscription.revision) {
+                return Finished::Done;
+            }
+            if written.len() > 100_000 {
+                written.clear();
+            }
+            written.insert(subscription.id.clone(), subscription.revision);
+        }
+        // Change the latest state, and only if it still exists and is not
+        // disabled meanwhile (a user's delete or disable wins).
+        let now = OffsetDateTime::now_utc();
+        let Some(mut changed) = self.subscription(&subscription.id, SystemTime::now()).await else {
+            return Finished::Done;
+        };
+        if changed.status == Status::Disabled || !changed.spec.enabled {
+            return Finished::Done;
+        }
+        changed.apply_health(change);
+        changed.touch("waybill-delivery", now);
+        tracing::info!(
+            subscription_id = %changed.id,
+            status = changed.status.as_str(),
+            reason = changed.disabled_reason.as_deref().unwrap_or(""),
+            "subscription health changed"
+        );
+        let value = subscription_to_proto(&changed, &self.keys).encode_to_vec();
         let topic = self.topics.subscriptions();
-        self.until_acked(stop, "subscription state", || {
+        let written = self
+            .until_acked(stop, "subscription state", || {
+                self.producer.send(
+                    &topic,
+                    changed.id.as_bytes(),
+                    Some(&value),
+                    headers::standard(waybill_proto::SCHEMA_VERSION, None),
+                )
+            })
+            .await;
+        let HealthChange::Disabled { reason } = change else {
+            return written.into();
+        };
+        let event = v1::OperationalEvent {
+            id: waybill_core::ids::new_operational_event_id(),
+            kind: "subscription.disabled".to_owned(),
+            tenant_id: changed.tenant_id.clone(),
+            subscription_id: changed.id.clone(),
+            reason: reason.clone(),
+            at: Some(timestamp(now)),
+        };
+        let value = event.encode_to_vec();
+        let topic = self.topics.operational_events();
+        self.until_acked(stop, "operational event", || {
             self.producer.send(
                 &topic,
-                disabled.id.as_bytes(),
+                changed.id.as_bytes(),
                 Some(&value),
                 headers::standard(waybill_proto::SCHEMA_VERSION, None),
             )
         })
         .await
+        .into()
     }
 
     /// Retries a Kafka write with backoff until it is acknowledged (then
-    /// `Done`) or the partition is taken away (`Interrupted`: the record is
-    /// handled again by its next owner).
+    /// where it was written) or the partition is taken away (`None`: the
+    /// record is handled again by its next owner).
     async fn until_acked<F, Fut>(
         &self,
         stop: &CancellationToken,
         what: &str,
         mut send: F,
-    ) -> Finished
+    ) -> Option<Acked>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = waybill_kafka::Result<waybill_kafka::producer::Acked>>,
+        Fut: std::future::Future<Output = waybill_kafka::Result<Acked>>,
     {
         let mut delay = Duration::from_millis(200);
         loop {
             match send().await {
-                Ok(_) => return Finished::Done,
+                Ok(acked) => return Some(acked),
                 Err(e) => tracing::error!(error = %e, what, "write not acknowledged; retrying"),
             }
             tokio::select! {
-                _ = stop.cancelled() => return Finished::Interrupted,
+                _ = stop.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 
-    async fn record_attempt(
-        &self,
-        task: &v1::DeliveryTask,
-        event: &Event,
-        attempt_no: u32,
-        attempt: &Attempt,
-        next: Option<OffsetDateTime>,
-    ) {
-        let outcome = if attempt.succeeded() {
-            v1::AttemptOutcome::Succeeded
-        } else {
-            v1::AttemptOutcome::Failed
-        };
+    async fn record_skip(&self, job: &Job, attempt: u32, why: &str) {
         let record = v1::DeliveryAttempt {
-            duration_ms: u32::try_from(attempt.duration.as_millis()).unwrap_or(u32::MAX),
-            status_code: u32::from(attempt.status),
-            error: attempt.error.clone(),
-            response_excerpt: attempt.excerpt.clone(),
-            next_attempt_at: next.map(timestamp),
-            ..attempt_record(
-                task,
-                event,
-                attempt_no,
-                attempt.started,
-                outcome,
-                attempt.error_class,
-            )
+            outcome: v1::AttemptOutcome::Skipped as i32,
+            error_class: why.to_owned(),
+            error: format!("not sent: {}", why.replace('_', " ")),
+            ..job_record(job, attempt, OffsetDateTime::now_utc())
         };
-        self.publish_attempt(&record).await;
-    }
-
-    async fn record_skip(&self, task: &v1::DeliveryTask, event: &Event, attempt: u32, why: &str) {
-        let now = OffsetDateTime::now_utc();
-        let record = attempt_record(task, event, attempt, now, v1::AttemptOutcome::Skipped, why);
         self.publish_attempt(&record).await;
     }
 
@@ -516,28 +583,59 @@ impl Worker {
             dead_letter::send(&self.producer, &topic, message, reason)
         })
         .await
+        .into()
     }
 }
 
-/// The fields every attempt record of `task` shares.
+impl From<Option<Acked>> for Finished {
+    fn from(acked: Option<Acked>) -> Self {
+        if acked.is_some() {
+            Finished::Done
+        } else {
+            Finished::Interrupted
+        }
+    }
+}
+
+/// The attempt record of an HTTP attempt and what was decided after it.
 fn attempt_record(
-    task: &v1::DeliveryTask,
-    event: &Event,
-    attempt: u32,
-    started: OffsetDateTime,
-    outcome: v1::AttemptOutcome,
-    error_class: &str,
+    job: &Job,
+    attempt_no: u32,
+    attempt: &Attempt,
+    decision: &Decision,
 ) -> v1::DeliveryAttempt {
+    let outcome = if attempt.succeeded() {
+        v1::AttemptOutcome::Succeeded
+    } else {
+        v1::AttemptOutcome::Failed
+    };
+    let next_attempt_at = match decision {
+        Decision::Retry(after) => Some(timestamp(OffsetDateTime::now_utc() + *after)),
+        _ => None,
+    };
     v1::DeliveryAttempt {
-        delivery_id: task.delivery_id.clone(),
-        subscription_id: task.subscription_id.clone(),
-        tenant_id: task.tenant_id.clone(),
-        event_id: event.id.clone(),
-        event_name: event.name.clone(),
+        outcome: outcome as i32,
+        error_class: attempt.error_class.to_owned(),
+        duration_ms: u32::try_from(attempt.duration.as_millis()).unwrap_or(u32::MAX),
+        status_code: u32::from(attempt.status),
+        error: attempt.error.clone(),
+        response_excerpt: attempt.excerpt.clone(),
+        next_attempt_at,
+        ..job_record(job, attempt_no, attempt.started)
+    }
+}
+
+/// The fields every attempt record of a job shares.
+fn job_record(job: &Job, attempt: u32, started: OffsetDateTime) -> v1::DeliveryAttempt {
+    v1::DeliveryAttempt {
+        delivery_id: job.task.delivery_id.clone(),
+        subscription_id: job.task.subscription_id.clone(),
+        tenant_id: job.task.tenant_id.clone(),
+        event_id: job.event.id.clone(),
+        event_name: job.event.name.clone(),
         attempt,
         started_at: Some(timestamp(started)),
-        outcome: outcome as i32,
-        error_class: error_class.to_owned(),
+        task: Some(job.source.clone()),
         ..Default::default()
     }
 }

@@ -32,6 +32,11 @@ pub struct IngestConfig {
     pub idempotency_window: Duration,
     /// Most `Idempotency-Key` answers remembered at once.
     pub idempotency_capacity: usize,
+    /// Deliveries kept in the history per subscription (the newest).
+    pub history_per_subscription: usize,
+    /// Deliveries older than this leave the history.
+    #[serde(with = "waybill_core::duration")]
+    pub history_retention: Duration,
 }
 
 /// One API key.
@@ -56,6 +61,8 @@ impl Default for IngestConfig {
             secret_overlap: Duration::from_secs(24 * 3600),
             idempotency_window: Duration::from_secs(24 * 3600),
             idempotency_capacity: 100_000,
+            history_per_subscription: 1000,
+            history_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -89,6 +96,9 @@ impl IngestConfig {
                     "ingest.api_keys[{i}]: `id` and `tenant_id` are required"
                 ));
             }
+        }
+        if self.history_per_subscription == 0 {
+            out.push("ingest.history_per_subscription: must be at least 1".into());
         }
         if self.max_event_bytes < 1024 {
             out.push("ingest.max_event_bytes: must be at least 1024".into());

@@ -15,6 +15,9 @@
 //! - [`idempotency`]: `Idempotency-Key` answers remembered for 24 h.
 //! - [`events`]: `/v1/events` — validates and publishes `DomainEvent`s,
 //!   keyed by entity id.
+//! - [`history`]: the delivery history, folded from `delivery_attempts`.
+//! - [`deliveries`]: `/v1/deliveries` and a subscription's deliveries —
+//!   history, retry of one delivery, replay from the domain topics' log.
 //! - [`openapi`]: the operation table the router is built from, and the
 //!   OpenAPI document served at `/v1/openapi.json`.
 //!
@@ -27,8 +30,10 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod deliveries;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod idempotency;
 pub mod openapi;
 pub mod subscriptions;
@@ -92,6 +97,8 @@ pub(crate) struct AppState {
     pub api_keys: auth::ApiKeys,
     pub subscriptions: Table<Subscriptions>,
     pub tenants: Table<tenants::Tenants>,
+    pub history: Table<history::History>,
+    pub kafka: KafkaConfig,
     pub operator_token: Option<[u8; 32]>,
     pub idempotency: idempotency::Store,
     pub write_locks: Vec<tokio::sync::Mutex<()>>,
@@ -177,6 +184,16 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    let history = Table::follow(
+        &settings.kafka,
+        &topics.delivery_attempts(),
+        history::History::new(
+            settings.ingest.history_per_subscription,
+            settings.ingest.history_retention,
+        ),
+        shutdown.clone(),
+    )
+    .await?;
     let readiness = Readiness::default();
     let state = Arc::new(AppState {
         producer: producer.clone(),
@@ -187,6 +204,8 @@ pub async fn run(
         api_keys: auth::ApiKeys::new(&settings.ingest.api_keys),
         subscriptions: subscriptions.clone(),
         tenants: tenants.clone(),
+        history,
+        kafka: settings.kafka.clone(),
         operator_token: settings.ingest.operator_token.as_deref().map(auth::digest),
         idempotency: idempotency::Store::new(
             settings.ingest.idempotency_window,
@@ -254,6 +273,10 @@ fn handler(op: Op, method: MethodFilter, document: &Arc<Value>) -> MethodRouter<
         Op::TestSubscription => on(method, subscriptions::test),
         Op::GetSigningSecret => on(method, subscriptions::secret),
         Op::RotateSigningSecret => on(method, subscriptions::rotate_secret),
+        Op::ListDeliveries => on(method, deliveries::list),
+        Op::GetDelivery => on(method, deliveries::get),
+        Op::RetryDelivery => on(method, deliveries::retry),
+        Op::ReplaySubscription => on(method, deliveries::replay),
         Op::CreateTenant => on(method, tenants::create),
         Op::ListTenants => on(method, tenants::list),
         Op::GetTenant => on(method, tenants::get),

@@ -31,6 +31,10 @@ pub enum Op {
     TestSubscription,
     GetSigningSecret,
     RotateSigningSecret,
+    ListDeliveries,
+    GetDelivery,
+    RetryDelivery,
+    ReplaySubscription,
     CreateTenant,
     ListTenants,
     GetTenant,
@@ -73,7 +77,7 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 21] = [
         Op::CreateEvent,
         Op::CreateSubscription,
         Op::ListSubscriptions,
@@ -85,6 +89,10 @@ impl Op {
         Op::TestSubscription,
         Op::GetSigningSecret,
         Op::RotateSigningSecret,
+        Op::ListDeliveries,
+        Op::GetDelivery,
+        Op::RetryDelivery,
+        Op::ReplaySubscription,
         Op::CreateTenant,
         Op::ListTenants,
         Op::GetTenant,
@@ -213,6 +221,48 @@ impl Op {
                 None,
                 (200, Some("SigningSecret")),
             ),
+            Op::ListDeliveries => op(
+                "GET",
+                "/v1/subscriptions/{id}/deliveries",
+                "listDeliveries",
+                "The subscription's latest deliveries, newest first",
+                Tenant,
+                None,
+                (200, Some("DeliveryList")),
+            ),
+            Op::GetDelivery => op(
+                "GET",
+                "/v1/deliveries/{id}",
+                "getDelivery",
+                "A delivery and its attempts",
+                Tenant,
+                None,
+                (200, Some("Delivery")),
+            ),
+            Op::RetryDelivery => Operation {
+                idempotent: true,
+                ..op(
+                    "POST",
+                    "/v1/deliveries/{id}/retry",
+                    "retryDelivery",
+                    "Deliver again now, with the same webhook-id (also a dead one)",
+                    Tenant,
+                    None,
+                    (202, Some("RetryQueued")),
+                )
+            },
+            Op::ReplaySubscription => Operation {
+                idempotent: true,
+                ..op(
+                    "POST",
+                    "/v1/subscriptions/{id}/replay",
+                    "replaySubscription",
+                    "Re-deliver the events written within since..until that the subscription matches (only failed or dead ones with only_failed)",
+                    Tenant,
+                    Some(("ReplayInput", true)),
+                    (202, Some("ReplayAccepted")),
+                )
+            },
             Op::CreateTenant => op(
                 "POST",
                 "/v1/tenants",
@@ -324,6 +374,12 @@ fn operation(op: Op, spec: &Operation) -> Value {
     if op == Op::ListSubscriptions {
         params.extend(list_parameters());
     }
+    if op == Op::ListDeliveries {
+        params.extend([
+            json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["succeeded", "failed", "pending", "dead"]}}),
+            json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
+        ]);
+    }
     if spec.idempotent {
         params.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
@@ -372,6 +428,11 @@ fn operation(op: Op, spec: &Operation) -> Value {
 fn tag(path: &str) -> &'static str {
     if path.starts_with("/v1/events") {
         "events"
+    } else if path.starts_with("/v1/deliveries")
+        || path.ends_with("/deliveries")
+        || path.ends_with("/replay")
+    {
+        "deliveries"
     } else if path.starts_with("/v1/subscriptions") {
         "subscriptions"
     } else if path.starts_with("/v1/tenants") {
@@ -384,7 +445,7 @@ fn tag(path: &str) -> &'static str {
 /// The error answers an operation can give, besides 500 `internal`.
 fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
     let mut out = Vec::new();
-    if spec.body.is_some() || op == Op::ListSubscriptions {
+    if spec.body.is_some() || matches!(op, Op::ListSubscriptions | Op::ListDeliveries) {
         out.push((400, "`validation_failed`: every invalid field in `details`"));
     }
     if spec.caller != Caller::Anyone {
@@ -396,7 +457,12 @@ fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
     if spec.path.contains('{') {
         out.push((404, "`not_found`: no such object for this caller"));
     }
-    if spec.idempotent || matches!(op, Op::CreateTenant | Op::CreateApiKey) {
+    if matches!(op, Op::RetryDelivery | Op::ReplaySubscription) {
+        out.push((
+            409,
+            "`conflict`: the subscription is disabled, the task is no longer in the log, or the Idempotency-Key is used",
+        ));
+    } else if spec.idempotent || matches!(op, Op::CreateTenant | Op::CreateApiKey) {
         out.push((409, "`conflict`: the id or Idempotency-Key is already used"));
     }
     if spec.body.is_some() {
@@ -437,6 +503,7 @@ fn schemas(catalog: &Catalog) -> Value {
     let timestamp = json!({"type": "string", "format": "date-time"});
     let nullable_string = json!({"type": ["string", "null"]});
     let event_names: Vec<&str> = catalog.iter().map(|e| e.name.as_str()).collect();
+    let (delivery_props, delivery_full) = delivery_schemas(&timestamp);
 
     let subscription_input = {
         let mut props = Map::new();
@@ -502,6 +569,10 @@ fn schemas(catalog: &Catalog) -> Value {
             json!({"type": "string", "enum": ["active", "disabled", "failing"]}),
         ),
         ("disabled_reason", nullable_string.clone()),
+        (
+            "failing_since",
+            json!({"oneOf": [timestamp.clone(), {"type": "null"}], "description": "Since when every attempt failed (status `failing`)"}),
+        ),
         ("created_at", timestamp.clone()),
         ("updated_at", timestamp.clone()),
         (
@@ -687,6 +758,56 @@ fn schemas(catalog: &Catalog) -> Value {
                 "previous_secret_expires_at": {"oneOf": [timestamp, {"type": "null"}], "description": "Until then the previous secret signs too"},
             },
         },
+        "DeliverySummary": {
+            "type": "object",
+            "required": ["id", "subscription_id", "event_id", "event_name", "status", "attempt_count", "last_attempt_at", "last_status_code", "next_attempt_at", "created_at", "updated_at"],
+            "additionalProperties": false,
+            "properties": delivery_props.clone(),
+        },
+        "Delivery": {
+            "type": "object",
+            "required": ["id", "subscription_id", "event_id", "event_name", "status", "attempts", "next_attempt_at"],
+            "additionalProperties": false,
+            "properties": delivery_full,
+        },
+        "DeliveryList": {
+            "type": "object",
+            "required": ["deliveries", "limit"],
+            "additionalProperties": false,
+            "properties": {
+                "deliveries": {"type": "array", "items": schema_ref("DeliverySummary")},
+                "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            },
+        },
+        "RetryQueued": {
+            "type": "object",
+            "required": ["delivery_id", "status"],
+            "additionalProperties": false,
+            "properties": {"delivery_id": {"type": "string"}, "status": {"const": "pending"}},
+        },
+        "ReplayInput": {
+            "type": "object",
+            "required": ["since"],
+            "additionalProperties": false,
+            "properties": {
+                "since": {"type": "string", "format": "date-time", "description": "Events written to Waybill at or after this time"},
+                "until": {"type": "string", "format": "date-time", "description": "... and at or before this time (default: now)"},
+                "only_failed": {"type": "boolean", "default": false, "description": "Only events whose delivery failed or is dead"},
+            },
+            "example": {"since": "2026-01-01T00:00:00Z", "only_failed": true},
+        },
+        "ReplayAccepted": {
+            "type": "object",
+            "required": ["replay_id", "subscription_id", "since", "until", "only_failed"],
+            "additionalProperties": false,
+            "properties": {
+                "replay_id": {"type": "string"},
+                "subscription_id": {"type": "string"},
+                "since": timestamp,
+                "until": {"oneOf": [timestamp, {"type": "null"}]},
+                "only_failed": {"type": "boolean"},
+            },
+        },
         "TenantInput": {
             "type": "object",
             "required": ["name"],
@@ -742,6 +863,42 @@ fn schemas(catalog: &Catalog) -> Value {
             "properties": {"id": {"type": "string"}, "key": {"type": "string", "description": "Shown once; stored hashed"}},
         },
     })
+}
+
+/// The properties of a delivery summary, and of a delivery with attempts.
+fn delivery_schemas(timestamp: &Value) -> (Value, Value) {
+    let nullable_time = json!({"oneOf": [timestamp, {"type": "null"}]});
+    let status = json!({"type": "string", "enum": ["succeeded", "failed", "pending", "dead"],
+        "description": "`failed`: the last attempt failed (`next_attempt_at` says when the next comes, if any); `dead`: every attempt of the policy failed"});
+    let summary = json!({
+        "id": {"type": "string", "description": "The webhook-id"},
+        "subscription_id": {"type": "string"},
+        "event_id": {"type": "string"},
+        "event_name": {"type": "string"},
+        "status": status,
+        "attempt_count": {"type": "integer", "minimum": 0},
+        "last_attempt_at": nullable_time,
+        "last_status_code": {"type": ["integer", "null"]},
+        "next_attempt_at": nullable_time,
+        "created_at": timestamp,
+        "updated_at": timestamp,
+    });
+    let mut full = summary.clone();
+    full["attempts"] = json!({"type": "array", "items": {
+        "type": "object",
+        "required": ["attempt", "at", "status_code", "duration_ms", "error_class", "error", "response_excerpt"],
+        "additionalProperties": false,
+        "properties": {
+            "attempt": {"type": "integer", "minimum": 0},
+            "at": timestamp,
+            "status_code": {"type": ["integer", "null"], "description": "null when no response came"},
+            "duration_ms": {"type": "integer", "minimum": 0},
+            "error_class": {"type": ["string", "null"], "enum": ["status", "timeout", "connect", "request", "oauth2", "url_policy", "subscription_deleted", "subscription_disabled", null]},
+            "error": {"type": ["string", "null"]},
+            "response_excerpt": {"type": "string", "description": "The first 4 KiB of the response body"},
+        },
+    }});
+    (summary, full)
 }
 
 /// The schema of one field of a subscription body.

@@ -59,6 +59,7 @@ pub fn view(s: &Subscription) -> Value {
         "metadata": spec.metadata,
         "status": status.as_str(),
         "disabled_reason": disabled_reason,
+        "failing_since": s.failing_since.map(format_rfc3339),
         "created_at": format_rfc3339(s.created_at),
         "updated_at": format_rfc3339(s.updated_at),
         "created_by": s.created_by,
@@ -434,7 +435,11 @@ pub(crate) async fn test(
 }
 
 /// The caller's subscription `id`; another tenant's answers 404 too.
-fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Subscription, ApiError> {
+pub(crate) fn find(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Subscription, ApiError> {
     state
         .subscriptions
         .read()

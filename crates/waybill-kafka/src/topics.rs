@@ -111,6 +111,11 @@ impl Topics {
         self.named("dead_letters")
     }
 
+    /// What Waybill did on its own (a subscription disabled, ...).
+    pub fn operational_events(&self) -> String {
+        self.named("operational_events")
+    }
+
     /// Every topic of the deployment with its layout.
     pub fn specs(&self, config: &KafkaConfig) -> Vec<TopicSpec> {
         let spec = |name: String, partitions: i32, compacted: bool| TopicSpec {
@@ -136,6 +141,7 @@ impl Topics {
         out.push(spec(self.deliveries_dlq(), config.partitions, false));
         out.push(spec(self.delivery_attempts(), config.partitions, false));
         out.push(spec(self.dead_letters(), config.partitions, false));
+        out.push(spec(self.operational_events(), 1, false));
         out
     }
 }
@@ -214,6 +220,6 @@ mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(compacted, ["prod.subscriptions", "prod.tenants"]);
-        assert_eq!(specs.len(), 4 + 2 + 1 + 6 + 3);
+        assert_eq!(specs.len(), 4 + 2 + 1 + 6 + 4);
     }
 }

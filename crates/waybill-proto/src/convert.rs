@@ -282,6 +282,7 @@ pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscripti
             .as_ref()
             .map(|p| seal(keys, id, "previous_signing_secret", p.secret.as_bytes())),
         previous_secret_expires_at: s.previous_secret.as_ref().map(|p| timestamp(p.expires_at)),
+        failing_since: s.failing_since.map(timestamp),
     }
 }
 
@@ -435,6 +436,11 @@ pub fn subscription_from_proto(
         tenant_id: p.tenant_id,
         status,
         disabled_reason: (!p.disabled_reason.is_empty()).then_some(p.disabled_reason),
+        failing_since: p
+            .failing_since
+            .as_ref()
+            .map(|t| from_timestamp(Some(t), "failing_since"))
+            .transpose()?,
         signing_secret,
         previous_secret,
         created_by: p.created_by,

@@ -136,6 +136,13 @@ impl Receiver {
         Ok(Self { addr, shared, stop })
     }
 
+    /// Answers the next requests with `statuses`, in order, then the
+    /// default status again.
+    pub fn script(&self, statuses: &[u16]) {
+        let mut script = self.shared.script.lock().expect("receiver script");
+        *script = statuses.iter().rev().copied().collect();
+    }
+
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -398,10 +398,33 @@ async fn test_rotate_reset_and_auth_headers() {
     assert_eq!(status, 202);
     let got = receiver.wait_for(2, WAIT).await.unwrap();
     assert!(got[1].signature_valid(&second) && got[1].signature_valid(&first));
+    // An independent implementation (the `standardwebhooks` crate) accepts
+    // both signatures of the overlap window.
+    for secret in [&created["signing_secret"], &rotated["signing_secret"]] {
+        standard_webhooks_verify(&got[1], secret.as_str().unwrap());
+    }
+    standard_webhooks_verify(&got[0], created["signing_secret"].as_str().unwrap());
+    assert_eq!(got[1].method, "POST");
     assert_eq!(
         token_endpoint.received().len(),
         1,
         "the token is cached across deliveries"
+    );
+
+    // The endpoint refuses the cached token once: a new one is fetched and
+    // the same attempt is sent again with it.
+    receiver.script(&[401]);
+    let (status, _) = api
+        .post(&format!("/v1/subscriptions/{id}/test"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for(4, WAIT).await.unwrap();
+    assert_eq!(got[2].header("webhook-id"), got[3].header("webhook-id"));
+    assert_eq!(got[3].header("authorization"), Some("Bearer tok-1"));
+    assert_eq!(
+        token_endpoint.received().len(),
+        2,
+        "refreshed once after the 401"
     );
 
     // Disabled by the user, then reset: active again.
@@ -451,6 +474,20 @@ async fn test_rotate_reset_and_auth_headers() {
         let got = receiver.wait_for(before + 1, WAIT).await.unwrap();
         assert_eq!(got[before].header(name), Some(value));
     }
+
+    // A PUT subscription is called with PUT.
+    let (status, _) = api
+        .patch(
+            &format!("/v1/subscriptions/{other_id}"),
+            json!({"method": "PUT"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let before = receiver.received().len();
+    api.post(&format!("/v1/subscriptions/{other_id}/test"), json!({}))
+        .await;
+    let got = receiver.wait_for(before + 1, WAIT).await.unwrap();
+    assert_eq!(got[before].method, "PUT");
     stack.stop().await.unwrap();
 }
 
@@ -569,6 +606,23 @@ async fn openapi_document_matches_the_server() {
         .await;
     assert_eq!(status, 201, "{key}");
 
+    // A delivery, once it is in the history.
+    let sub_id = subscription["id"].as_str().unwrap();
+    let (status, test) = api
+        .post(&format!("/v1/subscriptions/{sub_id}/test"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{test}");
+    let delivery_id = test["delivery_id"].as_str().unwrap().to_owned();
+    receiver.wait_for(1, WAIT).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while api.get(&format!("/v1/deliveries/{delivery_id}")).await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivery in the history"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Deletes last, so the other calls still find their objects.
     let mut operations: Vec<(String, String, Value)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -584,6 +638,10 @@ async fn openapi_document_matches_the_server() {
             .replace(
                 "/v1/subscriptions/{id}",
                 &format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap()),
+            )
+            .replace(
+                "/v1/deliveries/{id}",
+                &format!("/v1/deliveries/{delivery_id}"),
             )
             .replace("{id}", tenant["id"].as_str().unwrap())
             .replace("{key_id}", key["id"].as_str().unwrap());
@@ -756,4 +814,20 @@ async fn host_names_resolving_to_private_addresses_are_refused() {
         );
     }
     stack.stop().await.unwrap();
+}
+
+/// Verifies a request with the `standardwebhooks` crate, an implementation
+/// of the specification independent of Waybill's.
+fn standard_webhooks_verify(request: &waybill_testkit::receiver::Received, secret: &str) {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &request.headers {
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let webhook = standardwebhooks::Webhook::new(secret).expect("a Standard Webhooks secret");
+    webhook
+        .verify(&request.body, &headers)
+        .unwrap_or_else(|e| panic!("standardwebhooks rejects the request: {e:?}"));
 }

@@ -15,6 +15,10 @@ const KEY: &str = "wb_test_key_0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn start_stack() -> (DevStack, Api) {
+    start_stack_with(&[]).await
+}
+
+async fn start_stack_with(extra_env: &[(&str, &str)]) -> (DevStack, Api) {
     waybill_testkit::wait::watchdog(Duration::from_secs(300));
     waybill_runtime::telemetry::init(
         waybill_runtime::telemetry::LogFormat::Human,
@@ -32,6 +36,7 @@ async fn start_stack() -> (DevStack, Api) {
         ("WAYBILL_DELIVERY__CONNECT_TIMEOUT", "1s"),
     ]
     .into_iter()
+    .chain(extra_env.iter().copied())
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let config = waybill::load(dev::base_config(0), None, env).expect("dev config");
@@ -203,6 +208,260 @@ async fn retries_dead_letters_gone_and_retry_after() {
     assert_eq!(recovering.received().len(), 3);
     assert_eq!(failing.received().len(), 3);
     assert_eq!(throttling.received().len(), 2);
+
+    // The history shows the dead delivery with its three attempts, and the
+    // subscription as failing.
+    let (status, list) = api
+        .get(&format!(
+            "/v1/subscriptions/{dead_id}/deliveries?status=dead"
+        ))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let listed = list["deliveries"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{list}");
+    assert_eq!(listed[0]["id"].as_str(), Some(task.delivery_id.as_str()));
+    assert_eq!(listed[0]["attempt_count"], 3);
+    let (status, delivery) = api
+        .get(&format!("/v1/deliveries/{}", task.delivery_id))
+        .await;
+    assert_eq!(status, 200, "{delivery}");
+    assert_eq!(delivery["status"], "dead");
+    assert_eq!(delivery["next_attempt_at"], Value::Null);
+    let attempts = delivery["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    for (i, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], i + 1);
+        assert_eq!(a["status_code"], 500);
+        assert_eq!(a["error"], "HTTP 500");
+    }
+    let (_, sub) = api.get(&format!("/v1/subscriptions/{dead_id}")).await;
+    assert_eq!(sub["status"], "failing", "{sub}");
+    assert!(sub["failing_since"].is_string(), "{sub}");
+
+    // Retried through the API: the dead letter is delivered again, with the
+    // same webhook-id; pending at once, then succeeded, and the
+    // subscription healthy again.
+    failing.script(&[200]);
+    let (status, queued) = api
+        .post(
+            &format!("/v1/deliveries/{}/retry", task.delivery_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let (_, now) = api
+        .get(&format!("/v1/deliveries/{}", task.delivery_id))
+        .await;
+    assert!(
+        now["status"] == "pending" || now["status"] == "succeeded",
+        "{now}"
+    );
+    let got = failing.wait_for(4, WAIT).await.unwrap();
+    assert_eq!(got[3].header("webhook-id"), Some(task.delivery_id.as_str()));
+    let delivery = eventually(&api, &format!("/v1/deliveries/{}", task.delivery_id), |d| {
+        d["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(delivery["attempts"].as_array().unwrap().len(), 4);
+    let sub = eventually(&api, &format!("/v1/subscriptions/{dead_id}"), |s| {
+        s["status"] == "active"
+    })
+    .await;
+    assert_eq!(sub["failing_since"], Value::Null);
+
+    // Another tenant's or an unknown delivery is a 404; a bad filter a 400.
+    let (status, err) = api.get("/v1/deliveries/msg_nope").await;
+    assert_eq!((status, &err["error"]["code"]), (404, &json!("not_found")));
+    let (status, err) = api
+        .get(&format!(
+            "/v1/subscriptions/{dead_id}/deliveries?status=lost"
+        ))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["details"][0]["field"], "status");
+    stack.stop().await.unwrap();
+}
+
+/// GETs `path` until `done` holds for the answer (or the wait is over).
+async fn eventually(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = api.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if done(&body) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A subscription failing for longer than `disable_after` is disabled with
+/// a reason and an operational event; a failed token request is retried
+/// like a failed delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_too_long_disables_and_token_failures_retry() {
+    let (stack, api) = start_stack_with(&[("WAYBILL_DELIVERY__DISABLE_AFTER", "2s")]).await;
+    let failing = Receiver::with(Options {
+        default_status: Some(503),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let id = subscribe(
+        &api,
+        failing.url("/f"),
+        json!(["loads_monitoring.*"]),
+        &["500ms"; 12],
+    )
+    .await;
+    post_event(&api, "loads_monitoring.monitoring.device_added").await;
+    let sub = eventually(&api, &format!("/v1/subscriptions/{id}"), |s| {
+        s["status"] == "disabled"
+    })
+    .await;
+    assert_eq!(sub["status"], "disabled", "{sub}");
+    let reason = sub["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("without a success"), "{reason}");
+    let requests = failing.received().len();
+    assert!(
+        (4..=8).contains(&requests),
+        "about 2 s of 500 ms retries: {requests}"
+    );
+    let events = waybill_testkit::topic::read_all(&stack.brokers, "operational_events");
+    assert_eq!(events.len(), 1);
+    let event = waybill_proto::v1::OperationalEvent::decode(events[0].payload.as_slice()).unwrap();
+    assert_eq!(
+        (event.kind.as_str(), event.subscription_id.as_str()),
+        ("subscription.disabled", id.as_str())
+    );
+    assert_eq!(event.reason, reason);
+    // The queued retries of a disabled subscription are not sent.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(failing.received().len(), requests);
+    let (_, reset) = api
+        .post(&format!("/v1/subscriptions/{id}/reset"), json!({}))
+        .await;
+    assert_eq!(
+        (&reset["status"], &reset["failing_since"]),
+        (&json!("active"), &Value::Null)
+    );
+
+    // The token endpoint fails once: the attempt fails with class oauth2
+    // and the retry gets a token and delivers.
+    let token_endpoint = Receiver::with(Options {
+        script: vec![503],
+        body: Some(r#"{"access_token": "tok-9", "expires_in": 3600}"#.into()),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let oauth = subscribe_with(
+        &api,
+        json!({"url": receiver.url("/o"), "event_types": ["time_slot_management.*"],
+               "retry_policy": {"delays": ["100ms"]},
+               "auth": {"type": "oauth2", "token_url": token_endpoint.url("/token"),
+                        "client_id": "c", "client_secret": "s"}}),
+    )
+    .await;
+    post_event(&api, "time_slot_management.time_window.created").await;
+    let got = receiver.wait_for(1, WAIT).await.unwrap();
+    assert_eq!(got[0].header("authorization"), Some("Bearer tok-9"));
+    assert_eq!(token_endpoint.received().len(), 2);
+    let (_, list) = api
+        .get(&format!("/v1/subscriptions/{oauth}/deliveries"))
+        .await;
+    let delivery_id = list["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let delivery = eventually(&api, &format!("/v1/deliveries/{delivery_id}"), |d| {
+        d["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        delivery["attempts"][0]["error_class"], "oauth2",
+        "{delivery}"
+    );
+    assert_eq!(
+        delivery["attempts"][0]["error"],
+        "token endpoint answered HTTP 503"
+    );
+    stack.stop().await.unwrap();
+}
+
+/// Replay since a time re-delivers exactly the subscription's matching
+/// events written within the window, with their original webhook-ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_redelivers_exactly_the_window() {
+    let (stack, api) = start_stack().await;
+    let receiver = Receiver::start().await.unwrap();
+    let id = subscribe(
+        &api,
+        receiver.url("/r"),
+        json!([
+            "freights.publication.*",
+            "time_slot_management.time_window.created"
+        ]),
+        &["100ms"],
+    )
+    .await;
+    post_event_for(&api, "freights.publication.accepted", "before").await;
+    receiver.wait_for(1, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let since = time::OffsetDateTime::now_utc();
+    post_event_for(&api, "freights.publication.created", "in-1").await;
+    post_event_for(&api, "freight_orders.order.created", "other-type").await;
+    post_event_for(&api, "time_slot_management.time_window.created", "in-2").await;
+    receiver.wait_for(3, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let until = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    post_event_for(&api, "freights.publication.finished", "after").await;
+    let first = receiver.wait_for(4, WAIT).await.unwrap();
+
+    let format = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (status, accepted) = api
+        .post(
+            &format!("/v1/subscriptions/{id}/replay"),
+            json!({"since": format(since), "until": format(until)}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert!(accepted["replay_id"].as_str().unwrap().starts_with("rpl_"));
+    let got = receiver.wait_for(6, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.received().len(),
+        6,
+        "exactly the two events of the window"
+    );
+    let entity = |r: &Received| r.json()["entity"]["id"].as_str().unwrap().to_owned();
+    let mut replayed: Vec<String> = got[4..].iter().map(entity).collect();
+    replayed.sort();
+    assert_eq!(replayed, ["in-1", "in-2"]);
+    for r in &got[4..] {
+        let original = first.iter().find(|o| entity(o) == entity(r)).unwrap();
+        assert_eq!(r.header("webhook-id"), original.header("webhook-id"));
+    }
+
+    // Only the failed ones: nothing failed, so nothing is sent.
+    let (status, _) = api
+        .post(
+            &format!("/v1/subscriptions/{id}/replay"),
+            json!({"since": format(since), "only_failed": true}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, err) = api
+        .post(
+            &format!("/v1/subscriptions/{id}/replay"),
+            json!({"since": "last week"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.received().len(), 6);
     stack.stop().await.unwrap();
 }
 

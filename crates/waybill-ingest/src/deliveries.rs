@@ -1,0 +1,505 @@
+//! Deliveries: their history, a retry of one, and the replay of a
+//! subscription's events from the log.
+//!
+//! - `GET /v1/subscriptions/{id}/deliveries` and `GET /v1/deliveries/{id}`
+//!   answer from the [`History`](crate::history::History) projection.
+//! - `POST /v1/deliveries/{id}/retry` reads the delivery's task again from
+//!   where the history says it is (its `deliveries` or retry record, or its
+//!   dead letter), and queues it as a new first attempt with the same
+//!   delivery id.
+//! - `POST /v1/subscriptions/{id}/replay` scans the domain topics the
+//!   subscription's event types live on, for records written within
+//!   `since`..`until`, and queues a task for each event the subscription
+//!   matches now (only those whose delivery failed or died, with
+//!   `only_failed`). The scan runs in the background; its end is logged.
+//!
+//! A queued task gets a `queued` marker on `delivery_attempts`, so the
+//! history shows it `pending` at once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use rdkafka::Message as _;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use waybill_core::FieldError;
+use waybill_core::catalog::DomainTopic;
+use waybill_core::event::{Event, format_rfc3339};
+use waybill_core::fields::Fields;
+use waybill_core::ids;
+use waybill_core::matching::matches;
+use waybill_core::subscription::Subscription;
+use waybill_kafka::log::{self, Window};
+use waybill_proto::Message as _;
+use waybill_proto::convert::{event_from_proto, timestamp};
+use waybill_proto::v1;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::body::read_json;
+use crate::error::ApiError;
+use crate::history::{Delivery, Status};
+use crate::idempotency::Idempotent;
+use crate::subscriptions::find;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+/// Tasks a replay may have queued but not yet acknowledged by Kafka.
+const REPLAY_BUFFER: usize = 1024;
+
+/// `GET /v1/subscriptions/{id}/deliveries?status=&limit=`: newest first.
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut errors = Vec::new();
+    let status = query.get("status").and_then(|s| {
+        let parsed = Status::parse(s);
+        if parsed.is_none() {
+            errors.push(FieldError::new(
+                "status",
+                "must be `succeeded`, `failed`, `pending` or `dead`",
+            ));
+        }
+        parsed
+    });
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be an integer from 1 to {MAX_LIMIT}"),
+            ));
+            DEFAULT_LIMIT
+        }
+    };
+    for key in query.keys() {
+        if key != "status" && key != "limit" {
+            errors.push(FieldError::new(
+                key.as_str(),
+                "unknown query parameter; accepted: status, limit",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let subscription = find(&state, &principal, &id)?;
+    let history = state.history.read();
+    let deliveries: Vec<Value> = history
+        .of_subscription(&subscription.id)
+        .filter(|d| status.is_none_or(|s| d.status == s))
+        .take(limit)
+        .map(Delivery::summary)
+        .collect();
+    Ok(Json(json!({"deliveries": deliveries, "limit": limit})))
+}
+
+/// `GET /v1/deliveries/{id}`: the delivery with its attempts.
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(find_delivery(&state, &principal, &id)?.view()))
+}
+
+/// The caller's delivery `id`; another tenant's answers 404 too.
+fn find_delivery(state: &AppState, principal: &Principal, id: &str) -> Result<Delivery, ApiError> {
+    state
+        .history
+        .read()
+        .get(id)
+        .filter(|d| d.tenant_id == principal.tenant_id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no delivery `{id}` (the history keeps each subscription's latest deliveries only)"
+            ))
+        })
+}
+
+/// `POST /v1/deliveries/{id}/retry` → `202`: delivered again now, with the
+/// same `webhook-id`, also when it is dead.
+pub(crate) async fn retry(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let route = format!("POST /v1/deliveries/{id}/retry");
+    let idem = Idempotent::begin(&state, &principal, &headers, &route, b"")?;
+    if let Some(replay) = idem.replay() {
+        return Ok(replay);
+    }
+    let result = async {
+        let delivery = find_delivery(&state, &principal, &id)?;
+        let subscription = find(&state, &principal, &delivery.subscription_id)?;
+        if !subscription.is_deliverable() {
+            return Err(ApiError::conflict(format!(
+                "subscription `{}` is disabled; `reset` it first",
+                subscription.id
+            )));
+        }
+        let gone = || {
+            ApiError::conflict(format!(
+                "the task of delivery `{id}` is no longer in the log (retention); replay the subscription instead"
+            ))
+        };
+        let place = delivery.task.clone().ok_or_else(gone)?;
+        let kafka = state.kafka.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            log::read_at(&kafka, &place.topic, place.partition, place.offset)
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|e| {
+            tracing::warn!(error = %e, delivery_id = %id, "cannot read the task back");
+            ApiError::unavailable("Kafka did not return the delivery's task; retry shortly")
+        })?
+        .ok_or_else(gone)?;
+        let mut task = read
+            .payload()
+            .and_then(|bytes| v1::DeliveryTask::decode(bytes).ok())
+            .filter(|t| t.delivery_id == delivery.id)
+            .ok_or_else(gone)?;
+        let now = OffsetDateTime::now_utc();
+        task.attempt = 1;
+        task.not_before = None;
+        task.created_at = Some(timestamp(now));
+        queue(&state, &task, true).await?;
+        tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "delivery queued again");
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"delivery_id": task.delivery_id, "status": "pending"})),
+        ))
+    }
+    .await;
+    idem.finish(result)
+}
+
+/// Writes `task` to `deliveries`, then its `queued` marker on
+/// `delivery_attempts`; with `visible`, waits until this instance's history
+/// shows it (read-your-writes).
+async fn queue(state: &AppState, task: &v1::DeliveryTask, visible: bool) -> Result<(), ApiError> {
+    let acked = state
+        .send(
+            &state.topics.deliveries(),
+            task.subscription_id.as_bytes(),
+            Some(&task.encode_to_vec()),
+            None,
+        )
+        .await?;
+    let event = task.event.as_ref();
+    let marker = v1::DeliveryAttempt {
+        delivery_id: task.delivery_id.clone(),
+        subscription_id: task.subscription_id.clone(),
+        tenant_id: task.tenant_id.clone(),
+        event_id: event.map(|e| e.id.clone()).unwrap_or_default(),
+        event_name: event.map(|e| e.event_name.clone()).unwrap_or_default(),
+        attempt: 0,
+        started_at: task.created_at,
+        outcome: v1::AttemptOutcome::Queued as i32,
+        task: Some(v1::TaskRef {
+            topic: state.topics.deliveries(),
+            partition: acked.partition,
+            offset: acked.offset,
+        }),
+        ..Default::default()
+    };
+    let topic = state.topics.delivery_attempts();
+    let key = task.subscription_id.as_bytes();
+    let value = marker.encode_to_vec();
+    if visible {
+        state
+            .write_through(&state.history, &topic, key, Some(&value))
+            .await
+    } else {
+        state
+            .send(&topic, key, Some(&value), None)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// What a replay asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRequest {
+    /// Events written at or after this time.
+    pub since: OffsetDateTime,
+    /// Events written at or before this time; `None` = up to now.
+    pub until: Option<OffsetDateTime>,
+    /// Only events whose delivery failed or died.
+    pub only_failed: bool,
+}
+
+impl ReplayRequest {
+    /// Parses and validates a replay body, every error at once.
+    pub fn parse(body: &[u8], now: OffsetDateTime) -> Result<Self, Vec<FieldError>> {
+        let mut fields = Fields::parse(body).map_err(|e| vec![e])?;
+        let time = |fields: &mut Fields, key: &str, required: bool| {
+            let raw: Option<String> = if required {
+                fields.required(key, "an RFC 3339 time, e.g. \"2026-12-01T08:00:00Z\"")
+            } else {
+                fields.optional(key, "an RFC 3339 time, e.g. \"2026-12-01T08:00:00Z\"")
+            };
+            let raw = raw?;
+            match OffsetDateTime::parse(&raw, &Rfc3339) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    fields.error(
+                        key,
+                        format!("`{raw}` is not an RFC 3339 time, e.g. \"2026-12-01T08:00:00Z\""),
+                    );
+                    None
+                }
+            }
+        };
+        let since = time(&mut fields, "since", true);
+        let until = time(&mut fields, "until", false);
+        let only_failed: Option<bool> = fields.optional("only_failed", "a boolean");
+        if let Some(since) = since
+            && since > now
+        {
+            fields.error(
+                "since",
+                "is in the future; nothing was written after it yet",
+            );
+        }
+        if let (Some(since), Some(until)) = (since, until)
+            && until < since
+        {
+            fields.error("until", "must not be before `since`");
+        }
+        let errors = fields.finish(&["since", "until", "only_failed"]);
+        match since {
+            Some(since) if errors.is_empty() => Ok(Self {
+                since,
+                until,
+                only_failed: only_failed.unwrap_or(false),
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    fn window(&self) -> Window {
+        let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        Window {
+            since_ms: ms(self.since),
+            until_ms: self.until.map(ms),
+        }
+    }
+}
+
+/// `POST /v1/subscriptions/{id}/replay` → `202 {"replay_id"}`.
+pub(crate) async fn replay(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = read_json(&headers, body, 4096).await?;
+    let route = format!("POST /v1/subscriptions/{id}/replay");
+    let idem = Idempotent::begin(&state, &principal, &headers, &route, &body)?;
+    if let Some(replay) = idem.replay() {
+        return Ok(replay);
+    }
+    let result = async {
+        let request =
+            ReplayRequest::parse(&body, OffsetDateTime::now_utc()).map_err(ApiError::validation)?;
+        let subscription = find(&state, &principal, &id)?;
+        if !subscription.is_deliverable() {
+            return Err(ApiError::conflict(format!(
+                "subscription `{id}` is disabled; `reset` it first"
+            )));
+        }
+        let replay_id = ids::new_replay_id();
+        let topics = domain_topics(&state, &subscription);
+        tracing::info!(
+            replay_id,
+            subscription_id = %subscription.id,
+            since = %format_rfc3339(request.since),
+            until = ?request.until.map(format_rfc3339),
+            only_failed = request.only_failed,
+            topics = ?topics,
+            "replay started"
+        );
+        tokio::spawn(run_replay(
+            state.clone(),
+            replay_id.clone(),
+            subscription,
+            request.clone(),
+            topics,
+        ));
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "replay_id": replay_id,
+                "subscription_id": id,
+                "since": format_rfc3339(request.since),
+                "until": request.until.map(format_rfc3339),
+                "only_failed": request.only_failed,
+            })),
+        ))
+    }
+    .await;
+    idem.finish(result)
+}
+
+/// The domain topics holding the event types the subscription selects.
+fn domain_topics(state: &AppState, subscription: &Subscription) -> Vec<String> {
+    let topics: BTreeSet<DomainTopic> = state
+        .catalog
+        .iter()
+        .filter(|t| {
+            subscription
+                .spec
+                .event_types
+                .iter()
+                .any(|p| p.matches(&t.name))
+        })
+        .map(|t| t.topic)
+        .collect();
+    topics.into_iter().map(|t| state.topics.domain(t)).collect()
+}
+
+/// Scans each topic and queues a task per matching event.
+async fn run_replay(
+    state: Arc<AppState>,
+    replay_id: String,
+    subscription: Subscription,
+    request: ReplayRequest,
+    topics: Vec<String>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<v1::DeliveryTask>(REPLAY_BUFFER);
+    let kafka = state.kafka.clone();
+    let window = request.window();
+    let failed: Option<BTreeSet<String>> = request.only_failed.then(|| {
+        state
+            .history
+            .read()
+            .of_subscription(&subscription.id)
+            .filter(|d| matches!(d.status, Status::Failed | Status::Dead))
+            .map(|d| d.id.clone())
+            .collect()
+    });
+    let catalog = state.catalog.clone();
+    let scanning = tokio::task::spawn_blocking(move || {
+        let mut totals = log::Scanned::default();
+        for topic in &topics {
+            let scanned = log::scan(&kafka, topic, window, |message| {
+                let Some(task) = replay_task(&subscription, &catalog, failed.as_ref(), message)
+                else {
+                    return true;
+                };
+                tx.blocking_send(task).is_ok()
+            })?;
+            totals.read += scanned.read;
+            totals.visited += scanned.visited;
+            totals.scanned_from_start += scanned.scanned_from_start;
+        }
+        Ok::<_, waybill_kafka::Error>(totals)
+    });
+    let mut queued = 0u64;
+    let mut failures = 0u64;
+    while let Some(task) = rx.recv().await {
+        match queue(&state, &task, false).await {
+            Ok(()) => queued += 1,
+            Err(_) => failures += 1,
+        }
+    }
+    match scanning.await {
+        Ok(Ok(scanned)) => tracing::info!(
+            replay_id,
+            read = scanned.read,
+            in_window = scanned.visited,
+            queued,
+            not_queued = failures,
+            partitions_scanned_from_start = scanned.scanned_from_start,
+            "replay finished"
+        ),
+        Ok(Err(e)) => tracing::error!(replay_id, queued, error = %e, "replay stopped"),
+        Err(e) => tracing::error!(replay_id, queued, error = %e, "replay task failed"),
+    }
+}
+
+/// The task replaying `message` to `subscription`, if the subscription
+/// matches its event (and, with `failed`, its delivery failed).
+fn replay_task(
+    subscription: &Subscription,
+    catalog: &waybill_core::catalog::Catalog,
+    failed: Option<&BTreeSet<String>>,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) -> Option<v1::DeliveryTask> {
+    let record = v1::DomainEvent::decode(message.payload()?).ok()?;
+    let event: Event = event_from_proto(record.clone(), catalog).ok()?;
+    if event.tenant_id != subscription.tenant_id || !matches(subscription, &event) {
+        return None;
+    }
+    let delivery_id = ids::delivery_id(&event.tenant_id, &event.id, &subscription.id);
+    if failed.is_some_and(|f| !f.contains(&delivery_id)) {
+        return None;
+    }
+    let now = OffsetDateTime::now_utc();
+    Some(v1::DeliveryTask {
+        delivery_id,
+        subscription_id: subscription.id.clone(),
+        tenant_id: event.tenant_id,
+        event: Some(record),
+        attempt: 1,
+        not_before: None,
+        created_at: Some(timestamp(now)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn replay_requests_are_validated_at_once() {
+        let now = datetime!(2026-12-01 12:00 UTC);
+        let ok = ReplayRequest::parse(
+            br#"{"since": "2026-12-01T08:00:00Z", "until": "2026-12-01T09:00:00+01:00", "only_failed": true}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(ok.since, datetime!(2026-12-01 8:00 UTC));
+        assert_eq!(ok.until, Some(datetime!(2026-12-01 8:00 UTC)));
+        assert!(ok.only_failed);
+        let window = ok.window();
+        assert_eq!(Some(window.since_ms), window.until_ms);
+
+        let errors = ReplayRequest::parse(
+            br#"{"since": "yesterday", "until": 3, "only_failed": "yes", "from": 1}"#,
+            now,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields.len(), 4, "{errors:?}");
+        for f in ["since", "until", "only_failed", "from"] {
+            assert!(fields.contains(&f), "{f} in {fields:?}");
+        }
+        let errors = ReplayRequest::parse(br#"{}"#, now).unwrap_err();
+        assert_eq!(errors[0].field, "since");
+        let errors = ReplayRequest::parse(
+            br#"{"since": "2026-12-01T11:00:00Z", "until": "2026-12-01T10:00:00Z"}"#,
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "until");
+        let errors =
+            ReplayRequest::parse(br#"{"since": "2026-12-02T00:00:00Z"}"#, now).unwrap_err();
+        assert!(errors[0].message.contains("future"));
+    }
+}

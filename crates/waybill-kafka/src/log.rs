@@ -1,0 +1,231 @@
+//! Reading the retained log directly: one record by its place, or every
+//! record of a topic within a time window.
+//!
+//! These readers join no consumer group and commit nothing: they serve API
+//! calls (retry one delivery, replay a subscription) without disturbing the
+//! services' own consumers. Both block; call them from `spawn_blocking`.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::config::set_default;
+use crate::{Error, KafkaConfig, Result};
+
+/// How long one broker call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn reader(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer> {
+    let mut client = config.client_config();
+    client
+        .set("group.id", format!("waybill-log-reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    set_default(&mut client, "fetch.wait.max.ms", "100");
+    Ok(client.create()?)
+}
+
+/// The record at `offset` of `topic`/`partition`; `None` if the log no
+/// longer (or not yet) holds it.
+pub fn read_at(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<OwnedMessage>> {
+    let consumer = reader(config, topic)?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
+    if offset < low || offset >= high {
+        return Ok(None);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() == offset => return Ok(Some(m.detach())),
+            // A compacted-away offset: the next record comes instead.
+            Some(Ok(m)) if m.offset() > offset => return Ok(None),
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    Err(Error::Timeout(format!(
+        "{topic}/{partition} offset {offset}"
+    )))
+}
+
+/// A window of log time, in milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Records written at or after this time.
+    pub since_ms: i64,
+    /// Records written at or before this time; `None` = up to now.
+    pub until_ms: Option<i64>,
+}
+
+impl Window {
+    fn contains(&self, ms: i64) -> bool {
+        ms >= self.since_ms && self.until_ms.is_none_or(|until| ms <= until)
+    }
+}
+
+/// What [`scan`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Records read, in the window or not.
+    pub read: u64,
+    /// Records in the window, handed to the visitor.
+    pub visited: u64,
+    /// Partitions whose start came from a full scan because the broker
+    /// could not look offsets up by time.
+    pub scanned_from_start: u32,
+}
+
+/// Hands every record of `topic` written within `window` (by the record
+/// timestamp) to `visit`, partition by partition, up to the high watermark
+/// seen when the scan started. The start of each partition is looked up by
+/// time (`ListOffsets`); a broker that cannot answer that is read from the
+/// beginning instead. `visit` returning `false` stops the scan.
+pub fn scan(
+    config: &KafkaConfig,
+    topic: &str,
+    window: Window,
+    mut visit: impl FnMut(&BorrowedMessage<'_>) -> bool,
+) -> Result<Scanned> {
+    let consumer = reader(config, topic)?;
+    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut scanned = Scanned::default();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
+        if high <= low {
+            continue;
+        }
+        let start = match start_offset(&consumer, topic, partition, window.since_ms) {
+            Some(Offset::Offset(o)) => Some(o.max(low)),
+            // "Nothing at or after that time": believed only if the last
+            // record is indeed older (some brokers answer this to every
+            // lookup by time they do not implement).
+            Some(Offset::End)
+                if timestamp_at(&consumer, topic, partition, high - 1)?
+                    .is_some_and(|last| last < window.since_ms) =>
+            {
+                continue;
+            }
+            _ => None,
+        };
+        let start = start.unwrap_or_else(|| {
+            scanned.scanned_from_start += 1;
+            low
+        });
+        if start >= high {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        consumer.assign(&assignment)?;
+        let mut idle_since = Instant::now();
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    idle_since = Instant::now();
+                    scanned.read += 1;
+                    let at = m.timestamp().to_millis().unwrap_or(0);
+                    if window.until_ms.is_some_and(|until| at > until) {
+                        break;
+                    }
+                    if window.contains(at) {
+                        scanned.visited += 1;
+                        if !visit(&m) {
+                            return Ok(scanned);
+                        }
+                    }
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None if idle_since.elapsed() > CALL_TIMEOUT => {
+                    return Err(Error::Timeout(format!(
+                        "{topic}/{partition} to return records up to offset {high}"
+                    )));
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(scanned)
+}
+
+/// The timestamp of the record at `offset` (`None`: no such record).
+fn timestamp_at(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<i64>> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() >= offset => return Ok(m.timestamp().to_millis()),
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// The first offset of a partition at or after `since_ms`, asked of the
+/// broker; `None` if it could not answer.
+fn start_offset(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    since_ms: i64,
+) -> Option<Offset> {
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset(topic, partition, Offset::Offset(since_ms))
+        .ok()?;
+    let answer = consumer.offsets_for_times(query, CALL_TIMEOUT).ok()?;
+    let element = answer.find_partition(topic, partition)?;
+    if element.error().is_err() {
+        return None;
+    }
+    match element.offset() {
+        Offset::Offset(o) if o >= 0 => Some(Offset::Offset(o)),
+        Offset::End => Some(Offset::End),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_bounds_are_inclusive() {
+        let w = Window {
+            since_ms: 10,
+            until_ms: Some(20),
+        };
+        assert!(!w.contains(9) && w.contains(10) && w.contains(20) && !w.contains(21));
+        let open = Window {
+            since_ms: 10,
+            until_ms: None,
+        };
+        assert!(open.contains(i64::MAX));
+    }
+}
