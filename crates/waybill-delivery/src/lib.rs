@@ -107,6 +107,7 @@ pub async fn run(
         config: settings.delivery.clone(),
         limits: limits::RateLimits::default(),
         health_written: Default::default(),
+        kafka: settings.kafka.clone(),
     });
     let mut consumed = vec![topics.deliveries()];
     consumed.extend(topics.retries());

@@ -8,7 +8,7 @@
 //! disables the subscription; an exhausted policy writes it to
 //! `deliveries.dlq`. The offset is stored only once that outcome is durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +43,12 @@ use crate::sender::{Attempt, Sender};
 /// The policy of subscriptions without one, built once.
 static DEFAULT_RETRY_POLICY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
 
+/// How far back a partition's new owner looks for deliveries its previous
+/// owner made but did not commit.
+const TAKEOVER_LOOKBACK: Duration = Duration::from_secs(300);
+/// Allowance for clocks of different hosts stamping records.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// Header of a `deliveries.dlq` record: why the delivery died.
 pub const DEAD_REASON: &str = "waybill-dead-reason";
 
@@ -64,6 +70,9 @@ pub struct Worker {
     pub config: DeliveryConfig,
     /// Per-subscription rate limits.
     pub limits: RateLimits,
+    /// Kafka connection, to read `delivery_attempts` when a partition is
+    /// taken over.
+    pub kafka: waybill_kafka::KafkaConfig,
     /// The revision each subscription had when this process last wrote a
     /// health change of it (so concurrent failures write it once).
     pub health_written: Mutex<HashMap<String, u64>>,
@@ -120,6 +129,8 @@ impl Worker {
         let mut lanes: Lanes<Job> = Lanes::new(self.config.max_in_flight_per_subscription);
         let mut running: JoinSet<(LaneKey, i64, Finished)> = JoinSet::new();
         let mut held: Option<(Job, SystemTime)> = None;
+        // Records the previous owner delivered after its last commit.
+        let mut delivered_before: Option<HashSet<i64>> = None;
         let spawn = |running: &mut JoinSet<_>, lane: LaneKey, job: Job| {
             let worker = self.clone();
             let stop = stop.clone();
@@ -169,6 +180,20 @@ impl Worker {
                         None => break,
                     };
                     offsets.read(message.offset());
+                    // Retry tiers carry few records: their duplicates
+                    // after a crash are not worth the scan.
+                    if delivered_before.is_none() && tier.is_none() {
+                        delivered_before = Some(
+                            self.delivered_before(&assigned.topic, assigned.partition, message.offset(), waybill_kafka::produced_at(&message))
+                                .await,
+                        );
+                    }
+                    if delivered_before.as_ref().is_some_and(|d| d.contains(&message.offset())) {
+                        if let Some(upto) = offsets.finish(message.offset()) {
+                            assigned.store_offset(upto);
+                        }
+                        continue;
+                    }
                     let job = match self.decode(&message) {
                         Ok(job) => job,
                         Err(reason) => {
@@ -203,6 +228,75 @@ impl Worker {
                 && let Some(upto) = offsets.finish(offset)
             {
                 assigned.store_offset(upto);
+            }
+        }
+    }
+
+    /// The offsets (from `first` on) of this partition's records that a
+    /// previous owner delivered with success but did not commit before it
+    /// died: their success is on `delivery_attempts`, which is read from
+    /// shortly before `written` (the first record's time), looking back at
+    /// most [`TAKEOVER_LOOKBACK`]. Skipping them avoids most duplicates
+    /// after a crash; anything not found is delivered again (at least once).
+    async fn delivered_before(
+        &self,
+        topic: &str,
+        partition: i32,
+        first: i64,
+        written: SystemTime,
+    ) -> HashSet<i64> {
+        let now = SystemTime::now();
+        let since = (written - CLOCK_SKEW).max(now - TAKEOVER_LOOKBACK);
+        let since_ms = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let (kafka, attempts, topic_owned) = (
+            self.kafka.clone(),
+            self.topics.delivery_attempts(),
+            topic.to_owned(),
+        );
+        let window = waybill_kafka::log::Window {
+            since_ms,
+            until_ms: None,
+        };
+        let scanned = tokio::task::spawn_blocking(move || {
+            let mut found = HashSet::new();
+            waybill_kafka::log::scan(&kafka, &attempts, window, |m| {
+                if let Some(record) = m
+                    .payload()
+                    .and_then(|p| v1::DeliveryAttempt::decode(p).ok())
+                    && record.outcome == v1::AttemptOutcome::Succeeded as i32
+                    && let Some(place) = record.task
+                    && place.topic == topic_owned
+                    && place.partition == partition
+                    && place.offset >= first
+                {
+                    found.insert(place.offset);
+                }
+                true
+            })
+            .map(|_| found)
+        })
+        .await;
+        match scanned {
+            Ok(Ok(found)) => {
+                if !found.is_empty() {
+                    tracing::info!(
+                        topic,
+                        partition,
+                        skipped = found.len(),
+                        "records delivered by the previous owner after its last commit are not sent again"
+                    );
+                }
+                found
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(topic, partition, error = %e, "cannot read delivery_attempts; uncommitted records are delivered again");
+                HashSet::new()
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "takeover scan failed");
+                HashSet::new()
             }
         }
     }

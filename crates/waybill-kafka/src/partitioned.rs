@@ -222,7 +222,7 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
     set_default(&mut client, "enable.auto.commit", "true");
-    set_default(&mut client, "auto.commit.interval.ms", "1000");
+    set_default(&mut client, "auto.commit.interval.ms", "200");
     set_default(&mut client, "auto.offset.reset", "earliest");
     set_default(
         &mut client,
