@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use waybill_core::signing::SigningSecret;
 use waybill_testkit::api::Api;
-use waybill_testkit::receiver::Receiver;
+use waybill_testkit::receiver::{Options, Receiver};
 
 const KEY: &str = "wb_e2e_key_0123456789";
 const OPERATOR: &str = "wbop_e2e_operator_token_0123456789";
@@ -298,6 +298,77 @@ listen = "127.0.0.1:{delivery_port}"
             waybill_core::ids::delivery_id("ten_e2e", &event_id, &subscription_id)
         );
     }
+
+    // On tansu too: a failed attempt is retried through a retry tier, the
+    // history shows both attempts, a retry through the API reads the task
+    // back from the log, and a replay finds the event by time.
+    let tenant_api = Api::new(api.clone(), KEY);
+    let flaky = Receiver::with(Options {
+        script: vec![500],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let (status, sub) = tenant_api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": flaky.url("/flaky"), "event_types": ["freight_orders.order.created"],
+                   "retry_policy": {"delays": ["100ms"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sub}");
+    let since = time::OffsetDateTime::now_utc() - Duration::from_secs(1);
+    let (status, _) = tenant_api
+        .post(
+            "/v1/events",
+            json!({"id": "evt-e2e-retry", "event_name": "freight_orders.order.created",
+                   "entity": {"type": "order", "id": "O-200"}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let got = flaky.wait_for(2, Duration::from_secs(60)).await.unwrap();
+    let delivery_id = got[0].header("webhook-id").unwrap().to_owned();
+    assert_eq!(got[1].header("webhook-id"), Some(delivery_id.as_str()));
+    assert!(got[1].at - got[0].at >= Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let delivery = loop {
+        let (_, d) = tenant_api
+            .get(&format!("/v1/deliveries/{delivery_id}"))
+            .await;
+        if d["status"] == "succeeded" || Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivery["status"], "succeeded", "{delivery}");
+    let codes: Vec<&Value> = delivery["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status_code"])
+        .collect();
+    assert_eq!(codes, [&json!(500), &json!(200)]);
+    let (status, queued) = tenant_api
+        .post(&format!("/v1/deliveries/{delivery_id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    flaky.wait_for(3, Duration::from_secs(60)).await.unwrap();
+    let sub_id = sub["id"].as_str().unwrap();
+    let since = since
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, replay) = tenant_api
+        .post(
+            &format!("/v1/subscriptions/{sub_id}/replay"),
+            json!({"since": since}),
+        )
+        .await;
+    assert_eq!(status, 202, "{replay}");
+    let got = flaky.wait_for(4, Duration::from_secs(60)).await.unwrap();
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == Some(delivery_id.as_str()))
+    );
 
     // Tenants and subscriptions made through the API are rebuilt, equal,
     // from the topics by a restarted ingest process.

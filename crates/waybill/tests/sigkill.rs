@@ -90,10 +90,7 @@ async fn sigkill_during_10000_deliveries_loses_nothing() {
     let now = OffsetDateTime::now_utc();
     let mut subscriptions = Vec::new();
     for i in 0..SUBSCRIPTIONS {
-        let spec = Spec::new(
-            receiver.url(&format!("/s{i}")),
-            vec![EventTypePattern::All],
-        );
+        let spec = Spec::new(receiver.url(&format!("/s{i}")), vec![EventTypePattern::All]);
         let s = Subscription::new(format!("sub_kill_{i}"), "ten_kill".into(), spec, "key", now);
         let record = subscription_to_proto(&s, &keyring).encode_to_vec();
         producer
