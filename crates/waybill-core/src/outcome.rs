@@ -118,13 +118,21 @@ pub fn tier_for(remaining: Duration, tiers: &[Duration]) -> usize {
         .unwrap_or(0)
 }
 
-/// When a task written to a tier at `written` is due: its `not_before`, or
-/// the tier delay after it was written if that comes first (then the task
-/// hops to the tier of its remaining wait). Within one tier partition these
-/// times grow with the offset, except for waits shorter than the shortest
-/// tier, which are due at most that tier's delay early.
+/// When a task written to a tier at `written` is due: its `not_before` if
+/// that comes at most a tenth of the tier after the tier's delay (so the
+/// jitter added to a delay does not cost a second hop), else the tier delay
+/// after it was written (then the task hops to the tier of its remaining
+/// wait). Within one tier partition these times grow with the offset, up to
+/// a tenth of the tier (a later record waits at most that much behind an
+/// earlier one), except for waits shorter than the shortest tier, which are
+/// due at most that tier's delay early.
 pub fn due_at(written: SystemTime, tier: Duration, not_before: SystemTime) -> SystemTime {
-    not_before.min(written + tier)
+    let end = written + tier;
+    if not_before <= end + tier / 10 {
+        not_before
+    } else {
+        end
+    }
 }
 
 #[cfg(test)]
@@ -230,8 +238,10 @@ mod tests {
         assert_eq!(due_at(t0, s(7200), t0 + s(36_000)), t0 + s(7200));
         // A wait that fits a tier is due exactly at not_before...
         assert_eq!(due_at(t0, s(60), t0 + s(60)), t0 + s(60));
+        // ...also with up to 10 % jitter on top, in one hop...
+        assert_eq!(due_at(t0, s(60), t0 + s(66)), t0 + s(66));
         // ...and the rest of a longer one is waited in a shorter tier.
-        assert_eq!(due_at(t0, s(60), t0 + s(61)), t0 + s(60));
+        assert_eq!(due_at(t0, s(60), t0 + s(67)), t0 + s(60));
         assert_eq!(
             due_at(t0, s(1), t0 + Duration::from_millis(300)),
             t0 + Duration::from_millis(300)

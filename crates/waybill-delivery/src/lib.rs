@@ -72,6 +72,8 @@ pub struct Settings {
     pub url_policy: UrlPolicy,
     /// Known event types.
     pub catalog: Catalog,
+    /// The process's metrics.
+    pub metrics: waybill_runtime::metrics::Metrics,
 }
 
 /// Runs the delivery workers until `shutdown`; serves `/healthz` and
@@ -82,7 +84,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
-    let (readiness, admin) = admin::spawn(admin_listener, shutdown.clone());
+    let (readiness, admin) =
+        admin::spawn(admin_listener, settings.metrics.clone(), shutdown.clone());
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,
@@ -108,6 +111,7 @@ pub async fn run(
         limits: limits::RateLimits::default(),
         health_written: Default::default(),
         kafka: settings.kafka.clone(),
+        metrics: settings.metrics.clone(),
     });
     let mut consumed = vec![topics.deliveries()];
     consumed.extend(topics.retries());

@@ -22,11 +22,15 @@ pub struct RateLimits {
 impl RateLimits {
     /// Waits until subscription `id`, limited to `per_second`, may send.
     /// `None` = unlimited (and forgets a former limiter).
-    pub async fn acquire(&self, id: &str, per_second: Option<u32>) {
-        let Some(limiter) = self.limiter(id, per_second) else {
-            return;
-        };
+    /// Returns how long it waited (`None`: no wait).
+    pub async fn acquire(&self, id: &str, per_second: Option<u32>) -> Option<Duration> {
+        let limiter = self.limiter(id, per_second)?;
+        if limiter.check().is_ok() {
+            return None;
+        }
+        let started = std::time::Instant::now();
         limiter.until_ready().await;
+        Some(started.elapsed())
     }
 
     fn limiter(&self, id: &str, per_second: Option<u32>) -> Option<Arc<DefaultDirectRateLimiter>> {

@@ -33,6 +33,7 @@ use waybill_kafka::{Producer, Topics, dead_letter, headers};
 use waybill_proto::Message as _;
 use waybill_proto::convert::{event_from_proto, from_timestamp, subscription_to_proto, timestamp};
 use waybill_proto::v1;
+use waybill_runtime::metrics::{DeliveryLabels, Families, HealthLabels};
 use waybill_runtime::projection::Subscriptions;
 
 use crate::config::DeliveryConfig;
@@ -48,6 +49,12 @@ static DEFAULT_RETRY_POLICY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::
 const TAKEOVER_LOOKBACK: Duration = Duration::from_secs(300);
 /// Allowance for clocks of different hosts stamping records.
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Labels of a delivery not sent: its subscription is gone or disabled.
+const SKIPPED: DeliveryLabels = DeliveryLabels {
+    outcome: "skipped",
+    status_class: "none",
+};
 
 /// Header of a `deliveries.dlq` record: why the delivery died.
 pub const DEAD_REASON: &str = "waybill-dead-reason";
@@ -73,6 +80,8 @@ pub struct Worker {
     /// Kafka connection, to read `delivery_attempts` when a partition is
     /// taken over.
     pub kafka: waybill_kafka::KafkaConfig,
+    /// The process's metrics.
+    pub metrics: waybill_runtime::metrics::Metrics,
     /// The revision each subscription had when this process last wrote a
     /// health change of it (so concurrent failures write it once).
     pub health_written: Mutex<HashMap<String, u64>>,
@@ -189,6 +198,7 @@ impl Worker {
                         );
                     }
                     if delivered_before.as_ref().is_some_and(|d| d.contains(&message.offset())) {
+                        self.metrics.get().takeover_skipped.inc();
                         if let Some(upto) = offsets.finish(message.offset()) {
                             assigned.store_offset(upto);
                         }
@@ -338,6 +348,7 @@ impl Worker {
             && remaining >= Duration::from_millis(1)
         {
             let next = self.retry_topic(remaining);
+            Families::topic_counter(&self.metrics.get().retries_scheduled, &next);
             return self
                 .write(&next, &job.task, &job.trace, None, stop)
                 .await
@@ -354,12 +365,14 @@ impl Worker {
             self.limits.forget(&task.subscription_id);
             self.record_skip(job, attempt_no, "subscription_deleted")
                 .await;
+            self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
             return Finished::Done;
         };
         if !subscription.is_deliverable() {
             self.record_skip(job, attempt_no, "subscription_disabled")
                 .await;
+            self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription disabled; delivery dropped");
             return Finished::Done;
         }
@@ -368,9 +381,15 @@ impl Worker {
             biased;
             _ = stop.cancelled() => return Finished::Interrupted,
             a = async {
-                self.limits
+                if let Some(waited) = self
+                    .limits
                     .acquire(&subscription.id, subscription.spec.rate_limit_per_second)
-                    .await;
+                    .await
+                {
+                    let metrics = self.metrics.get();
+                    metrics.rate_limit_waits.inc();
+                    metrics.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+                }
                 self.sender.attempt(&subscription, &task.delivery_id, event, trace).await
             } => a,
         };
@@ -381,6 +400,15 @@ impl Worker {
             .unwrap_or(&DEFAULT_RETRY_POLICY);
         let decision = classify(&attempt.outcome, attempt_no, policy, rand::random::<f64>());
         let mut record = attempt_record(job, attempt_no, &attempt, &decision);
+        let outcome = match decision {
+            Decision::Success => "succeeded",
+            Decision::Retry(_) => "retried",
+            Decision::Dead => "dead",
+            Decision::Disable => "disabled",
+        };
+        self.metrics
+            .get()
+            .delivery(outcome, attempt.status, attempt.duration);
         if let Decision::Retry(_) | Decision::Dead = decision {
             // Failures count towards the subscription's health; a 410
             // disables it below anyway.
@@ -419,6 +447,7 @@ impl Worker {
                 next.attempt = attempt_no + 1;
                 next.not_before = Some(timestamp(OffsetDateTime::now_utc() + after));
                 let topic = self.retry_topic(after);
+                Families::topic_counter(&self.metrics.get().retries_scheduled, &topic);
                 self.write(&topic, &next, trace, None, stop).await.into()
             }
             Decision::Dead => {
@@ -500,7 +529,12 @@ impl Worker {
         {
             tracing::warn!(error = %e, subscription_id = id, "projection lagging");
         }
-        self.subscriptions.read().get(id).cloned()
+        let projection = self.subscriptions.read();
+        self.metrics
+            .get()
+            .projection_subscriptions
+            .set(projection.len() as i64);
+        projection.get(id).cloned()
     }
 
     /// Writes `task` to `topic` (a retry tier or the DLQ), retrying until
@@ -570,6 +604,13 @@ impl Worker {
         }
         changed.apply_health(change);
         changed.touch("waybill-delivery", now);
+        self.metrics
+            .get()
+            .health_changes
+            .get_or_create(&HealthLabels {
+                status: changed.status.as_str(),
+            })
+            .inc();
         tracing::info!(
             subscription_id = %changed.id,
             status = changed.status.as_str(),
@@ -673,6 +714,7 @@ impl Worker {
         stop: &CancellationToken,
     ) -> Finished {
         let topic = self.topics.dead_letters();
+        Families::topic_counter(&self.metrics.get().poison_records, message.topic());
         self.until_acked(stop, "dead letter", || {
             dead_letter::send(&self.producer, &topic, message, reason)
         })

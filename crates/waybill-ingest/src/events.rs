@@ -66,6 +66,10 @@ pub(crate) async fn create(
             tracing::error!(error = %e, topic, "cannot publish event");
             ApiError::unavailable("Kafka did not accept the event; retry shortly")
         })?;
+    waybill_runtime::metrics::Families::topic_counter(
+        &state.metrics.get().events_published,
+        &topic,
+    );
     tracing::debug!(
         event_id = %event.id,
         event_name = %event.name,

@@ -85,6 +85,8 @@ pub struct Settings {
     pub url_policy: UrlPolicy,
     /// Known event types.
     pub catalog: Catalog,
+    /// The process's metrics.
+    pub metrics: waybill_runtime::metrics::Metrics,
 }
 
 /// State shared by the request handlers.
@@ -99,6 +101,7 @@ pub(crate) struct AppState {
     pub tenants: Table<tenants::Tenants>,
     pub history: Table<history::History>,
     pub kafka: KafkaConfig,
+    pub metrics: waybill_runtime::metrics::Metrics,
     pub operator_token: Option<[u8; 32]>,
     pub idempotency: idempotency::Store,
     pub write_locks: Vec<tokio::sync::Mutex<()>>,
@@ -195,6 +198,7 @@ pub async fn run(
     )
     .await?;
     let readiness = Readiness::default();
+    let settings_metrics = settings.metrics.clone();
     let state = Arc::new(AppState {
         producer: producer.clone(),
         topics,
@@ -206,6 +210,7 @@ pub async fn run(
         tenants: tenants.clone(),
         history,
         kafka: settings.kafka.clone(),
+        metrics: settings.metrics.clone(),
         operator_token: settings.ingest.operator_token.as_deref().map(auth::digest),
         idempotency: idempotency::Store::new(
             settings.ingest.idempotency_window,
@@ -230,7 +235,7 @@ pub async fn run(
         }
     });
 
-    let app = router(state).merge(admin::router(readiness));
+    let app = router(state).merge(admin::router(readiness, settings_metrics));
     tracing::info!(addr = %listener.local_addr()?, "ingest API listening");
     admin::serve(listener, app, shutdown).await?;
     producer.flush(Duration::from_secs(5))?;
@@ -256,7 +261,33 @@ fn router(state: Arc<AppState>) -> Router {
     router
         .fallback(error::not_found_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_request,
+        ))
         .with_state(state)
+}
+
+/// Counts every answer by route template (bounded) and status.
+async fn count_request(
+    axum::extract::State(metrics): axum::extract::State<waybill_runtime::metrics::Metrics>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = match request.extensions().get::<axum::extract::MatchedPath>() {
+        Some(path) => format!("{} {}", request.method(), path.as_str()),
+        None => "unmatched".to_owned(),
+    };
+    let response = next.run(request).await;
+    metrics
+        .get()
+        .http_requests
+        .get_or_create(&waybill_runtime::metrics::RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
 }
 
 /// The handler of each operation of the document.

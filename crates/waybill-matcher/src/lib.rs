@@ -58,6 +58,8 @@ pub struct Settings {
     pub keys: Keyring,
     /// Known event types (records of unknown types are dead-lettered).
     pub catalog: Catalog,
+    /// The process's metrics.
+    pub metrics: waybill_runtime::metrics::Metrics,
 }
 
 /// Runs the matcher until `shutdown`; serves `/healthz` and `/readyz` on
@@ -68,7 +70,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
-    let (readiness, admin) = admin::spawn(admin_listener, shutdown.clone());
+    let (readiness, admin) =
+        admin::spawn(admin_listener, settings.metrics.clone(), shutdown.clone());
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,
@@ -88,6 +91,7 @@ pub async fn run(
         catalog: settings.catalog,
         subscriptions,
         config: settings.matcher.clone(),
+        metrics: settings.metrics.clone(),
     });
     let task: partitioned::PartitionTask =
         Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());

@@ -38,6 +38,8 @@ pub struct Worker {
     pub subscriptions: Table<Subscriptions>,
     /// The `[matcher]` section.
     pub config: MatcherConfig,
+    /// The process's metrics.
+    pub metrics: waybill_runtime::metrics::Metrics,
 }
 
 impl Worker {
@@ -143,8 +145,15 @@ impl Worker {
 
         let tasks = {
             let projection = self.subscriptions.read();
+            self.metrics
+                .get()
+                .projection_subscriptions
+                .set(projection.len() as i64);
             tasks_for(&event, &record, &projection, OffsetDateTime::now_utc())
         };
+        let metrics = self.metrics.get();
+        metrics.matcher_events.inc();
+        metrics.matches_per_event.observe(tasks.len() as f64);
         let trace = headers::trace_parent(message.headers()).map(|t| t.child());
         tracing::debug!(
             event_id = %event.id,
@@ -188,6 +197,10 @@ impl Worker {
 
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str) -> Option<Pending> {
         let offset = message.offset();
+        waybill_runtime::metrics::Families::topic_counter(
+            &self.metrics.get().poison_records,
+            message.topic(),
+        );
         let sent =
             dead_letter::send(&self.producer, &self.topics.dead_letters(), message, reason).await;
         Some(Box::pin(async move {

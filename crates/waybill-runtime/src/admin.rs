@@ -1,5 +1,5 @@
-//! `/healthz` (process up) and `/readyz` (Kafka reachable and projection
-//! caught up), served by every service.
+//! `/healthz` (process up), `/readyz` (Kafka reachable and projection
+//! caught up) and `/metrics` (Prometheus), served by every service.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +8,11 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// The content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Readiness flag a service raises once it can do its work.
 #[derive(Debug, Clone, Default)]
@@ -26,8 +31,15 @@ impl Readiness {
 }
 
 /// The admin routes.
-pub fn router(readiness: Readiness) -> Router {
+pub fn router(readiness: Readiness, metrics: Metrics) -> Router {
     Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move { ([(axum::http::header::CONTENT_TYPE, OPENMETRICS)], text) }
+            }),
+        )
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route(
             "/readyz",
@@ -59,9 +71,14 @@ pub async fn serve(
 /// returns the flag to raise once the service is ready, and the server task.
 pub fn spawn(
     listener: tokio::net::TcpListener,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> (Readiness, tokio::task::JoinHandle<std::io::Result<()>>) {
     let readiness = Readiness::default();
-    let server = tokio::spawn(serve(listener, router(readiness.clone()), shutdown));
+    let server = tokio::spawn(serve(
+        listener,
+        router(readiness.clone(), metrics),
+        shutdown,
+    ));
     (readiness, server)
 }

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod metrics;
 pub mod projection;
 pub mod sections;
 pub mod shutdown;

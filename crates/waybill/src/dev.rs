@@ -112,6 +112,8 @@ pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack
         delivery_listener.local_addr()?,
     ];
 
+    // One registry for the process: each service's /metrics shows all three.
+    let metrics = waybill_runtime::metrics::Metrics::new();
     let mut services = Vec::new();
     for (service, listener) in [
         (Service::Ingest, api_listener),
@@ -120,9 +122,12 @@ pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack
     ] {
         let config = config.clone();
         let stop = shutdown.clone();
+        let metrics = metrics.clone();
         services.push((
             service,
-            tokio::spawn(async move { crate::run_service(service, &config, listener, stop).await }),
+            tokio::spawn(async move {
+                crate::run_service(service, &config, listener, &metrics, stop).await
+            }),
         ));
     }
 

@@ -162,7 +162,8 @@ pub async fn start_service(
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    run_service(service, config, listener, shutdown).await
+    let metrics = waybill_runtime::metrics::Metrics::new();
+    run_service(service, config, listener, &metrics, shutdown).await
 }
 
 /// Runs one service on an already bound listener (its API for ingest, its
@@ -171,8 +172,10 @@ pub async fn run_service(
     service: Service,
     config: &Config,
     listener: TcpListener,
+    metrics: &waybill_runtime::metrics::Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let metrics = metrics.clone();
     let keys = config.secrets.keyring().map_err(anyhow::Error::msg)?;
     let catalog = Catalog::builtin();
     let url_policy = (&config.url_policy).into();
@@ -184,6 +187,7 @@ pub async fn run_service(
                 keys,
                 url_policy,
                 catalog,
+                metrics,
             };
             Ok(waybill_ingest::run(settings, listener, shutdown).await?)
         }
@@ -193,6 +197,7 @@ pub async fn run_service(
                 matcher: config.matcher.clone(),
                 keys,
                 catalog,
+                metrics,
             };
             Ok(waybill_matcher::run(settings, listener, shutdown).await?)
         }
@@ -203,6 +208,7 @@ pub async fn run_service(
                 keys,
                 url_policy,
                 catalog,
+                metrics,
             };
             Ok(waybill_delivery::run(settings, listener, shutdown).await?)
         }

@@ -363,3 +363,112 @@ async fn api_errors_are_structured() {
     );
     stack.stop().await.unwrap();
 }
+
+/// The value of one sample line of a Prometheus text exposition (`0` when
+/// the series is absent).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// `/metrics` counts what the receivers saw: successes, retries, published
+/// events, matches, API requests by route, attempt durations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let stack = start_stack().await;
+    let api = Api::new(stack.api_url(), KEY);
+    let healthy = Receiver::start().await.unwrap();
+    let flaky = Receiver::with(Options {
+        script: vec![500],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let freights = json!(["freights.*"]);
+    subscribe(&api, healthy.url("/h"), freights.clone(), true).await;
+    subscribe(&api, flaky.url("/f"), freights, true).await;
+    for i in 0..5 {
+        let (status, body) = api
+            .post(
+                "/v1/events",
+                json!({"event_name": "freights.publication.accepted",
+                       "entity": {"type": "freight", "id": format!("F-{i}")}, "data": {}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    healthy.wait_for(5, Duration::from_secs(30)).await.unwrap();
+    flaky.wait_for(6, Duration::from_secs(30)).await.unwrap();
+
+    let scrape = || async {
+        let response = reqwest::get(format!("http://{}/metrics", stack.admin[1]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        response.text().await.unwrap()
+    };
+    let succeeded = r#"waybill_deliveries_total{outcome="succeeded",status_class="2xx"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape().await;
+        if sample(&text, succeeded) >= 10.0 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ok = (healthy.received().len() + flaky.received().len() - 1) as f64;
+    assert_eq!(
+        sample(&text, succeeded),
+        ok,
+        "successes = 2xx answers seen\n{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"waybill_deliveries_total{outcome="retried",status_class="5xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "waybill_delivery_attempt_duration_seconds_count"),
+        11.0
+    );
+    assert_eq!(
+        sample(&text, r#"waybill_events_published_total{topic="freights"}"#),
+        5.0
+    );
+    assert_eq!(sample(&text, "waybill_matcher_events_total"), 5.0);
+    assert_eq!(sample(&text, "waybill_matcher_matches_per_event_sum"), 10.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"waybill_http_requests_total{route="POST /v1/events",status="202"}"#
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"waybill_http_requests_total{route="POST /v1/subscriptions",status="201"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"waybill_retries_scheduled_total{topic="deliveries.retry.50ms"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&text, "waybill_projection_subscriptions"), 2.0);
+    // Bounded labels: no subscription id, tenant id or URL in any series.
+    assert!(!text.contains("sub_") && !text.contains("ten_") && !text.contains("127.0.0.1"));
+    stack.stop().await.unwrap();
+}

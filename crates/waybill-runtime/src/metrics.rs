@@ -1,0 +1,264 @@
+//! Prometheus metrics of a process, served at `/metrics` (text format).
+//!
+//! One [`Metrics`] per process: `waybill dev` shares it between its three
+//! services. Labels are bounded: routes are templates, topics and tiers
+//! come from configuration, outcomes and status classes are fixed sets;
+//! never a URL, subscription id or tenant id. Names and units are listed
+//! in `docs/metrics.md`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// `route` (method and path template) and `status` of an API request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// e.g. `POST /v1/subscriptions/{id}/test`.
+    pub route: String,
+    /// e.g. `202`.
+    pub status: u16,
+}
+
+/// The topic a record went to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    /// Full topic name (from configuration: bounded).
+    pub topic: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// `succeeded`, `retried`, `dead`, `disabled` (410) or `skipped`.
+    pub outcome: &'static str,
+    /// `2xx`, `3xx`, `4xx`, `5xx` or `none` (no response).
+    pub status_class: &'static str,
+}
+
+/// A subscription health change.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    /// The new status: `failing`, `active` or `disabled`.
+    pub status: &'static str,
+}
+
+/// Every metric of the process.
+pub struct Families {
+    /// `waybill_http_requests_total{route, status}`.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// `waybill_events_published_total{topic}`.
+    pub events_published: Family<TopicLabels, Counter>,
+    /// `waybill_matcher_events_total`.
+    pub matcher_events: Counter,
+    /// `waybill_matcher_matches_per_event`.
+    pub matches_per_event: Histogram,
+    /// `waybill_deliveries_total{outcome, status_class}`.
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// `waybill_delivery_attempt_duration_seconds`.
+    pub attempt_duration: Histogram,
+    /// `waybill_retries_scheduled_total{topic}`.
+    pub retries_scheduled: Family<TopicLabels, Counter>,
+    /// `waybill_rate_limit_waits_total`.
+    pub rate_limit_waits: Counter,
+    /// `waybill_rate_limit_wait_seconds_total`.
+    pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// `waybill_subscription_health_changes_total{status}`.
+    pub health_changes: Family<HealthLabels, Counter>,
+    /// `waybill_takeover_skipped_total`.
+    pub takeover_skipped: Counter,
+    /// `waybill_dead_letters_total{topic}`: poison records set aside.
+    pub poison_records: Family<TopicLabels, Counter>,
+    /// `waybill_projection_subscriptions`.
+    pub projection_subscriptions: Gauge,
+}
+
+struct Inner {
+    registry: Registry,
+    families: Families,
+}
+
+/// The metrics of one process; clones share them.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("waybill");
+        let families = Families {
+            http_requests: Family::default(),
+            events_published: Family::default(),
+            matcher_events: Counter::default(),
+            matches_per_event: Histogram::new([0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0]),
+            deliveries: Family::default(),
+            attempt_duration: Histogram::new(exponential_buckets(0.002, 2.0, 14)),
+            retries_scheduled: Family::default(),
+            rate_limit_waits: Counter::default(),
+            rate_limit_wait_seconds: Counter::default(),
+            health_changes: Family::default(),
+            takeover_skipped: Counter::default(),
+            poison_records: Family::default(),
+            projection_subscriptions: Gauge::default(),
+        };
+        let f = &families;
+        registry.register(
+            "http_requests",
+            "API requests answered, by route template and status",
+            f.http_requests.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Domain events published by the ingest API, by topic",
+            f.events_published.clone(),
+        );
+        registry.register(
+            "matcher_events",
+            "Domain events the matcher resolved",
+            f.matcher_events.clone(),
+        );
+        registry.register(
+            "matcher_matches_per_event",
+            "Delivery tasks emitted per domain event",
+            f.matches_per_event.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts by what followed (succeeded, retried, dead, disabled, skipped) and HTTP status class",
+            f.deliveries.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_attempt_duration",
+            "Duration of one HTTP attempt, auth included",
+            Unit::Seconds,
+            f.attempt_duration.clone(),
+        );
+        registry.register(
+            "retries_scheduled",
+            "Tasks written to a retry tier topic (after a failure or a tier hop)",
+            f.retries_scheduled.clone(),
+        );
+        registry.register(
+            "rate_limit_waits",
+            "Attempts that waited for their subscription's rate limit",
+            f.rate_limit_waits.clone(),
+        );
+        registry.register_with_unit(
+            "rate_limit_wait",
+            "Time attempts spent waiting for rate limits",
+            Unit::Seconds,
+            f.rate_limit_wait_seconds.clone(),
+        );
+        registry.register(
+            "subscription_health_changes",
+            "Subscription status changes made by the delivery service",
+            f.health_changes.clone(),
+        );
+        registry.register(
+            "takeover_skipped",
+            "Records a partition's new owner did not send again: its predecessor delivered them before dying",
+            f.takeover_skipped.clone(),
+        );
+        registry.register(
+            "poison_records",
+            "Undecodable or invalid records set aside on the dead_letters topic, by source topic",
+            f.poison_records.clone(),
+        );
+        registry.register(
+            "projection_subscriptions",
+            "Subscriptions in this process's projection",
+            f.projection_subscriptions.clone(),
+        );
+        Self(Arc::new(Inner { registry, families }))
+    }
+
+    /// The metrics, to update.
+    pub fn get(&self) -> &Families {
+        &self.0.families
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.0.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Families {
+    /// Counts one attempt's outcome and duration.
+    pub fn delivery(&self, outcome: &'static str, status: u16, duration: Duration) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                outcome,
+                status_class: status_class(status),
+            })
+            .inc();
+        self.attempt_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Counts a record written to `topic`.
+    pub fn topic_counter(family: &Family<TopicLabels, Counter>, topic: &str) {
+        family
+            .get_or_create(&TopicLabels {
+                topic: topic.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// `2xx` .. `5xx`, or `none` without a response.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        100..=199 => "1xx",
+        _ => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_units_and_labels() {
+        let m = Metrics::new();
+        m.get()
+            .delivery("succeeded", 204, Duration::from_millis(30));
+        m.get().delivery("retried", 0, Duration::from_secs(2));
+        Families::topic_counter(&m.get().events_published, "freights");
+        let text = m.render();
+        assert!(
+            text.contains(r#"waybill_deliveries_total{outcome="succeeded",status_class="2xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"waybill_deliveries_total{outcome="retried",status_class="none"} 1"#)
+        );
+        assert!(text.contains("# UNIT waybill_delivery_attempt_duration_seconds seconds"));
+        assert!(text.contains("waybill_delivery_attempt_duration_seconds_count 2"));
+        assert!(text.contains(r#"waybill_events_published_total{topic="freights"} 1"#));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
