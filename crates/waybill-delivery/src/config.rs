@@ -30,6 +30,10 @@ pub struct DeliveryConfig {
     /// How long a revoked partition may take to finish its current request.
     #[serde(with = "waybill_core::duration")]
     pub drain_timeout: Duration,
+    /// How often the group's backlog (lag per partition, oldest record
+    /// age) is sampled for `/metrics`.
+    #[serde(with = "waybill_core::duration")]
+    pub backlog_sample_interval: Duration,
     /// A subscription whose every attempt failed for this long is disabled
     /// (with a reason, and an event on `operational_events`); `reset`
     /// re-enables it. Default 5 days.
@@ -48,6 +52,7 @@ impl Default for DeliveryConfig {
             max_in_flight_per_partition: 1000,
             max_in_flight_per_subscription: 8,
             drain_timeout: Duration::from_secs(20),
+            backlog_sample_interval: Duration::from_secs(15),
             disable_after: Duration::from_secs(5 * 24 * 3600),
         }
     }
@@ -57,6 +62,9 @@ impl DeliveryConfig {
     /// Every problem with these settings.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.backlog_sample_interval < std::time::Duration::from_millis(100) {
+            out.push("delivery.backlog_sample_interval: must be at least 100ms".into());
+        }
         if self.group_id.trim().is_empty() {
             out.push("delivery.group_id: must not be empty".into());
         }

@@ -115,6 +115,15 @@ pub async fn run(
     });
     let mut consumed = vec![topics.deliveries()];
     consumed.extend(topics.retries());
+    tokio::spawn(waybill_runtime::metrics::sample_backlog(
+        settings.metrics.clone(),
+        settings.kafka.clone(),
+        settings.delivery.group_id.clone(),
+        consumed.clone(),
+        Some(topics.deliveries_dlq()),
+        settings.delivery.backlog_sample_interval,
+        shutdown.clone(),
+    ));
     let task: partitioned::PartitionTask =
         Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());
     partitioned::run(

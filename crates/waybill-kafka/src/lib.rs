@@ -9,6 +9,7 @@
 //! - [`table`]: follows a compacted topic into in-memory state, with "caught up" barriers.
 //! - [`partitioned`]: a consumer-group member that runs one task per assigned partition.
 //! - [`offsets`]: the storable offset when a partition's records finish out of order.
+//! - [`lag`]: a consumer group's backlog per partition (for metrics).
 //! - [`log`]: reads one record by its place, or a topic within a time window (retry, replay).
 //! - [`dead_letter`]: where poison records go, with the reason, so no partition ever stops.
 //! - [`embedded`]: the in-process broker (librdkafka mock cluster) of `waybill dev` and tests.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod embedded;
 pub mod headers;
+pub mod lag;
 pub mod log;
 pub mod offsets;
 pub mod partitioned;

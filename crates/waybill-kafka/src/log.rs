@@ -167,7 +167,7 @@ pub fn scan(
 }
 
 /// The timestamp of the record at `offset` (`None`: no such record).
-fn timestamp_at(
+pub(crate) fn timestamp_at(
     consumer: &BaseConsumer,
     topic: &str,
     partition: i32,

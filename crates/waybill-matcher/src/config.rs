@@ -23,6 +23,10 @@ pub struct MatcherConfig {
     /// How long a revoked partition may take to finish in-flight events.
     #[serde(with = "waybill_core::duration")]
     pub drain_timeout: Duration,
+    /// How often the group's backlog (lag per partition, oldest record
+    /// age) is sampled for `/metrics`.
+    #[serde(with = "waybill_core::duration")]
+    pub backlog_sample_interval: Duration,
 }
 
 impl Default for MatcherConfig {
@@ -33,6 +37,7 @@ impl Default for MatcherConfig {
             max_in_flight: 256,
             freshness_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            backlog_sample_interval: Duration::from_secs(15),
         }
     }
 }
@@ -41,6 +46,9 @@ impl MatcherConfig {
     /// Every problem with these settings.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.backlog_sample_interval < std::time::Duration::from_millis(100) {
+            out.push("matcher.backlog_sample_interval: must be at least 100ms".into());
+        }
         if self.group_id.trim().is_empty() {
             out.push("matcher.group_id: must not be empty".into());
         }

@@ -93,6 +93,15 @@ pub async fn run(
         config: settings.matcher.clone(),
         metrics: settings.metrics.clone(),
     });
+    tokio::spawn(waybill_runtime::metrics::sample_backlog(
+        settings.metrics.clone(),
+        settings.kafka.clone(),
+        settings.matcher.group_id.clone(),
+        topics.domains(),
+        None,
+        settings.matcher.backlog_sample_interval,
+        shutdown.clone(),
+    ));
     let task: partitioned::PartitionTask =
         Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());
     partitioned::run(

@@ -41,6 +41,15 @@ pub struct DeliveryLabels {
     pub status_class: &'static str,
 }
 
+/// One partition of a topic.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic (from configuration: bounded).
+    pub topic: String,
+    /// Partition number (bounded by the partition count).
+    pub partition: i32,
+}
+
 /// A subscription health change.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthLabels {
@@ -76,6 +85,12 @@ pub struct Families {
     pub poison_records: Family<TopicLabels, Counter>,
     /// `waybill_projection_subscriptions`.
     pub projection_subscriptions: Gauge,
+    /// `waybill_consumer_lag_records{topic, partition}`.
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// `waybill_backlog_oldest_age_seconds{topic}`.
+    pub backlog_age: Family<TopicLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `waybill_dlq_records`.
+    pub dlq_records: Gauge,
 }
 
 struct Inner {
@@ -117,6 +132,9 @@ impl Metrics {
             takeover_skipped: Counter::default(),
             poison_records: Family::default(),
             projection_subscriptions: Gauge::default(),
+            consumer_lag: Family::default(),
+            backlog_age: Family::default(),
+            dlq_records: Gauge::default(),
         };
         let f = &families;
         registry.register(
@@ -186,6 +204,22 @@ impl Metrics {
             "Subscriptions in this process's projection",
             f.projection_subscriptions.clone(),
         );
+        registry.register(
+            "consumer_lag_records",
+            "Records of a consumed partition not yet committed by the service's group",
+            f.consumer_lag.clone(),
+        );
+        registry.register_with_unit(
+            "backlog_oldest_age",
+            "Age of the oldest uncommitted record of a consumed topic (a retry tier's oldest waiting task)",
+            Unit::Seconds,
+            f.backlog_age.clone(),
+        );
+        registry.register(
+            "dlq_records",
+            "Records retained on deliveries.dlq",
+            f.dlq_records.clone(),
+        );
         Self(Arc::new(Inner { registry, families }))
     }
 
@@ -222,6 +256,73 @@ impl Families {
                 topic: topic.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Samples the backlog of `group` on `topics` (and the size of `dlq`, if
+/// given) every `every`, until `shutdown`.
+pub async fn sample_backlog(
+    metrics: Metrics,
+    kafka: waybill_kafka::KafkaConfig,
+    group: String,
+    topics: Vec<String>,
+    dlq: Option<String>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let (kafka_c, group_c, topics_c, dlq_c) =
+            (kafka.clone(), group.clone(), topics.clone(), dlq.clone());
+        let sampled = tokio::task::spawn_blocking(move || {
+            let lags = waybill_kafka::lag::group_lag(&kafka_c, &group_c, &topics_c)?;
+            let dlq = dlq_c
+                .map(|t| waybill_kafka::lag::topic_size(&kafka_c, &t))
+                .transpose()?;
+            Ok::<_, waybill_kafka::Error>((lags, dlq))
+        })
+        .await;
+        match sampled {
+            Ok(Ok((lags, dlq))) => metrics.get().record_backlog(&lags, dlq),
+            Ok(Err(e)) => tracing::debug!(error = %e, "backlog not sampled"),
+            Err(e) => tracing::debug!(error = %e, "backlog sampler failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+impl Families {
+    /// Sets the backlog gauges from one sample.
+    pub fn record_backlog(&self, lags: &[waybill_kafka::lag::PartitionLag], dlq: Option<i64>) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut oldest: std::collections::BTreeMap<&str, f64> = Default::default();
+        for lag in lags {
+            self.consumer_lag
+                .get_or_create(&PartitionLabels {
+                    topic: lag.topic.clone(),
+                    partition: lag.partition,
+                })
+                .set(lag.lag);
+            let age = lag
+                .oldest_ms
+                .map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
+            let entry = oldest.entry(&lag.topic).or_default();
+            *entry = entry.max(age);
+        }
+        for (topic, age) in oldest {
+            self.backlog_age
+                .get_or_create(&TopicLabels {
+                    topic: topic.to_owned(),
+                })
+                .set(age);
+        }
+        if let Some(size) = dlq {
+            self.dlq_records.set(size);
+        }
     }
 }
 

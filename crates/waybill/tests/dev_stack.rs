@@ -21,10 +21,17 @@ async fn start_stack() -> DevStack {
     waybill_testkit::wait::watchdog(Duration::from_secs(300));
     tracing_subscriber_init();
     // Millisecond retry tiers for the failing-receiver case.
-    let env = vec![(
-        "WAYBILL_KAFKA__RETRY_TIERS".to_owned(),
-        r#"["50ms", "200ms", "1s"]"#.to_owned(),
-    )];
+    // Backlog sampled often for the metrics case.
+    let env = vec![
+        (
+            "WAYBILL_KAFKA__RETRY_TIERS".to_owned(),
+            r#"["50ms", "200ms", "1s"]"#.to_owned(),
+        ),
+        (
+            "WAYBILL_DELIVERY__BACKLOG_SAMPLE_INTERVAL".to_owned(),
+            "200ms".to_owned(),
+        ),
+    ];
     let config = waybill::load(dev::base_config(0), None, env).expect("dev config");
     dev::start(config, KEY).await.expect("dev stack starts")
 }
@@ -388,6 +395,28 @@ async fn metrics_count_what_happened() {
     let freights = json!(["freights.*"]);
     subscribe(&api, healthy.url("/h"), freights.clone(), true).await;
     subscribe(&api, flaky.url("/f"), freights, true).await;
+    let dead = Receiver::with(Options {
+        default_status: Some(503),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let (status, body) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": dead.url("/d"), "event_types": ["freight_orders.*"],
+                   "retry_policy": {"delays": ["50ms"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freight_orders.order.created",
+                   "entity": {"type": "order", "id": "O-1"}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 202);
     for i in 0..5 {
         let (status, body) = api
             .post(
@@ -400,6 +429,7 @@ async fn metrics_count_what_happened() {
     }
     healthy.wait_for(5, Duration::from_secs(30)).await.unwrap();
     flaky.wait_for(6, Duration::from_secs(30)).await.unwrap();
+    dead.wait_for(2, Duration::from_secs(30)).await.unwrap();
 
     let scrape = || async {
         let response = reqwest::get(format!("http://{}/metrics", stack.admin[1]))
@@ -418,7 +448,24 @@ async fn metrics_count_what_happened() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = scrape().await;
-        if sample(&text, succeeded) >= 10.0 || std::time::Instant::now() > deadline {
+        let lag: f64 = (0..4)
+            .map(|p| {
+                sample(
+                    &text,
+                    &format!(
+                        r#"waybill_consumer_lag_records{{topic="deliveries",partition="{p}"}}"#
+                    ),
+                )
+            })
+            .sum();
+        let settled = sample(&text, succeeded) >= 10.0
+            && lag == 0.0
+            && sample(&text, "waybill_dlq_records") == 1.0
+            && sample(
+                &text,
+                r#"waybill_deliveries_total{outcome="dead",status_class="5xx"}"#,
+            ) == 1.0;
+        if settled || std::time::Instant::now() > deadline {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -434,40 +481,62 @@ async fn metrics_count_what_happened() {
             &text,
             r#"waybill_deliveries_total{outcome="retried",status_class="5xx"}"#
         ),
-        1.0
+        2.0
     );
     assert_eq!(
+        sample(
+            &text,
+            r#"waybill_deliveries_total{outcome="dead",status_class="5xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&text, "waybill_dlq_records"), 1.0);
+    assert_eq!(
         sample(&text, "waybill_delivery_attempt_duration_seconds_count"),
-        11.0
+        13.0
     );
     assert_eq!(
         sample(&text, r#"waybill_events_published_total{topic="freights"}"#),
         5.0
     );
-    assert_eq!(sample(&text, "waybill_matcher_events_total"), 5.0);
-    assert_eq!(sample(&text, "waybill_matcher_matches_per_event_sum"), 10.0);
+    assert_eq!(sample(&text, "waybill_matcher_events_total"), 6.0);
+    assert_eq!(sample(&text, "waybill_matcher_matches_per_event_sum"), 11.0);
     assert_eq!(
         sample(
             &text,
             r#"waybill_http_requests_total{route="POST /v1/events",status="202"}"#
         ),
-        5.0
+        6.0
     );
     assert_eq!(
         sample(
             &text,
             r#"waybill_http_requests_total{route="POST /v1/subscriptions",status="201"}"#
         ),
-        2.0
+        3.0
     );
     assert_eq!(
         sample(
             &text,
             r#"waybill_retries_scheduled_total{topic="deliveries.retry.50ms"}"#
         ),
-        1.0
+        2.0
     );
-    assert_eq!(sample(&text, "waybill_projection_subscriptions"), 2.0);
+    assert_eq!(sample(&text, "waybill_projection_subscriptions"), 3.0);
+    // The backlog: every partition of `deliveries` sampled, nothing left.
+    let lags: Vec<f64> = (0..4)
+        .map(|p| {
+            sample(
+                &text,
+                &format!(r#"waybill_consumer_lag_records{{topic="deliveries",partition="{p}"}}"#),
+            )
+        })
+        .collect();
+    assert_eq!(lags, [0.0; 4], "{text}");
+    assert!(
+        text.contains(r#"waybill_backlog_oldest_age_seconds{topic="deliveries.retry.50ms"}"#),
+        "{text}"
+    );
     // Bounded labels: no subscription id, tenant id or URL in any series.
     assert!(!text.contains("sub_") && !text.contains("ten_") && !text.contains("127.0.0.1"));
     stack.stop().await.unwrap();
