@@ -377,22 +377,26 @@ impl Worker {
             return Finished::Done;
         }
 
-        let attempt = tokio::select! {
+        // Waiting for a permit ends when the partition is taken away; a
+        // request once sent is seen through (it is bounded by the request
+        // timeout, shorter than the drain timeout), so a stop does not turn
+        // it into a duplicate.
+        let waited = tokio::select! {
             biased;
             _ = stop.cancelled() => return Finished::Interrupted,
-            a = async {
-                if let Some(waited) = self
-                    .limits
-                    .acquire(&subscription.id, subscription.spec.rate_limit_per_second)
-                    .await
-                {
-                    let metrics = self.metrics.get();
-                    metrics.rate_limit_waits.inc();
-                    metrics.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
-                }
-                self.sender.attempt(&subscription, &task.delivery_id, event, trace).await
-            } => a,
+            w = self
+                .limits
+                .acquire(&subscription.id, subscription.spec.rate_limit_per_second) => w,
         };
+        if let Some(waited) = waited {
+            let metrics = self.metrics.get();
+            metrics.rate_limit_waits.inc();
+            metrics.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+        }
+        let attempt = self
+            .sender
+            .attempt(&subscription, &task.delivery_id, event, trace)
+            .await;
         let policy = subscription
             .spec
             .retry_policy

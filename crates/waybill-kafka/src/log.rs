@@ -46,9 +46,11 @@ pub fn read_at(
     let deadline = Instant::now() + CALL_TIMEOUT;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.offset() == offset => return Ok(Some(m.detach())),
+            Some(Ok(m)) if m.partition() == partition && m.offset() == offset => {
+                return Ok(Some(m.detach()));
+            }
             // A compacted-away offset: the next record comes instead.
-            Some(Ok(m)) if m.offset() > offset => return Ok(None),
+            Some(Ok(m)) if m.partition() == partition && m.offset() > offset => return Ok(None),
             Some(Ok(_)) | None => {}
             Some(Err(e)) => return Err(e.into()),
         }
@@ -136,6 +138,8 @@ pub fn scan(
         let mut idle_since = Instant::now();
         loop {
             match consumer.poll(Duration::from_millis(200)) {
+                // A record fetched for a previous assignment.
+                Some(Ok(m)) if m.partition() != partition => {}
                 Some(Ok(m)) => {
                     idle_since = Instant::now();
                     scanned.read += 1;
@@ -179,7 +183,9 @@ pub(crate) fn timestamp_at(
     let deadline = Instant::now() + CALL_TIMEOUT;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.offset() >= offset => return Ok(m.timestamp().to_millis()),
+            Some(Ok(m)) if m.partition() == partition && m.offset() >= offset => {
+                return Ok(m.timestamp().to_millis());
+            }
             Some(Ok(_)) | None => {}
             Some(Err(e)) => return Err(e.into()),
         }
