@@ -40,24 +40,39 @@ pub fn read_at(
     if offset < low || offset >= high {
         return Ok(None);
     }
+    match first_from(&consumer, topic, partition, offset)? {
+        Some(m) if m.offset() == offset => Ok(Some(m)),
+        // A compacted-away offset: the next record came instead.
+        Some(_) => Ok(None),
+        None => Err(Error::Timeout(format!(
+            "{topic}/{partition} offset {offset}"
+        ))),
+    }
+}
+
+/// The first record of `partition` at or after `offset` (`None`: none came
+/// within the call timeout). Records fetched for a previous assignment of
+/// the same consumer are ignored.
+fn first_from(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<OwnedMessage>> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     consumer.assign(&assignment)?;
     let deadline = Instant::now() + CALL_TIMEOUT;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.partition() == partition && m.offset() == offset => {
+            Some(Ok(m)) if m.partition() == partition && m.offset() >= offset => {
                 return Ok(Some(m.detach()));
             }
-            // A compacted-away offset: the next record comes instead.
-            Some(Ok(m)) if m.partition() == partition && m.offset() > offset => return Ok(None),
             Some(Ok(_)) | None => {}
             Some(Err(e)) => return Err(e.into()),
         }
     }
-    Err(Error::Timeout(format!(
-        "{topic}/{partition} offset {offset}"
-    )))
+    Ok(None)
 }
 
 /// A window of log time, in milliseconds since the epoch.
@@ -177,20 +192,7 @@ pub(crate) fn timestamp_at(
     partition: i32,
     offset: i64,
 ) -> Result<Option<i64>> {
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + CALL_TIMEOUT;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.partition() == partition && m.offset() >= offset => {
-                return Ok(m.timestamp().to_millis());
-            }
-            Some(Ok(_)) | None => {}
-            Some(Err(e)) => return Err(e.into()),
-        }
-    }
-    Ok(None)
+    Ok(first_from(consumer, topic, partition, offset)?.and_then(|m| m.timestamp().to_millis()))
 }
 
 /// The first offset of a partition at or after `since_ms`, asked of the
