@@ -93,6 +93,12 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    tokio::spawn(waybill_runtime::metrics::sample_projection_age(
+        settings.metrics.clone(),
+        subscriptions.clone(),
+        settings.delivery.backlog_sample_interval,
+        shutdown.clone(),
+    ));
     if !projection::wait_loaded(&subscriptions, &shutdown).await {
         return Ok(());
     }
@@ -118,10 +124,15 @@ pub async fn run(
     tokio::spawn(waybill_runtime::metrics::sample_backlog(
         settings.metrics.clone(),
         settings.kafka.clone(),
-        settings.delivery.group_id.clone(),
-        consumed.clone(),
-        Some(topics.deliveries_dlq()),
-        settings.delivery.backlog_sample_interval,
+        waybill_runtime::metrics::Backlog {
+            group: settings.delivery.group_id.clone(),
+            topics: consumed
+                .iter()
+                .map(|t| (t.clone(), topics.tier_of(t).unwrap_or_default()))
+                .collect(),
+            dlq: Some(topics.deliveries_dlq()),
+            every: settings.delivery.backlog_sample_interval,
+        },
         shutdown.clone(),
     ));
     let task: partitioned::PartitionTask =

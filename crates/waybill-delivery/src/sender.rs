@@ -76,7 +76,8 @@ impl Sender {
         })
     }
 
-    /// Delivers `event` to `subscription` once.
+    /// Delivers `event` to `subscription` once; `trace` (the attempt's span
+    /// context) is sent as `traceparent`.
     pub async fn attempt(
         &self,
         subscription: &Subscription,
@@ -151,14 +152,7 @@ impl Sender {
             Err(message) => return Attempt::failed("url_policy", format!("url {message}")),
         };
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let req = request::build(
-            subscription,
-            event,
-            delivery_id,
-            now,
-            &trace.child(),
-            oauth2_token,
-        );
+        let req = request::build(subscription, event, delivery_id, now, trace, oauth2_token);
         let method = if req.method == "PUT" {
             reqwest::Method::PUT
         } else {

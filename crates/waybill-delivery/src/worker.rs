@@ -18,6 +18,7 @@ use rdkafka::message::{BorrowedMessage, Header};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use waybill_core::catalog::Catalog;
 use waybill_core::event::Event;
 use waybill_core::outcome::{Decision, classify, due_at, tier_for};
@@ -35,6 +36,7 @@ use waybill_proto::convert::{event_from_proto, from_timestamp, subscription_to_p
 use waybill_proto::v1;
 use waybill_runtime::metrics::{DeliveryLabels, Families, HealthLabels};
 use waybill_runtime::projection::Subscriptions;
+use waybill_runtime::telemetry;
 
 use crate::config::DeliveryConfig;
 use crate::lanes::{LaneKey, Lanes};
@@ -104,7 +106,8 @@ struct Job {
     event: Event,
     /// When the record was written (its Kafka timestamp).
     written: SystemTime,
-    trace: TraceParent,
+    /// The trace context of the record (from its `traceparent` header).
+    parent: Option<TraceParent>,
 }
 
 impl Job {
@@ -331,7 +334,7 @@ impl Worker {
             task,
             event,
             written: waybill_kafka::produced_at(message),
-            trace: headers::trace_parent(message.headers()).unwrap_or_else(TraceParent::new_root),
+            parent: headers::trace_parent(message.headers()),
         })
     }
 
@@ -343,23 +346,49 @@ impl Worker {
         tier: Option<Duration>,
         stop: &CancellationToken,
     ) -> Finished {
+        let span = tracing::info_span!(
+            "delivery.task",
+            otel.name = "deliver",
+            otel.kind = "consumer",
+            delivery_id = %job.task.delivery_id,
+            subscription_id = %job.task.subscription_id,
+            event_id = %job.event.id,
+            attempt = job.task.attempt.max(1),
+            messaging.destination.name = %job.source.topic,
+            messaging.kafka.partition = job.source.partition,
+            messaging.kafka.offset = job.source.offset,
+            outcome = tracing::field::Empty,
+        );
+        telemetry::adopt(&span, job.parent.as_ref());
+        let trace = telemetry::propagate(&span, job.parent.as_ref());
+        self.process_traced(job, &trace, tier, stop)
+            .instrument(span)
+            .await
+    }
+
+    async fn process_traced(
+        &self,
+        job: &Job,
+        trace: &TraceParent,
+        tier: Option<Duration>,
+        stop: &CancellationToken,
+    ) -> Finished {
         if tier.is_some()
             && let Ok(remaining) = job.not_before().duration_since(SystemTime::now())
             && remaining >= Duration::from_millis(1)
         {
             let next = self.retry_topic(remaining);
             Families::topic_counter(&self.metrics.get().retries_scheduled, &next);
-            return self
-                .write(&next, &job.task, &job.trace, None, stop)
-                .await
-                .into();
+            tracing::Span::current().record("outcome", "waiting");
+            return self.write(&next, &job.task, trace, None, stop).await.into();
         }
-        self.deliver(job, stop).await
+        self.deliver(job, trace, stop).await
     }
 
     /// Attempts the delivery once and makes its outcome durable.
-    async fn deliver(&self, job: &Job, stop: &CancellationToken) -> Finished {
-        let (task, event, trace) = (&job.task, &job.event, &job.trace);
+    async fn deliver(&self, job: &Job, trace: &TraceParent, stop: &CancellationToken) -> Finished {
+        let (task, event) = (&job.task, &job.event);
+        let span = tracing::Span::current();
         let attempt_no = task.attempt.max(1);
         let Some(subscription) = self.subscription(&task.subscription_id, job.written).await else {
             self.limits.forget(&task.subscription_id);
@@ -393,10 +422,35 @@ impl Worker {
             metrics.rate_limit_waits.inc();
             metrics.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
         }
+        let method = subscription.spec.method.as_str();
+        let attempt_span = tracing::info_span!(
+            "delivery.attempt",
+            otel.name = method,
+            otel.kind = "client",
+            http.request.method = method,
+            server.address = reqwest::Url::parse(&subscription.spec.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        // The receiver's span is a child of the attempt.
+        let request_trace = telemetry::propagate(&attempt_span, Some(trace));
         let attempt = self
             .sender
-            .attempt(&subscription, &task.delivery_id, event, trace)
+            .attempt(&subscription, &task.delivery_id, event, &request_trace)
+            .instrument(attempt_span.clone())
             .await;
+        if attempt.status != 0 {
+            attempt_span.record("http.response.status_code", attempt.status);
+        }
+        if !attempt.error_class.is_empty() {
+            attempt_span.record("error.type", attempt.error_class);
+            attempt_span.record("otel.status_code", "error");
+        }
+        drop(attempt_span);
         let policy = subscription
             .spec
             .retry_policy
@@ -410,6 +464,7 @@ impl Worker {
             Decision::Dead => "dead",
             Decision::Disable => "disabled",
         };
+        span.record("outcome", outcome);
         self.metrics
             .get()
             .delivery(outcome, attempt.status, attempt.duration);

@@ -195,7 +195,6 @@ async fn queue(state: &AppState, task: &v1::DeliveryTask, visible: bool) -> Resu
             &state.topics.deliveries(),
             task.subscription_id.as_bytes(),
             Some(&task.encode_to_vec()),
-            None,
         )
         .await?;
     let event = task.event.as_ref();
@@ -223,10 +222,7 @@ async fn queue(state: &AppState, task: &v1::DeliveryTask, visible: bool) -> Resu
             .write_through(&state.history, &topic, key, Some(&value))
             .await
     } else {
-        state
-            .send(&topic, key, Some(&value), None)
-            .await
-            .map(|_| ())
+        state.send(&topic, key, Some(&value)).await.map(|_| ())
     }
 }
 

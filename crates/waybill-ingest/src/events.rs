@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use waybill_core::event::parse_event_request;
-use waybill_core::trace::TraceParent;
 use waybill_kafka::headers;
 use waybill_proto::Message;
 use waybill_proto::convert::event_to_proto;
@@ -46,12 +46,18 @@ pub(crate) async fn create(
     let event = accepted.event;
     let topic = state.topics.domain(accepted.topic);
 
-    // Continue the caller's trace if it sent one, else start one here.
-    let trace = request_headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map_or_else(TraceParent::new_root, |parent| parent.child());
+    // The request span continues the caller's trace; publishing is its child.
+    let span = tracing::info_span!(
+        "ingest.publish",
+        otel.name = %format!("{topic} publish"),
+        otel.kind = "producer",
+        event_id = %event.id,
+        event_name = %event.name,
+        messaging.destination.name = %topic,
+        messaging.kafka.partition = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+    );
+    let trace = waybill_runtime::telemetry::propagate(&span, None);
     let record = event_to_proto(&event).encode_to_vec();
     let acked = state
         .producer
@@ -61,11 +67,14 @@ pub(crate) async fn create(
             Some(&record),
             headers::standard(waybill_proto::SCHEMA_VERSION, Some(&trace)),
         )
+        .instrument(span.clone())
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, topic, "cannot publish event");
+            tracing::error!(parent: &span, error = %e, topic, "cannot publish event");
             ApiError::unavailable("Kafka did not accept the event; retry shortly")
         })?;
+    span.record("messaging.kafka.partition", acked.partition);
+    span.record("messaging.kafka.offset", acked.offset);
     waybill_runtime::metrics::Families::topic_counter(
         &state.metrics.get().events_published,
         &topic,
@@ -76,7 +85,6 @@ pub(crate) async fn create(
         topic,
         partition = acked.partition,
         offset = acked.offset,
-        trace_id = %trace.trace_id_hex(),
         "event accepted"
     );
     Ok((

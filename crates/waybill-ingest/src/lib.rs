@@ -115,14 +115,15 @@ impl AppState {
         topic: &str,
         key: &[u8],
         record: Option<&[u8]>,
-        trace: Option<&waybill_core::trace::TraceParent>,
     ) -> Result<waybill_kafka::producer::Acked, error::ApiError> {
+        // The record continues the trace of the request that wrote it.
+        let trace = waybill_runtime::telemetry::propagate(&tracing::Span::current(), None);
         self.producer
             .send(
                 topic,
                 key,
                 record,
-                waybill_kafka::headers::standard(waybill_proto::SCHEMA_VERSION, trace),
+                waybill_kafka::headers::standard(waybill_proto::SCHEMA_VERSION, Some(&trace)),
             )
             .await
             .map_err(|e| {
@@ -141,7 +142,7 @@ impl AppState {
         key: &[u8],
         record: Option<&[u8]>,
     ) -> Result<(), error::ApiError> {
-        let acked = self.send(topic, key, record, None).await?;
+        let acked = self.send(topic, key, record).await?;
         table
             .wait_applied(acked.partition, acked.offset, self.config.write_timeout)
             .await
@@ -166,6 +167,9 @@ impl AppState {
 }
 
 /// Runs the ingest API on `listener` until `shutdown` is cancelled.
+/// How often the projection's age is sampled.
+const PROJECTION_SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
+
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -197,6 +201,12 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    tokio::spawn(waybill_runtime::metrics::sample_projection_age(
+        settings.metrics.clone(),
+        subscriptions.clone(),
+        PROJECTION_SAMPLE_INTERVAL,
+        shutdown.clone(),
+    ));
     let readiness = Readiness::default();
     let settings_metrics = settings.metrics.clone();
     let state = Arc::new(AppState {
@@ -274,11 +284,44 @@ async fn count_request(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let route = match request.extensions().get::<axum::extract::MatchedPath>() {
-        Some(path) => format!("{} {}", request.method(), path.as_str()),
+    use tracing::Instrument as _;
+    let path = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let route = match &path {
+        Some(path) => format!("{} {path}", request.method()),
         None => "unmatched".to_owned(),
     };
-    let response = next.run(request).await;
+    // API calls are traced (continuing the caller's `traceparent`), probes
+    // and unknown paths are not.
+    let response = match path.as_deref() {
+        Some(path) if path.starts_with("/v1/") => {
+            let span = tracing::info_span!(
+                "ingest.request",
+                otel.name = %route,
+                otel.kind = "server",
+                http.request.method = %request.method(),
+                http.route = path,
+                http.response.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let parent = request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(waybill_core::trace::TraceParent::parse);
+            waybill_runtime::telemetry::adopt(&span, parent.as_ref());
+            let response = next.run(request).instrument(span.clone()).await;
+            let status = response.status();
+            span.record("http.response.status_code", status.as_u16());
+            if status.is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+            response
+        }
+        _ => next.run(request).await,
+    };
     metrics
         .get()
         .http_requests

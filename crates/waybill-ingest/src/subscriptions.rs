@@ -421,7 +421,6 @@ pub(crate) async fn test(
                 &state.topics.deliveries(),
                 s.id.as_bytes(),
                 Some(&task.encode_to_vec()),
-                None,
             )
             .await?;
         tracing::info!(subscription_id = %s.id, delivery_id, "test notification queued");

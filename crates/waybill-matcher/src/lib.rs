@@ -79,6 +79,12 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    tokio::spawn(waybill_runtime::metrics::sample_projection_age(
+        settings.metrics.clone(),
+        subscriptions.clone(),
+        settings.matcher.backlog_sample_interval,
+        shutdown.clone(),
+    ));
     if !projection::wait_loaded(&subscriptions, &shutdown).await {
         return Ok(());
     }
@@ -96,10 +102,16 @@ pub async fn run(
     tokio::spawn(waybill_runtime::metrics::sample_backlog(
         settings.metrics.clone(),
         settings.kafka.clone(),
-        settings.matcher.group_id.clone(),
-        topics.domains(),
-        None,
-        settings.matcher.backlog_sample_interval,
+        waybill_runtime::metrics::Backlog {
+            group: settings.matcher.group_id.clone(),
+            topics: topics
+                .domains()
+                .into_iter()
+                .map(|t| (t, std::time::Duration::ZERO))
+                .collect(),
+            dlq: None,
+            every: settings.matcher.backlog_sample_interval,
+        },
         shutdown.clone(),
     ));
     let task: partitioned::PartitionTask =

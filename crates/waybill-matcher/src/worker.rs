@@ -10,6 +10,7 @@ use futures::stream::FuturesOrdered;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use waybill_core::catalog::Catalog;
 use waybill_kafka::partitioned::Assigned;
 use waybill_kafka::table::Table;
@@ -106,6 +107,31 @@ impl Worker {
     /// the producer refuses work (the partition task stops; the record will
     /// be consumed again after the next assignment).
     async fn handle(&self, message: &BorrowedMessage<'_>) -> Option<Pending> {
+        let span = tracing::info_span!(
+            "matcher.match",
+            otel.name = "match",
+            otel.kind = "consumer",
+            messaging.destination.name = message.topic(),
+            messaging.kafka.partition = message.partition(),
+            messaging.kafka.offset = message.offset(),
+            event_id = tracing::field::Empty,
+            event_name = tracing::field::Empty,
+            tenant_id = tracing::field::Empty,
+            matches = tracing::field::Empty,
+        );
+        let parent = headers::trace_parent(message.headers());
+        waybill_runtime::telemetry::adopt(&span, parent.as_ref());
+        self.match_record(message, &span, parent.as_ref())
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn match_record(
+        &self,
+        message: &BorrowedMessage<'_>,
+        span: &tracing::Span,
+        parent: Option<&waybill_core::trace::TraceParent>,
+    ) -> Option<Pending> {
         let offset = message.offset();
         let record = match v1::DomainEvent::decode(message.payload().unwrap_or_default()) {
             Ok(r) => r,
@@ -132,6 +158,10 @@ impl Worker {
             }
         };
 
+        span.record("event_id", tracing::field::display(&event.id));
+        span.record("event_name", tracing::field::display(&event.name));
+        span.record("tenant_id", tracing::field::display(&event.tenant_id));
+
         // Every subscription written before this event was produced must be
         // in the projection before matching.
         let produced_at = waybill_kafka::produced_at(message);
@@ -154,7 +184,8 @@ impl Worker {
         let metrics = self.metrics.get();
         metrics.matcher_events.inc();
         metrics.matches_per_event.observe(tasks.len() as f64);
-        let trace = headers::trace_parent(message.headers()).map(|t| t.child());
+        span.record("matches", tasks.len());
+        let trace = waybill_runtime::telemetry::propagate(span, parent);
         tracing::debug!(
             event_id = %event.id,
             event_name = %event.name,
@@ -173,7 +204,7 @@ impl Worker {
                     &deliveries,
                     task.subscription_id.as_bytes(),
                     Some(&value),
-                    headers::standard(waybill_proto::SCHEMA_VERSION, trace.as_ref()),
+                    headers::standard(waybill_proto::SCHEMA_VERSION, Some(&trace)),
                 )
                 .await
             {

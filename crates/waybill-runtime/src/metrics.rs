@@ -89,6 +89,10 @@ pub struct Families {
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     /// `waybill_backlog_oldest_age_seconds{topic}`.
     pub backlog_age: Family<TopicLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `waybill_backlog_overdue_seconds{topic}`.
+    pub backlog_overdue: Family<TopicLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `waybill_projection_age_seconds`.
+    pub projection_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `waybill_dlq_records`.
     pub dlq_records: Gauge,
 }
@@ -134,6 +138,8 @@ impl Metrics {
             projection_subscriptions: Gauge::default(),
             consumer_lag: Family::default(),
             backlog_age: Family::default(),
+            backlog_overdue: Family::default(),
+            projection_age: Gauge::default(),
             dlq_records: Gauge::default(),
         };
         let f = &families;
@@ -215,6 +221,18 @@ impl Metrics {
             Unit::Seconds,
             f.backlog_age.clone(),
         );
+        registry.register_with_unit(
+            "backlog_overdue",
+            "How late the oldest uncommitted record of a consumed topic is: its age minus the topic's fixed delay (a retry tier's), at least 0",
+            Unit::Seconds,
+            f.backlog_overdue.clone(),
+        );
+        registry.register_with_unit(
+            "projection_age",
+            "How old the subscription projection may be: time since it was last known to hold every record written to subscriptions",
+            Unit::Seconds,
+            f.projection_age.clone(),
+        );
         registry.register(
             "dlq_records",
             "Records retained on deliveries.dlq",
@@ -259,20 +277,35 @@ impl Families {
     }
 }
 
-/// Samples the backlog of `group` on `topics` (and the size of `dlq`, if
-/// given) every `every`, until `shutdown`.
+/// What a service's backlog sampler reads.
+#[derive(Debug, Clone)]
+pub struct Backlog {
+    /// The consumer group whose committed offsets count.
+    pub group: String,
+    /// The consumed topics, each with its fixed delay (a retry tier's; zero
+    /// for topics whose records are due at once).
+    pub topics: Vec<(String, Duration)>,
+    /// The dead-letter topic whose size is reported, if any.
+    pub dlq: Option<String>,
+    /// How often.
+    pub every: Duration,
+}
+
+/// Samples `backlog` every `backlog.every`, until `shutdown`.
 pub async fn sample_backlog(
     metrics: Metrics,
     kafka: waybill_kafka::KafkaConfig,
-    group: String,
-    topics: Vec<String>,
-    dlq: Option<String>,
-    every: Duration,
+    backlog: Backlog,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let names: Vec<String> = backlog.topics.iter().map(|(t, _)| t.clone()).collect();
     loop {
-        let (kafka_c, group_c, topics_c, dlq_c) =
-            (kafka.clone(), group.clone(), topics.clone(), dlq.clone());
+        let (kafka_c, group_c, topics_c, dlq_c) = (
+            kafka.clone(),
+            backlog.group.clone(),
+            names.clone(),
+            backlog.dlq.clone(),
+        );
         let sampled = tokio::task::spawn_blocking(move || {
             let lags = waybill_kafka::lag::group_lag(&kafka_c, &group_c, &topics_c)?;
             let dlq = dlq_c
@@ -282,10 +315,34 @@ pub async fn sample_backlog(
         })
         .await;
         match sampled {
-            Ok(Ok((lags, dlq))) => metrics.get().record_backlog(&lags, dlq),
+            Ok(Ok((lags, dlq))) => metrics.get().record_backlog(&lags, dlq, &backlog.topics),
             Ok(Err(e)) => tracing::debug!(error = %e, "backlog not sampled"),
             Err(e) => tracing::debug!(error = %e, "backlog sampler failed"),
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backlog.every) => {}
+        }
+    }
+}
+
+/// Every `every`, asks `table` to catch up with its topic and reports how
+/// old its knowledge is (`waybill_projection_age_seconds`), until
+/// `shutdown`.
+pub async fn sample_projection_age<S: waybill_kafka::table::Fold>(
+    metrics: Metrics,
+    table: waybill_kafka::table::Table<S>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        // Bounded by the interval: a lagging projection shows as a growing age.
+        let _ = table.wait_fresh(std::time::SystemTime::now(), every).await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age = now_ms.saturating_sub(table.fresh_as_of_ms()) as f64 / 1000.0;
+        metrics.get().projection_age.set(age);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
@@ -295,7 +352,12 @@ pub async fn sample_backlog(
 
 impl Families {
     /// Sets the backlog gauges from one sample.
-    pub fn record_backlog(&self, lags: &[waybill_kafka::lag::PartitionLag], dlq: Option<i64>) {
+    pub fn record_backlog(
+        &self,
+        lags: &[waybill_kafka::lag::PartitionLag],
+        dlq: Option<i64>,
+        delays: &[(String, Duration)],
+    ) {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -314,11 +376,17 @@ impl Families {
             *entry = entry.max(age);
         }
         for (topic, age) in oldest {
-            self.backlog_age
-                .get_or_create(&TopicLabels {
-                    topic: topic.to_owned(),
-                })
-                .set(age);
+            let delay = delays
+                .iter()
+                .find(|(t, _)| t == topic)
+                .map_or(0.0, |(_, d)| d.as_secs_f64());
+            let labels = TopicLabels {
+                topic: topic.to_owned(),
+            };
+            self.backlog_age.get_or_create(&labels).set(age);
+            self.backlog_overdue
+                .get_or_create(&labels)
+                .set((age - delay).max(0.0));
         }
         if let Some(size) = dlq {
             self.dlq_records.set(size);

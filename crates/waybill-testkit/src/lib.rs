@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`api`]: a client of the HTTP API returning status and JSON.
+//! - [`otlp`]: an OTLP/HTTP trace collector that keeps the spans it receives.
 //! - [`receiver`]: an HTTP server that records every webhook it receives,
 //!   answers with a configurable status, and checks signatures.
 //! - [`schema`]: checks JSON values against the OpenAPI document's schemas.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod otlp;
 pub mod receiver;
 pub mod schema;
 pub mod topic;

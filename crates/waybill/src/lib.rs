@@ -69,7 +69,6 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    telemetry::init(format, std::env::var("RUST_LOG").ok().as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,7 +79,38 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, std::env::vars().collect())) {
+    let filter = std::env::var("RUST_LOG").ok();
+    // Services export their spans when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let service_name = match &cli.command {
+        Command::Ingest => Some("waybill-ingest"),
+        Command::Matcher => Some("waybill-matcher"),
+        Command::Delivery => Some("waybill-delivery"),
+        Command::Dev(_) => Some("waybill-dev"),
+        Command::Listen(_) | Command::CheckConfig => None,
+    };
+    let telemetry = match service_name {
+        Some(name) => {
+            let _entered = runtime.enter();
+            let export = match telemetry::Export::from_env(|name| std::env::var(name).ok()) {
+                Ok(export) => export,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match telemetry::init_with_export(format, filter.as_deref(), export.as_ref(), name) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => telemetry::init(format, filter.as_deref()),
+    };
+    let result = runtime.block_on(run(cli, std::env::vars().collect()));
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(config) = e.downcast_ref::<ConfigErrors>() {

@@ -537,6 +537,16 @@ async fn metrics_count_what_happened() {
         text.contains(r#"waybill_backlog_oldest_age_seconds{topic="deliveries.retry.50ms"}"#),
         "{text}"
     );
+    // Nothing waits on the tier beyond its delay.
+    let overdue = r#"waybill_backlog_overdue_seconds{topic="deliveries.retry.50ms"}"#;
+    assert!(text.contains(overdue), "{text}");
+    assert_eq!(sample(&text, overdue), 0.0);
+    // The projection was caught up within the last sampling rounds.
+    assert!(text.contains("waybill_projection_age_seconds "), "{text}");
+    assert!(
+        sample(&text, "waybill_projection_age_seconds") < 60.0,
+        "{text}"
+    );
     // Bounded labels: no subscription id, tenant id or URL in any series.
     assert!(!text.contains("sub_") && !text.contains("ten_") && !text.contains("127.0.0.1"));
     stack.stop().await.unwrap();

@@ -1,0 +1,175 @@
+//! An OTLP/HTTP trace collector for tests: accepts `POST /v1/traces`
+//! (protobuf), decodes the spans and keeps them for assertions.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+/// One exported span, flattened.
+#[derive(Debug, Clone)]
+pub struct CollectedSpan {
+    /// Span name.
+    pub name: String,
+    /// Trace id, 32 hex digits.
+    pub trace_id: String,
+    /// Span id, 16 hex digits.
+    pub span_id: String,
+    /// Parent span id, 16 hex digits, or `""` for a root.
+    pub parent_span_id: String,
+    /// `server`, `client`, `producer`, `consumer`, `internal`.
+    pub kind: &'static str,
+    /// Span attributes, values as strings.
+    pub attributes: BTreeMap<String, String>,
+    /// Attributes of the resource (the service) that exported it.
+    pub resource: BTreeMap<String, String>,
+}
+
+impl CollectedSpan {
+    /// An attribute's value.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+/// A running collector; stops when dropped.
+pub struct Collector {
+    addr: SocketAddr,
+    spans: Arc<Mutex<Vec<CollectedSpan>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Collector {
+    /// Starts a collector on a free loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/v1/traces", post(export))
+            .with_state(spans.clone());
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { until.cancelled().await })
+                .await;
+        });
+        Ok(Self { addr, spans, stop })
+    }
+
+    /// The base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<CollectedSpan> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// Waits until the spans of `trace_id` satisfy `done`; returns them.
+    pub async fn wait_for_trace(
+        &self,
+        trace_id: &str,
+        timeout: Duration,
+        done: impl Fn(&[CollectedSpan]) -> bool,
+    ) -> Result<Vec<CollectedSpan>, Vec<CollectedSpan>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let spans: Vec<CollectedSpan> = self
+                .spans()
+                .into_iter()
+                .filter(|s| s.trace_id == trace_id)
+                .collect();
+            if done(&spans) {
+                return Ok(spans);
+            }
+            if Instant::now() >= deadline {
+                return Err(spans);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn export(
+    State(spans): State<Arc<Mutex<Vec<CollectedSpan>>>>,
+    body: Bytes,
+) -> axum::response::Response {
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return (StatusCode::BAD_REQUEST, "not an ExportTraceServiceRequest").into_response();
+    };
+    let mut collected = Vec::new();
+    for resource_spans in request.resource_spans {
+        let resource = resource_spans
+            .resource
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                collected.push(CollectedSpan {
+                    name: span.name,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    kind: match span.kind {
+                        1 => "internal",
+                        2 => "server",
+                        3 => "client",
+                        4 => "producer",
+                        5 => "consumer",
+                        _ => "unspecified",
+                    },
+                    attributes: attributes(&span.attributes),
+                    resource: resource.clone(),
+                });
+            }
+        }
+    }
+    spans.lock().unwrap().extend(collected);
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                Some(any_value::Value::IntValue(i)) => i.to_string(),
+                Some(any_value::Value::BoolValue(b)) => b.to_string(),
+                Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

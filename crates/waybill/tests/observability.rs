@@ -1,0 +1,285 @@
+//! What an SRE sees of one event, from the outside: `waybill dev` runs as
+//! its own process with OTLP export to an in-test collector and JSON logs at
+//! debug level. One event, posted with the producer's `traceparent`, reaches
+//! five subscriptions (every auth type). Then:
+//!
+//! - the collector holds ONE trace: ingest request → publish → match →
+//!   delivery task → delivery attempt, each the parent of the next, and the
+//!   receiver's `traceparent` names the attempt as its parent;
+//! - the JSON log lines written inside those spans carry their trace and
+//!   span ids;
+//! - no credential, signing secret, API key, operator token or encryption
+//!   key appears anywhere in the logs.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use waybill_core::sealing::Keyring;
+use waybill_core::trace::TraceParent;
+use waybill_testkit::api::Api;
+use waybill_testkit::otlp::{CollectedSpan, Collector};
+use waybill_testkit::receiver::{Options, Receiver};
+
+const WAIT: Duration = Duration::from_secs(30);
+const API_KEY: &str = "wb_observability_key_5f1c2d";
+const OPERATOR_TOKEN: &str = "wbop_observability_operator_8a7e";
+
+fn one<'a>(spans: &'a [CollectedSpan], name: &str) -> &'a CollectedSpan {
+    let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "one {name} span expected: {spans:#?}");
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(240));
+    let collector = Collector::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let encryption_key = Keyring::generate_key();
+    let config = dir.path().join("waybill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[secrets]\ncurrent_key_id = \"obs\"\nkeys = {{ obs = \"{encryption_key}\" }}\n\
+             [ingest]\noperator_token = \"{OPERATOR_TOKEN}\"\n"
+        ),
+    )
+    .unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
+        .args(["dev", "--port", "0", "--api-key", API_KEY, "--config"])
+        .arg(&config)
+        .env("WAYBILL_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
+        .spawn()
+        .expect("waybill dev starts");
+
+    // The greeting names the API's address.
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let base = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("waybill dev prints its greeting");
+        if let Some(url) = line.strip_prefix("api: ") {
+            break url.to_owned();
+        }
+    };
+    let api = Api::new(base, API_KEY);
+
+    // Five subscriptions, one per auth type, each with its own receiver.
+    let token_endpoint = Receiver::with(Options {
+        body: Some(r#"{"access_token": "oauth-access-token-3c9d", "expires_in": 3600}"#.into()),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let auths = [
+        json!({"type": "none"}),
+        json!({"type": "basic", "username": "ops", "password": "basic-password-71b2"}),
+        json!({"type": "api_key", "header_name": "X-Partner-Key", "header_value": "header-key-value-44e0"}),
+        json!({"type": "bearer", "token": "bearer-token-9f3a"}),
+        json!({"type": "oauth2", "token_url": token_endpoint.url("/token"),
+               "client_id": "waybill-client", "client_secret": "oauth-client-secret-0d6e",
+               "scope": "webhooks"}),
+    ];
+    let mut receivers = Vec::new();
+    let mut subscriptions = Vec::new();
+    let mut secrets = vec![
+        API_KEY.to_owned(),
+        OPERATOR_TOKEN.to_owned(),
+        encryption_key.clone(),
+        "basic-password-71b2".to_owned(),
+        // What the basic credentials look like on the wire.
+        "b3BzOmJhc2ljLXBhc3N3b3JkLTcxYjI=".to_owned(),
+        "header-key-value-44e0".to_owned(),
+        "bearer-token-9f3a".to_owned(),
+        "oauth-client-secret-0d6e".to_owned(),
+        "oauth-access-token-3c9d".to_owned(),
+    ];
+    for auth in auths {
+        let receiver = Receiver::start().await.unwrap();
+        let (status, body) = api
+            .post(
+                "/v1/subscriptions",
+                json!({"url": receiver.url("/hook"), "event_types": ["freights.publication.*"],
+                       "auth": auth}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (status, secret) = api.get(&format!("/v1/subscriptions/{id}/secret")).await;
+        assert_eq!(status, 200, "{secret}");
+        let secret = secret["signing_secret"].as_str().unwrap().to_owned();
+        secrets.push(secret.trim_start_matches("whsec_").to_owned());
+        secrets.push(secret);
+        subscriptions.push(id);
+        receivers.push(receiver);
+    }
+
+    // The producer's own span starts the trace.
+    let producer = TraceParent::new_root();
+    let (status, body) = api
+        .call_with(
+            reqwest::Method::POST,
+            "/v1/events",
+            Some(&json!({"event_name": "freights.publication.created",
+                         "entity": {"type": "freight", "id": "FR-1"}, "data": {"weight_kg": 900}})),
+            &[("traceparent", &producer.to_string())],
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let mut outgoing = Vec::new();
+    for receiver in &receivers {
+        let got = receiver.wait_for(1, WAIT).await.unwrap();
+        let traceparent = TraceParent::parse(got[0].header("traceparent").unwrap()).unwrap();
+        assert_eq!(
+            traceparent.trace_id, producer.trace_id,
+            "same trace at the receiver"
+        );
+        outgoing.push(traceparent);
+    }
+    assert_eq!(token_endpoint.received().len(), 1);
+    assert_eq!(
+        receivers[3].received()[0].header("authorization"),
+        Some("Bearer bearer-token-9f3a")
+    );
+
+    // One trace: request → publish → match → 5 × (task → attempt).
+    let trace_id = producer.trace_id_hex();
+    let spans = collector
+        .wait_for_trace(&trace_id, WAIT, |spans| {
+            spans.iter().filter(|s| s.name == "POST").count() == 5
+                && spans.iter().any(|s| s.name == "POST /v1/events")
+        })
+        .await
+        .unwrap_or_else(|spans| panic!("the trace is incomplete: {spans:#?}"));
+    let request = one(&spans, "POST /v1/events");
+    assert_eq!(request.kind, "server");
+    assert_eq!(request.parent_span_id, hex(&producer.span_id));
+    assert_eq!(request.attribute("http.route"), Some("/v1/events"));
+    assert_eq!(request.attribute("http.response.status_code"), Some("202"));
+    assert_eq!(
+        request.resource.get("service.name").map(String::as_str),
+        Some("waybill-dev")
+    );
+    assert_eq!(
+        request
+            .resource
+            .get("deployment.environment")
+            .map(String::as_str),
+        Some("ci")
+    );
+    let publish = spans
+        .iter()
+        .find(|s| s.name.ends_with("freights publish"))
+        .unwrap_or_else(|| panic!("no publish span: {spans:#?}"));
+    assert_eq!(
+        (publish.kind, &publish.parent_span_id),
+        ("producer", &request.span_id)
+    );
+    let matched = one(&spans, "match");
+    assert_eq!(
+        (matched.kind, &matched.parent_span_id),
+        ("consumer", &publish.span_id)
+    );
+    assert_eq!(matched.attribute("matches"), Some("5"));
+    let tasks: Vec<_> = spans.iter().filter(|s| s.name == "deliver").collect();
+    assert_eq!(tasks.len(), 5, "{spans:#?}");
+    let attempts: Vec<_> = spans.iter().filter(|s| s.name == "POST").collect();
+    assert_eq!(attempts.len(), 5, "{spans:#?}");
+    for (i, subscription) in subscriptions.iter().enumerate() {
+        let task = tasks
+            .iter()
+            .find(|t| t.attribute("subscription_id") == Some(subscription))
+            .unwrap_or_else(|| panic!("no task span of {subscription}: {tasks:#?}"));
+        assert_eq!(
+            (task.kind, &task.parent_span_id),
+            ("consumer", &matched.span_id)
+        );
+        assert_eq!(task.attribute("outcome"), Some("succeeded"));
+        let attempt = attempts
+            .iter()
+            .find(|a| a.parent_span_id == task.span_id)
+            .unwrap_or_else(|| panic!("no attempt under {task:#?}"));
+        assert_eq!(attempt.kind, "client");
+        assert_eq!(attempt.attribute("http.response.status_code"), Some("200"));
+        // The receiver's parent is the attempt that called it.
+        assert_eq!(hex(&outgoing[i].span_id), attempt.span_id);
+    }
+
+    // SIGTERM: the process flushes and exits.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "waybill dev exits cleanly on SIGTERM: {exit}"
+    );
+
+    let mut logs = String::new();
+    std::fs::File::open(&stderr_path)
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.lines().count() > 50, "debug logs expected:\n{logs}");
+    let span_ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut in_trace = Vec::new();
+    for line in logs.lines() {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            entry["timestamp"].is_string() && entry["level"].is_string(),
+            "{line}"
+        );
+        if entry["trace_id"] == trace_id.as_str() {
+            let span_id = entry["span_id"].as_str().unwrap();
+            assert!(span_ids.contains(span_id), "unknown span {span_id}: {line}");
+            in_trace.push(entry);
+        }
+    }
+    let messages: HashSet<&str> = in_trace
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    for expected in ["event accepted", "event matched", "delivered"] {
+        assert!(
+            messages.contains(expected),
+            "`{expected}` logged with the trace id: {messages:?}"
+        );
+    }
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret appears in the logs: {secret}"
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
