@@ -1,5 +1,7 @@
-//! An OTLP/HTTP trace collector for tests: accepts `POST /v1/traces`
-//! (protobuf), decodes the spans and keeps them for assertions.
+//! An OTLP trace collector for tests: accepts OTLP/HTTP (`POST /v1/traces`,
+//! protobuf) and OTLP/gRPC (the `TraceService/Export` call over HTTP/2
+//! without TLS) on the same port, decodes the spans and keeps them for
+//! assertions.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ pub struct CollectedSpan {
     pub attributes: BTreeMap<String, String>,
     /// Attributes of the resource (the service) that exported it.
     pub resource: BTreeMap<String, String>,
+    /// How it arrived: `http` or `grpc`.
+    pub protocol: &'static str,
 }
 
 impl CollectedSpan {
@@ -66,6 +70,10 @@ impl Collector {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/v1/traces", post(export))
+            .route(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                post(export_grpc),
+            )
             .with_state(spans.clone());
         let stop = CancellationToken::new();
         let until = stop.clone();
@@ -77,7 +85,7 @@ impl Collector {
         Ok(Self { addr, spans, stop })
     }
 
-    /// The base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// The base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT` (either protocol).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -119,6 +127,61 @@ async fn export(
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
         return (StatusCode::BAD_REQUEST, "not an ExportTraceServiceRequest").into_response();
     };
+    keep(&spans, request, "http");
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+/// A unary gRPC call: one length-prefixed message in, one out, and the
+/// status in the trailers.
+async fn export_grpc(
+    State(spans): State<Arc<Mutex<Vec<CollectedSpan>>>>,
+    body: Bytes,
+) -> axum::response::Response {
+    let message = match body.as_ref() {
+        [0, a, b, c, d, rest @ ..]
+            if u32::from_be_bytes([*a, *b, *c, *d]) as usize == rest.len() =>
+        {
+            rest
+        }
+        _ => return grpc_answer(Vec::new(), 3, "expected one uncompressed message"),
+    };
+    let Ok(request) = ExportTraceServiceRequest::decode(message) else {
+        return grpc_answer(Vec::new(), 3, "not an ExportTraceServiceRequest");
+    };
+    keep(&spans, request, "grpc");
+    let reply = ExportTraceServiceResponse::default().encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&reply);
+    grpc_answer(framed, 0, "")
+}
+
+fn grpc_answer(body: Vec<u8>, status: u8, message: &str) -> axum::response::Response {
+    let mut trailers = axum::http::HeaderMap::new();
+    trailers.insert("grpc-status", u16::from(status).into());
+    if let Ok(message) = message.parse() {
+        trailers.insert("grpc-message", message);
+    }
+    let body = http_body_util::StreamBody::new(futures::stream::iter([
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(body))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]));
+    (
+        [(header::CONTENT_TYPE, "application/grpc")],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+fn keep(
+    spans: &Mutex<Vec<CollectedSpan>>,
+    request: ExportTraceServiceRequest,
+    protocol: &'static str,
+) {
     let mut collected = Vec::new();
     for resource_spans in request.resource_spans {
         let resource = resource_spans
@@ -142,16 +205,12 @@ async fn export(
                     },
                     attributes: attributes(&span.attributes),
                     resource: resource.clone(),
+                    protocol,
                 });
             }
         }
     }
     spans.lock().unwrap().extend(collected);
-    (
-        [(header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
-        .into_response()
 }
 
 fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {

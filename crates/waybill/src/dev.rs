@@ -282,17 +282,27 @@ pub async fn run(
     }
     let shutdown = waybill_runtime::shutdown::on_signal();
     let mut stack = start(config, &args.api_key).await?;
-    #[allow(clippy::print_stdout)]
+    // The greeting; a closed stdout (`waybill dev | head`) is not an error.
+    let greeting = format!(
+        "\nWaybill dev is running (embedded Kafka broker, in memory; Ctrl-C stops it)\n\
+         api: {}\n\
+         api key: {}\n\
+         tenant: {DEV_TENANT}\n\
+         operator token: {}\n\
+         kafka: {}\n\
+         receiver for trying it: waybill listen --port 9000\n\n",
+        stack.api_url(),
+        stack.api_key,
+        stack.operator_token,
+        stack.brokers,
+    );
     {
-        println!();
-        println!("Waybill dev is running (embedded Kafka broker, in memory; Ctrl-C stops it)");
-        println!("api: {}", stack.api_url());
-        println!("api key: {}", stack.api_key);
-        println!("tenant: {DEV_TENANT}");
-        println!("operator token: {}", stack.operator_token);
-        println!("kafka: {}", stack.brokers);
-        println!("receiver for trying it: waybill listen --port 9000");
-        println!();
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        drop(
+            out.write_all(greeting.as_bytes())
+                .and_then(|()| out.flush()),
+        );
     }
     let result = stack.supervise(shutdown).await;
     let stopped = stack.stop().await;

@@ -12,8 +12,9 @@
 //!   key appears anywhere in the logs.
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::process::{Command, Stdio};
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -50,39 +51,16 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
     )
     .unwrap();
     let stderr_path = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_waybill"))
-        .args(["dev", "--port", "0", "--api-key", API_KEY, "--config"])
-        .arg(&config)
-        .env("WAYBILL_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci")
-        .env_remove("OTEL_SERVICE_NAME")
-        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&stderr_path).unwrap()))
-        .spawn()
-        .expect("waybill dev starts");
-
-    // The greeting names the API's address.
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let base = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("waybill dev prints its greeting");
-        if let Some(url) = line.strip_prefix("api: ") {
-            break url.to_owned();
-        }
-    };
+    let (child, base) = spawn_dev(
+        &config,
+        &stderr_path,
+        &[
+            ("WAYBILL_LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci"),
+        ],
+    );
     let api = Api::new(base, API_KEY);
 
     // Five subscriptions, one per auth type, each with its own receiver.
@@ -149,7 +127,10 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
     assert_eq!(status, 202, "{body}");
     let mut outgoing = Vec::new();
     for receiver in &receivers {
-        let got = receiver.wait_for(1, WAIT).await.unwrap();
+        let got = receiver
+            .wait_for(1, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&stderr_path)));
         let traceparent = TraceParent::parse(got[0].header("traceparent").unwrap()).unwrap();
         assert_eq!(
             traceparent.trace_id, producer.trace_id,
@@ -174,6 +155,7 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
         .unwrap_or_else(|spans| panic!("the trace is incomplete: {spans:#?}"));
     let request = one(&spans, "POST /v1/events");
     assert_eq!(request.kind, "server");
+    assert!(spans.iter().all(|s| s.protocol == "http"));
     assert_eq!(request.parent_span_id, hex(&producer.span_id));
     assert_eq!(request.attribute("http.route"), Some("/v1/events"));
     assert_eq!(request.attribute("http.response.status_code"), Some("202"));
@@ -227,25 +209,9 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
     }
 
     // SIGTERM: the process flushes and exits.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        exit.success(),
-        "waybill dev exits cleanly on SIGTERM: {exit}"
-    );
+    terminate(child).await;
 
-    let mut logs = String::new();
-    std::fs::File::open(&stderr_path)
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = read(&stderr_path);
     assert!(logs.lines().count() > 50, "debug logs expected:\n{logs}");
     let span_ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     let mut in_trace = Vec::new();
@@ -278,6 +244,123 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
             "a secret appears in the logs: {secret}"
         );
     }
+}
+
+/// Starts `waybill dev` with `config`, logs to `stderr`, `env` on top of
+/// a clean OTEL environment; returns it and its API's address.
+fn spawn_dev(config: &Path, stderr: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_waybill"));
+    command
+        .args(["dev", "--port", "0", "--api-key", API_KEY, "--config"])
+        .arg(config)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(stderr).unwrap()));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OTEL_") || name == "WAYBILL_LOG_FORMAT" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    let mut child = command.spawn().expect("waybill dev starts");
+    // The greeting names the API's address.
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Reads to the end, so the process never writes to a closed pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            drop(lines_tx.send(line));
+        }
+    });
+    let base = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("waybill dev prints its greeting");
+        if let Some(url) = line.strip_prefix("api: ") {
+            break url.to_owned();
+        }
+    };
+    (child, base)
+}
+
+/// SIGTERM; the process must flush its spans and exit 0.
+async fn terminate(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        exit.success(),
+        "waybill dev exits cleanly on SIGTERM: {exit}"
+    );
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` exports over OTLP/gRPC; without a
+/// producer's `traceparent` the API request starts the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_grpc() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(180));
+    let collector = Collector::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("waybill.toml");
+    std::fs::write(&config, "").unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let (child, base) = spawn_dev(
+        &config,
+        &stderr_path,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "waybill-grpc-check"),
+        ],
+    );
+    let api = Api::new(base, API_KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let (status, body) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": receiver.url("/hook"), "event_types": ["freights.*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.publication.created",
+                   "entity": {"type": "freight", "id": "FR-2"}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver
+        .wait_for(1, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&stderr_path)));
+    let traceparent = TraceParent::parse(got[0].header("traceparent").unwrap()).unwrap();
+    let spans = collector
+        .wait_for_trace(&traceparent.trace_id_hex(), WAIT, |spans| {
+            spans.iter().any(|s| s.name == "POST")
+                && spans.iter().any(|s| s.name == "POST /v1/events")
+        })
+        .await
+        .unwrap_or_else(|spans| panic!("the trace is incomplete: {spans:#?}"));
+    let request = one(&spans, "POST /v1/events");
+    assert_eq!(request.parent_span_id, "", "the request is the root");
+    assert!(spans.iter().all(|s| s.protocol == "grpc"));
+    assert_eq!(
+        request.resource.get("service.name").map(String::as_str),
+        Some("waybill-grpc-check")
+    );
+    assert_eq!(one(&spans, "POST").span_id, hex(&traceparent.span_id));
+    terminate(child).await;
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 fn hex(bytes: &[u8]) -> String {
