@@ -82,16 +82,18 @@ impl Predicate {
 impl Filter {
     /// Whether an event with these attributes, of this tenant, passes.
     pub fn accepts(&self, tenant_id: &str, attributes: &BTreeMap<String, String>) -> bool {
-        self.scopes.iter().any(|scope| {
-            scope.predicates.iter().all(|p| {
-                let value = if p.attribute == TENANT_ATTRIBUTE {
-                    Some(tenant_id)
-                } else {
-                    attributes.get(&p.attribute).map(String::as_str)
-                };
-                p.holds(value)
+        // No scope at all is no filter (as `{"scopes": []}` in the API).
+        self.scopes.is_empty()
+            || self.scopes.iter().any(|scope| {
+                scope.predicates.iter().all(|p| {
+                    let value = if p.attribute == TENANT_ATTRIBUTE {
+                        Some(tenant_id)
+                    } else {
+                        attributes.get(&p.attribute).map(String::as_str)
+                    };
+                    p.holds(value)
+                })
             })
-        })
     }
 
     /// The API form.
@@ -238,7 +240,10 @@ mod tests {
         assert!(!filter.accepts("t1", &attrs(&[("company_id", "c-3")])));
         assert!(!filter.accepts("t1", &attrs(&[])), "IN needs the attribute");
         assert!(filter.accepts("t9", &attrs(&[])), "second scope");
-        assert!(!Filter::default().accepts("t1", &attrs(&[])));
+        assert!(
+            Filter::default().accepts("t1", &attrs(&[])),
+            "no scope is no filter"
+        );
         let back = filter.to_json();
         assert_eq!(back["scopes"][0]["predicates"][1]["values"][0], "7");
     }

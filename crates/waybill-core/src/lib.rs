@@ -11,6 +11,7 @@
 //! - [`retry`]: retry policies (explicit delays or exponential).
 //! - [`outcome`]: after an attempt: success, retry (when, in which tier), disable, dead.
 //! - [`matching`]: does an event go to a subscription?
+//! - [`index`]: which subscriptions an event goes to, by lookup (the matcher's index).
 //! - [`signing`]: Standard Webhooks secrets and signatures.
 //! - [`sealing`]: encryption of secrets stored on Kafka topics.
 //! - [`url_policy`]: which callback URLs and addresses may be called.
@@ -31,6 +32,7 @@ pub mod event;
 pub mod fields;
 pub mod filter;
 pub mod ids;
+pub mod index;
 pub mod matching;
 pub mod outcome;
 pub mod pattern;

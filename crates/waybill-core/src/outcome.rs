@@ -126,9 +126,12 @@ pub fn tier_for(remaining: Duration, tiers: &[Duration]) -> usize {
 /// a tenth of the tier (a later record waits at most that much behind an
 /// earlier one), except for waits shorter than the shortest tier, which are
 /// due at most that tier's delay early.
+///
+/// `written` is a Kafka timestamp, truncated to the millisecond, so it may
+/// read up to 1 ms before the task was decided: that much more is allowed.
 pub fn due_at(written: SystemTime, tier: Duration, not_before: SystemTime) -> SystemTime {
     let end = written + tier;
-    if not_before <= end + tier / 10 {
+    if not_before <= end + tier / 10 + Duration::from_millis(1) {
         not_before
     } else {
         end
@@ -242,6 +245,11 @@ mod tests {
         assert_eq!(due_at(t0, s(60), t0 + s(66)), t0 + s(66));
         // ...and the rest of a longer one is waited in a shorter tier.
         assert_eq!(due_at(t0, s(60), t0 + s(67)), t0 + s(60));
+        // The written time is truncated to the millisecond: a task decided
+        // 0.9 ms after it, with the full jitter, is still due on time.
+        let ms = Duration::from_millis;
+        let due = t0 + Duration::from_micros(900) + ms(55);
+        assert_eq!(due_at(t0, ms(50), due), due);
         assert_eq!(
             due_at(t0, s(1), t0 + Duration::from_millis(300)),
             t0 + Duration::from_millis(300)

@@ -378,6 +378,7 @@ impl Worker {
             && remaining >= Duration::from_millis(1)
         {
             let next = self.retry_topic(remaining);
+            tracing::debug!(remaining_ms = remaining.as_secs_f64() * 1000.0, written = ?job.written, not_before = ?job.not_before(), "hop");
             Families::topic_counter(&self.metrics.get().retries_scheduled, &next);
             tracing::Span::current().record("outcome", "waiting");
             return self.write(&next, &job.task, trace, None, stop).await.into();

@@ -3,8 +3,9 @@
 //! # Layout
 //!
 //! - [`config`]: the `[matcher]` section.
-//! - [`tasks`]: the pure part — one event and a subscription snapshot in,
-//!   the delivery tasks out.
+//! - [`projection`]: the subscription index, folded from `subscriptions`.
+//! - [`tasks`]: the pure part — one event and the index in, the delivery
+//!   tasks out.
 //! - [`worker`]: one task per assigned domain-topic partition: decode,
 //!   wait for the projection, match, publish tasks, store offsets.
 //!
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod projection;
 pub mod tasks;
 pub mod worker;
 
@@ -27,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use waybill_core::catalog::Catalog;
 use waybill_core::sealing::Keyring;
 use waybill_kafka::partitioned::{self, GroupOptions};
+use waybill_kafka::table::Table;
 use waybill_kafka::{KafkaConfig, Producer};
 use waybill_runtime::admin;
-use waybill_runtime::projection;
 
 pub use config::MatcherConfig;
 
@@ -72,10 +74,10 @@ pub async fn run(
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
     let (readiness, admin) =
         admin::spawn(admin_listener, settings.metrics.clone(), shutdown.clone());
-    let subscriptions = projection::follow(
+    let subscriptions = Table::follow(
         &settings.kafka,
-        &topics,
-        settings.keys.clone(),
+        &topics.subscriptions(),
+        crate::projection::Indexed::new(settings.keys.clone()),
         shutdown.clone(),
     )
     .await?;
@@ -85,7 +87,7 @@ pub async fn run(
         settings.matcher.backlog_sample_interval,
         shutdown.clone(),
     ));
-    if !projection::wait_loaded(&subscriptions, &shutdown).await {
+    if !waybill_runtime::projection::wait_loaded(&subscriptions, &shutdown).await {
         return Ok(());
     }
     readiness.set(true);

@@ -3,27 +3,26 @@
 use time::OffsetDateTime;
 use waybill_core::event::Event;
 use waybill_core::ids;
-use waybill_core::matching::matches;
+use waybill_core::index::MatchIndex;
 use waybill_proto::convert::timestamp;
 use waybill_proto::v1;
-use waybill_runtime::projection::Subscriptions;
 
-/// One task per subscription of the event's tenant that matches it.
+/// One task per subscription the index finds for the event.
 ///
 /// `record` is the event as it arrived (re-used as is, so the task carries
 /// exactly what the producer wrote).
 pub fn tasks_for(
     event: &Event,
     record: &v1::DomainEvent,
-    subscriptions: &Subscriptions,
+    index: &MatchIndex,
     now: OffsetDateTime,
 ) -> Vec<v1::DeliveryTask> {
-    subscriptions
-        .of_tenant(&event.tenant_id)
-        .filter(|s| matches(s, event))
-        .map(|s| v1::DeliveryTask {
-            delivery_id: ids::delivery_id(&event.tenant_id, &event.id, &s.id),
-            subscription_id: s.id.clone(),
+    index
+        .matching(event)
+        .into_iter()
+        .map(|id| v1::DeliveryTask {
+            delivery_id: ids::delivery_id(&event.tenant_id, &event.id, id),
+            subscription_id: id.to_owned(),
             tenant_id: event.tenant_id.clone(),
             event: Some(record.clone()),
             attempt: 1,
@@ -72,7 +71,7 @@ mod tests {
     #[test]
     fn one_task_per_matching_subscription_with_stable_ids() {
         let keys = keyring();
-        let mut subs = Subscriptions::new(keys.clone());
+        let mut subs = crate::projection::Indexed::new(keys.clone());
         for s in [
             subscription("sub_a", "t1", &["*"], true),
             subscription("sub_b", "t1", &["freights.publication.*"], true),
@@ -100,7 +99,7 @@ mod tests {
         };
         let record = event_to_proto(&event);
         assert!(Catalog::builtin().get(&event.name).is_some());
-        let tasks = tasks_for(&event, &record, &subs, OffsetDateTime::UNIX_EPOCH);
+        let tasks = tasks_for(&event, &record, subs.index(), OffsetDateTime::UNIX_EPOCH);
         let ids: Vec<&str> = tasks.iter().map(|t| t.subscription_id.as_str()).collect();
         assert_eq!(
             ids,

@@ -18,7 +18,6 @@ use waybill_kafka::{Producer, Topics, dead_letter, headers};
 use waybill_proto::Message as _;
 use waybill_proto::convert::event_from_proto;
 use waybill_proto::v1;
-use waybill_runtime::projection::Subscriptions;
 
 use crate::config::MatcherConfig;
 use crate::tasks::tasks_for;
@@ -36,7 +35,7 @@ pub struct Worker {
     /// Known event types.
     pub catalog: Catalog,
     /// The subscription projection.
-    pub subscriptions: Table<Subscriptions>,
+    pub subscriptions: Table<crate::projection::Indexed>,
     /// The `[matcher]` section.
     pub config: MatcherConfig,
     /// The process's metrics.
@@ -178,8 +177,13 @@ impl Worker {
             self.metrics
                 .get()
                 .projection_subscriptions
-                .set(projection.len() as i64);
-            tasks_for(&event, &record, &projection, OffsetDateTime::now_utc())
+                .set(projection.index().len() as i64);
+            tasks_for(
+                &event,
+                &record,
+                projection.index(),
+                OffsetDateTime::now_utc(),
+            )
         };
         let metrics = self.metrics.get();
         metrics.matcher_events.inc();

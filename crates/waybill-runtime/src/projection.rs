@@ -33,7 +33,10 @@ pub async fn follow(
 
 /// Waits until the projection holds every subscription written before this
 /// call, logging while it loads. `false` if `shutdown` came first.
-pub async fn wait_loaded(table: &Table<Subscriptions>, shutdown: &CancellationToken) -> bool {
+pub async fn wait_loaded<S: Fold + Counted>(
+    table: &Table<S>,
+    shutdown: &CancellationToken,
+) -> bool {
     let started = SystemTime::now();
     loop {
         tokio::select! {
@@ -45,10 +48,22 @@ pub async fn wait_loaded(table: &Table<Subscriptions>, shutdown: &CancellationTo
         }
     }
     tracing::info!(
-        subscriptions = table.read().len(),
+        subscriptions = table.read().count(),
         "subscription projection loaded"
     );
     true
+}
+
+/// A projection that can say how many subscriptions it holds.
+pub trait Counted {
+    /// How many subscriptions.
+    fn count(&self) -> usize;
+}
+
+impl Counted for Subscriptions {
+    fn count(&self) -> usize {
+        self.len()
+    }
 }
 
 /// Subscriptions by tenant, then id.

@@ -537,10 +537,11 @@ async fn metrics_count_what_happened() {
         text.contains(r#"waybill_backlog_oldest_age_seconds{topic="deliveries.retry.50ms"}"#),
         "{text}"
     );
-    // Nothing waits on the tier beyond its delay.
+    // Nothing waits on the tier much beyond its delay (a processed record
+    // counts until its offset is committed, every 200 ms).
     let overdue = r#"waybill_backlog_overdue_seconds{topic="deliveries.retry.50ms"}"#;
     assert!(text.contains(overdue), "{text}");
-    assert_eq!(sample(&text, overdue), 0.0);
+    assert!(sample(&text, overdue) < 2.0, "{text}");
     // The projection was caught up within the last sampling rounds.
     assert!(text.contains("waybill_projection_age_seconds "), "{text}");
     assert!(
