@@ -39,6 +39,11 @@ impl DomainTopic {
         }
     }
 
+    /// The domain topic of that base name.
+    pub fn from_name(name: &str) -> Option<DomainTopic> {
+        DomainTopic::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     /// The topic a domain's events go to, if the domain is known.
     pub fn for_domain(domain: &str) -> Option<DomainTopic> {
         match domain {
@@ -65,54 +70,188 @@ pub struct EventType {
     pub domain: String,
     /// Where records of this event go.
     pub topic: DomainTopic,
+    /// What happened, in one sentence.
+    pub description: String,
 }
 
-/// Built-in event names, grouped by domain.
-const BUILTIN: &[&str] = &[
+/// An event type an operator adds to the catalog (configuration), for
+/// naming schemes other than the built-in one (`Shipment.Created`,
+/// `ROUTE_CREATED`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+pub struct ExtraEventType {
+    /// Full name: segments of letters, digits, `_` or `-`, separated by `.`.
+    pub name: String,
+    /// The domain topic its records go to: `freights`, `orders`,
+    /// `time_slot_management` or `loads_monitoring`.
+    pub topic: String,
+    /// What happened.
+    #[serde(default)]
+    pub description: String,
+    /// Its domain; default the first segment of the name.
+    #[serde(default)]
+    pub domain: Option<String>,
+}
+
+/// Built-in event names and descriptions, grouped by domain.
+const BUILTIN: &[(&str, &str)] = &[
     // freights
-    "freights.freight.create",
-    "freights.freight.update",
-    "freights.freight.order_from_contract_was_created",
-    "freights.publication.created",
-    "freights.publication.accepted",
-    "freights.publication.finished",
-    "freights.publication.canceled",
-    "freights.publication.carrier_assign",
-    "freights.publication.rejected_by_all_carriers",
-    "freights.proposal_request.rejected",
-    "freights.proposal_request.negotiated",
-    "freights.proposal_request.accepted",
-    "freights.recommended_carriers.found",
+    ("freights.freight.create", "A freight was created."),
+    (
+        "freights.freight.update",
+        "A freight's details were changed.",
+    ),
+    (
+        "freights.freight.order_from_contract_was_created",
+        "A freight order was created from a contract for this freight.",
+    ),
+    (
+        "freights.publication.created",
+        "A freight was published on the exchange.",
+    ),
+    (
+        "freights.publication.accepted",
+        "A carrier's offer for a published freight was accepted.",
+    ),
+    (
+        "freights.publication.finished",
+        "A freight's publication ended.",
+    ),
+    (
+        "freights.publication.canceled",
+        "A freight's publication was cancelled.",
+    ),
+    (
+        "freights.publication.carrier_assign",
+        "A carrier was assigned to a published freight.",
+    ),
+    (
+        "freights.publication.rejected_by_all_carriers",
+        "Every carrier asked rejected a published freight.",
+    ),
+    (
+        "freights.proposal_request.rejected",
+        "A proposal request for a freight was rejected.",
+    ),
+    (
+        "freights.proposal_request.negotiated",
+        "A proposal request for a freight was negotiated (counter-offer).",
+    ),
+    (
+        "freights.proposal_request.accepted",
+        "A proposal request for a freight was accepted.",
+    ),
+    (
+        "freights.recommended_carriers.found",
+        "Recommended carriers were found for a freight.",
+    ),
     // freights_processing
-    "freights_processing.publication.finished",
-    "freights_processing.publication.negotiation_time_finished",
-    "freights_processing.proposal_request.offer_timeout",
+    (
+        "freights_processing.publication.finished",
+        "The processing of a freight's publication finished.",
+    ),
+    (
+        "freights_processing.publication.negotiation_time_finished",
+        "The negotiation time of a freight's publication ran out.",
+    ),
+    (
+        "freights_processing.proposal_request.offer_timeout",
+        "A carrier's offer on a proposal request timed out.",
+    ),
     // freight_orders
-    "freight_orders.order.created",
-    "freight_orders.order.vehicle_and_driver_have_changed",
-    "freight_orders.order.attachment_removed",
-    "freight_orders.order.attachment_added",
-    "freight_orders.order.attachment_visibility_changed",
-    "freight_orders.order.shipment_external_id_was_changed",
-    "freight_orders.order.order_was_accepted_by_contract",
-    "freight_orders.order.proposal_submitted",
-    "freight_orders.order.proposal_was_accepted",
-    "freight_orders.order.order_was_cancelled",
+    (
+        "freight_orders.order.created",
+        "A freight order was created.",
+    ),
+    (
+        "freight_orders.order.vehicle_and_driver_have_changed",
+        "The vehicle and driver of a freight order changed.",
+    ),
+    (
+        "freight_orders.order.attachment_removed",
+        "An attachment was removed from a freight order.",
+    ),
+    (
+        "freight_orders.order.attachment_added",
+        "An attachment was added to a freight order.",
+    ),
+    (
+        "freight_orders.order.attachment_visibility_changed",
+        "An attachment of a freight order changed visibility.",
+    ),
+    (
+        "freight_orders.order.shipment_external_id_was_changed",
+        "The external shipment id of a freight order changed.",
+    ),
+    (
+        "freight_orders.order.order_was_accepted_by_contract",
+        "A freight order was accepted under a contract.",
+    ),
+    (
+        "freight_orders.order.proposal_submitted",
+        "A proposal was submitted for a freight order.",
+    ),
+    (
+        "freight_orders.order.proposal_was_accepted",
+        "A proposal for a freight order was accepted.",
+    ),
+    (
+        "freight_orders.order.order_was_cancelled",
+        "A freight order was cancelled.",
+    ),
     // time_slot_management
-    "time_slot_management.announcement.created",
-    "time_slot_management.announcement.deleted",
-    "time_slot_management.announcement.updated",
-    "time_slot_management.time_window.created",
-    "time_slot_management.time_window.deleted",
-    "time_slot_management.time_window.updated",
-    "time_slot_management.time_window.matching_result_with_freight_order_operations",
+    (
+        "time_slot_management.announcement.created",
+        "A dock appointment (announcement) was booked.",
+    ),
+    (
+        "time_slot_management.announcement.deleted",
+        "A dock appointment (announcement) was deleted.",
+    ),
+    (
+        "time_slot_management.announcement.updated",
+        "A dock appointment (announcement) was changed.",
+    ),
+    (
+        "time_slot_management.time_window.created",
+        "A loading or unloading time window was created.",
+    ),
+    (
+        "time_slot_management.time_window.deleted",
+        "A loading or unloading time window was deleted.",
+    ),
+    (
+        "time_slot_management.time_window.updated",
+        "A loading or unloading time window was changed.",
+    ),
+    (
+        "time_slot_management.time_window.matching_result_with_freight_order_operations",
+        "A time window was matched with the operations of a freight order.",
+    ),
     // loads_monitoring
-    "loads_monitoring.monitoring.monitoring_created",
-    "loads_monitoring.monitoring.monitoring_aborted",
-    "loads_monitoring.monitoring.monitoring_completed",
-    "loads_monitoring.monitoring.device_added",
-    "loads_monitoring.monitoring.device_removed",
-    "loads_monitoring.monitoring.monitoring_state_updated",
+    (
+        "loads_monitoring.monitoring.monitoring_created",
+        "Monitoring of a load was started.",
+    ),
+    (
+        "loads_monitoring.monitoring.monitoring_aborted",
+        "Monitoring of a load was aborted.",
+    ),
+    (
+        "loads_monitoring.monitoring.monitoring_completed",
+        "Monitoring of a load was completed.",
+    ),
+    (
+        "loads_monitoring.monitoring.device_added",
+        "A tracking device was added to a load's monitoring.",
+    ),
+    (
+        "loads_monitoring.monitoring.device_removed",
+        "A tracking device was removed from a load's monitoring.",
+    ),
+    (
+        "loads_monitoring.monitoring.monitoring_state_updated",
+        "The state of a load's monitoring changed.",
+    ),
 ];
 
 /// The set of known event types.
@@ -126,7 +265,7 @@ impl Catalog {
     pub fn builtin() -> Self {
         let by_name = BUILTIN
             .iter()
-            .map(|name| {
+            .map(|(name, description)| {
                 let domain = name.split('.').next().unwrap_or_default();
                 let topic = DomainTopic::for_domain(domain)
                     .unwrap_or_else(|| panic!("built-in event {name} has an unknown domain"));
@@ -136,11 +275,64 @@ impl Catalog {
                         name: (*name).to_owned(),
                         domain: domain.to_owned(),
                         topic,
+                        description: (*description).to_owned(),
                     },
                 )
             })
             .collect();
         Self { by_name }
+    }
+
+    /// This catalog plus `extra`; every problem of every entry is reported
+    /// (`catalog.event_types[i].field: what to fix`).
+    pub fn with_extra(mut self, extra: &[ExtraEventType]) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        for (i, e) in extra.iter().enumerate() {
+            let at = format!("catalog.event_types[{i}]");
+            let name_ok = !e.name.contains('*')
+                && matches!(
+                    crate::pattern::EventTypePattern::parse(&e.name),
+                    Ok(crate::pattern::EventTypePattern::Exact(_))
+                );
+            if !name_ok {
+                problems.push(format!(
+                    "{at}.name: `{}` must be segments of letters, digits, `_` or `-` separated by `.`",
+                    e.name
+                ));
+            } else if e.name == TEST_EVENT || e.name.starts_with("waybill.") {
+                problems.push(format!("{at}.name: `waybill.` event names are reserved"));
+            } else if self.by_name.contains_key(&e.name) {
+                problems.push(format!("{at}.name: `{}` is already in the catalog", e.name));
+            }
+            let topic = DomainTopic::from_name(&e.topic);
+            if topic.is_none() {
+                problems.push(format!(
+                    "{at}.topic: `{}` is not a domain topic; use freights, orders, time_slot_management or loads_monitoring",
+                    e.topic
+                ));
+            }
+            if let (true, Some(topic)) = (problems.is_empty(), topic) {
+                let domain = e
+                    .domain
+                    .clone()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| e.name.split('.').next().unwrap_or_default().to_owned());
+                self.by_name.insert(
+                    e.name.clone(),
+                    EventType {
+                        name: e.name.clone(),
+                        domain,
+                        topic,
+                        description: e.description.clone(),
+                    },
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(problems)
+        }
     }
 
     /// The event type of that exact name.
@@ -192,6 +384,58 @@ mod tests {
         );
         assert_eq!(topic("freights.nope"), None);
         assert_eq!(catalog.iter().count(), BUILTIN.len());
+    }
+
+    #[test]
+    fn every_builtin_event_has_a_description() {
+        for e in Catalog::builtin().iter() {
+            assert!(e.description.ends_with('.'), "{}", e.name);
+        }
+    }
+
+    #[test]
+    fn operators_add_event_types_of_other_naming_schemes() {
+        let extra = |name: &str, topic: &str| ExtraEventType {
+            name: name.into(),
+            topic: topic.into(),
+            description: "d".into(),
+            domain: None,
+        };
+        let catalog = Catalog::builtin()
+            .with_extra(&[
+                extra("Shipment.Created", "freights"),
+                ExtraEventType {
+                    domain: Some("routes".into()),
+                    ..extra("ROUTE_CREATED", "orders")
+                },
+            ])
+            .unwrap();
+        let shipment = catalog.get("Shipment.Created").unwrap();
+        assert_eq!(
+            (shipment.domain.as_str(), shipment.topic),
+            ("Shipment", DomainTopic::Freights)
+        );
+        let route = catalog.get("ROUTE_CREATED").unwrap();
+        assert_eq!(
+            (route.domain.as_str(), route.topic),
+            ("routes", DomainTopic::Orders)
+        );
+        assert!(catalog.has_prefix("Shipment."));
+
+        let problems = Catalog::builtin()
+            .with_extra(&[
+                extra("bad name", "freights"),
+                extra("waybill.test", "freights"),
+                extra("freights.freight.create", "freights"),
+                extra("x.*", "orders"),
+                extra("Ok.Name", "shipments"),
+            ])
+            .unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems[0].starts_with("catalog.event_types[0].name:"));
+        assert!(problems[1].contains("reserved"));
+        assert!(problems[2].contains("already in the catalog"));
+        assert!(problems[4].starts_with("catalog.event_types[4].topic:"));
     }
 
     #[test]

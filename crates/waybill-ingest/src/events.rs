@@ -97,3 +97,23 @@ pub(crate) async fn create(
         }),
     ))
 }
+
+/// `GET /v1/event_types` → the deployment's catalog, sorted by name.
+pub(crate) async fn list_types(
+    State(state): State<Arc<AppState>>,
+    _principal: Principal,
+) -> Json<serde_json::Value> {
+    let event_types: Vec<serde_json::Value> = state
+        .catalog
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.name,
+                "domain": e.domain,
+                "topic": e.topic.name(),
+                "description": e.description,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "event_types": event_types }))
+}

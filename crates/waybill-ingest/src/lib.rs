@@ -337,6 +337,7 @@ async fn count_request(
 fn handler(op: Op, method: MethodFilter, document: &Arc<Value>) -> MethodRouter<Arc<AppState>> {
     match op {
         Op::CreateEvent => on(method, events::create),
+        Op::ListEventTypes => on(method, events::list_types),
         Op::CreateSubscription => on(method, subscriptions::create),
         Op::ListSubscriptions => on(method, subscriptions::list),
         Op::GetSubscription => on(method, subscriptions::get),

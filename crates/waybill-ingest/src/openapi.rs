@@ -21,6 +21,7 @@ use crate::subscriptions::{DEFAULT_LIMIT, MAX_LIMIT};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     CreateEvent,
+    ListEventTypes,
     CreateSubscription,
     ListSubscriptions,
     GetSubscription,
@@ -77,8 +78,9 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 22] = [
         Op::CreateEvent,
+        Op::ListEventTypes,
         Op::CreateSubscription,
         Op::ListSubscriptions,
         Op::GetSubscription,
@@ -124,6 +126,15 @@ impl Op {
                 Tenant,
                 Some(("EventInput", true)),
                 (202, Some("EventAccepted")),
+            ),
+            Op::ListEventTypes => op(
+                "GET",
+                "/v1/event_types",
+                "listEventTypes",
+                "The event catalog: every event name accepted, its domain, topic and description",
+                Tenant,
+                None,
+                (200, Some("EventTypeList")),
             ),
             Op::CreateSubscription => Operation {
                 idempotent: true,
@@ -680,6 +691,25 @@ fn schemas(catalog: &Catalog) -> Value {
                 "topic": {"type": "string"},
                 "partition": {"type": "integer"},
                 "offset": {"type": "integer"},
+            },
+        },
+        "EventType": {
+            "type": "object",
+            "required": ["name", "domain", "topic", "description"],
+            "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string", "description": "What `event_name` and subscription `event_types` use"},
+                "domain": {"type": "string"},
+                "topic": {"type": "string", "description": "The Kafka topic its records go to (before the deployment's prefix)"},
+                "description": {"type": "string"},
+            },
+        },
+        "EventTypeList": {
+            "type": "object",
+            "required": ["event_types"],
+            "additionalProperties": false,
+            "properties": {
+                "event_types": {"type": "array", "items": schema_ref("EventType")},
             },
         },
         "SubscriptionInput": subscription_input,

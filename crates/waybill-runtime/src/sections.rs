@@ -48,3 +48,26 @@ impl From<&UrlPolicyConfig> for UrlPolicy {
         }
     }
 }
+
+/// Event types added to the built-in catalog (`[catalog]`):
+///
+/// ```toml
+/// [catalog]
+/// event_types = [
+///   { name = "Shipment.Created", topic = "freights", description = "A shipment was created." },
+///   { name = "ROUTE_CREATED", topic = "orders", domain = "routes" },
+/// ]
+/// ```
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct CatalogConfig {
+    /// The added event types.
+    pub event_types: Vec<waybill_core::catalog::ExtraEventType>,
+}
+
+impl CatalogConfig {
+    /// The built-in catalog plus the added types, or every problem.
+    pub fn catalog(&self) -> Result<waybill_core::catalog::Catalog, Vec<String>> {
+        waybill_core::catalog::Catalog::builtin().with_extra(&self.event_types)
+    }
+}

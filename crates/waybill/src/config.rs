@@ -4,6 +4,7 @@
 //! [kafka]       # brokers, topic prefix, partitions, librdkafka properties
 //! [secrets]     # keys sealing secrets on topics
 //! [url_policy]  # allow_http, allow_private_networks
+//! [catalog]     # event_types added to the built-in catalog
 //! [ingest]      # listen, api_keys, limits
 //! [matcher]     # listen, group_id
 //! [delivery]    # listen, group_id, timeouts, drain time
@@ -15,7 +16,7 @@ use waybill_ingest::IngestConfig;
 use waybill_kafka::KafkaConfig;
 use waybill_matcher::MatcherConfig;
 use waybill_runtime::config::Validate;
-use waybill_runtime::sections::{SecretsConfig, UrlPolicyConfig};
+use waybill_runtime::sections::{CatalogConfig, SecretsConfig, UrlPolicyConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
@@ -27,6 +28,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// Outbound URL rules.
     pub url_policy: UrlPolicyConfig,
+    /// Event types added to the built-in catalog.
+    pub catalog: CatalogConfig,
     /// The ingest service.
     pub ingest: IngestConfig,
     /// The matcher.
@@ -51,6 +54,7 @@ impl Validate for Config {
         "kafka",
         "secrets",
         "url_policy",
+        "catalog",
         "ingest",
         "matcher",
         "delivery",
@@ -61,6 +65,9 @@ impl Validate for Config {
         let mut out = self.kafka.problems();
         if let Err(e) = self.secrets.keyring() {
             out.push(e);
+        }
+        if let Err(problems) = self.catalog.catalog() {
+            out.extend(problems);
         }
         out
     }

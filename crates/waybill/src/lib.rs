@@ -22,7 +22,6 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use waybill_core::catalog::Catalog;
 use waybill_runtime::config::ConfigErrors;
 use waybill_runtime::telemetry::{self, LogFormat};
 
@@ -207,7 +206,7 @@ pub async fn run_service(
 ) -> anyhow::Result<()> {
     let metrics = metrics.clone();
     let keys = config.secrets.keyring().map_err(anyhow::Error::msg)?;
-    let catalog = Catalog::builtin();
+    let catalog = config.catalog.catalog().map_err(ConfigErrors)?;
     let url_policy = (&config.url_policy).into();
     match service {
         Service::Ingest => {

@@ -558,3 +558,72 @@ async fn rate_limit_caps_every_one_second_window() {
     assert!(busiest >= 15, "the limit is used, not undercut: {busiest}");
     stack.stop().await.unwrap();
 }
+
+/// The catalog: `GET /v1/event_types` lists the built-in events and the
+/// ones the operator added in `[catalog]` (another naming scheme), which
+/// are accepted, matched by pattern and delivered like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_event_types_are_listed_and_delivered() {
+    let (stack, api) = start_stack_with(&[(
+        "WAYBILL_CATALOG__EVENT_TYPES",
+        r#"[{name = "Shipment.Created", topic = "freights", description = "A shipment was created."},
+            {name = "ROUTE_CREATED", topic = "orders", domain = "routes"}]"#,
+    )])
+    .await;
+    let (status, list) = api.get("/v1/event_types").await;
+    assert_eq!(status, 200, "{list}");
+    let types = list["event_types"].as_array().unwrap();
+    assert_eq!(types.len(), 39 + 2, "{list}");
+    let find = |name: &str| types.iter().find(|t| t["name"] == name).cloned();
+    assert_eq!(
+        find("freights_processing.publication.finished").unwrap(),
+        json!({"name": "freights_processing.publication.finished", "domain": "freights_processing",
+               "topic": "freights", "description": "The processing of a freight's publication finished."})
+    );
+    assert_eq!(find("ROUTE_CREATED").unwrap()["domain"], "routes");
+    assert_eq!(find("Shipment.Created").unwrap()["topic"], "freights");
+    let names: Vec<&str> = types.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "sorted by name");
+
+    let receiver = Receiver::start().await.unwrap();
+    subscribe(
+        &api,
+        receiver.url("/s"),
+        json!(["Shipment.*", "ROUTE_CREATED"]),
+        &["100ms"],
+    )
+    .await;
+    // Unknown names are still refused, with the catalog to look at.
+    let (status, body) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "Shipment.Lost", "entity": {"type": "s", "id": "1"}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("GET /v1/event_types"),
+        "{body}"
+    );
+    post_event(&api, "Shipment.Created").await;
+    post_event(&api, "ROUTE_CREATED").await;
+    post_event(&api, "freights.freight.create").await;
+    let got = receiver.wait_for(2, WAIT).await.unwrap();
+    let mut names: Vec<String> = got
+        .iter()
+        .map(|r| {
+            r.json()["event_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ROUTE_CREATED", "Shipment.Created"]);
+    stack.stop().await.unwrap();
+}
