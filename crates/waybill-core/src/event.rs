@@ -116,6 +116,8 @@ pub struct AcceptedEvent {
     pub event: Event,
     /// Its domain topic.
     pub topic: DomainTopic,
+    /// Whether the client chose the id (then a repeat is accepted once).
+    pub client_id: bool,
 }
 
 /// Fields of `POST /v1/events`.
@@ -223,6 +225,7 @@ pub fn parse_event_request(
     let (Some(name), Some(topic), true) = (name, topic, errors.is_empty()) else {
         return Err(errors);
     };
+    let client_id = id.is_some();
     let id = id.unwrap_or_else(ids::new_event_id);
     if entity.id.is_empty() {
         entity.id = id.clone();
@@ -243,6 +246,7 @@ pub fn parse_event_request(
             payload,
         },
         topic,
+        client_id,
     })
 }
 

@@ -32,6 +32,17 @@ pub struct IngestConfig {
     pub idempotency_window: Duration,
     /// Most `Idempotency-Key` answers remembered at once.
     pub idempotency_capacity: usize,
+    /// How long a client event id (`"id"` of `POST /v1/events`) is
+    /// remembered: a repeat within it is accepted once.
+    #[serde(with = "waybill_core::duration")]
+    pub event_dedup_window: Duration,
+    /// Most client event ids remembered at once (the oldest are forgotten
+    /// first beyond it).
+    pub event_dedup_capacity: u64,
+    /// Most events in one `POST /v1/events/batch`.
+    pub max_batch_events: usize,
+    /// Largest `POST /v1/events/batch` body.
+    pub max_batch_bytes: usize,
     /// Deliveries kept in the history per subscription (the newest).
     pub history_per_subscription: usize,
     /// Deliveries older than this leave the history.
@@ -61,6 +72,10 @@ impl Default for IngestConfig {
             secret_overlap: Duration::from_secs(24 * 3600),
             idempotency_window: Duration::from_secs(24 * 3600),
             idempotency_capacity: 100_000,
+            event_dedup_window: Duration::from_secs(24 * 3600),
+            event_dedup_capacity: 1_000_000,
+            max_batch_events: 1000,
+            max_batch_bytes: 16 * 1024 * 1024,
             history_per_subscription: 1000,
             history_retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -84,6 +99,15 @@ impl IngestConfig {
         }
         if self.idempotency_capacity == 0 {
             out.push("ingest.idempotency_capacity: must be at least 1".into());
+        }
+        if self.event_dedup_capacity == 0 {
+            out.push("ingest.event_dedup_capacity: must be at least 1".into());
+        }
+        if self.max_batch_events == 0 || self.max_batch_events > 10_000 {
+            out.push("ingest.max_batch_events: must be 1 to 10000".into());
+        }
+        if self.max_batch_bytes < self.max_event_bytes {
+            out.push("ingest.max_batch_bytes: must be at least max_event_bytes".into());
         }
         for (i, key) in self.api_keys.iter().enumerate() {
             if key.key.len() < 16 {

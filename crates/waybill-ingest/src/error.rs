@@ -7,13 +7,15 @@ use serde::Serialize;
 use waybill_core::FieldError;
 
 /// An API error: a status, a stable code and a message that says what to fix.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
     field: Option<String>,
     details: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -39,6 +41,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             details: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -81,9 +84,13 @@ impl ApiError {
         )
     }
 
-    /// 503: Kafka is unavailable or lagging; the client may retry.
+    /// 503: Kafka is unavailable, lagging or slower than the input; the
+    /// client may retry after a second (`Retry-After: 1`).
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
     }
 
     /// 500: details go to the log, not to the client.
@@ -119,17 +126,33 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Body {
+impl ApiError {
+    fn body(&self) -> Body<'_> {
+        Body {
             error: Inner {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),
                 details: &self.details,
             },
-        };
-        (self.status, Json(body)).into_response()
+        }
+    }
+
+    /// The body alone (`{"error": {...}}`), for one item of a batch answer.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.body()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -146,4 +169,27 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiErro
 /// Fallback for unknown routes.
 pub async fn not_found_route(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let response = ApiError::unavailable("Kafka is slower than the input").into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let other = ApiError::not_found("no such subscription").into_response();
+        assert!(other.headers().get("retry-after").is_none());
+    }
+
+    #[test]
+    fn batch_items_carry_the_error_body() {
+        let e = ApiError::validation(vec![FieldError::new("event_name", "unknown event")]);
+        let json = e.to_json();
+        assert_eq!(json["error"]["code"], "validation_failed");
+        assert_eq!(json["error"]["field"], "event_name");
+        assert_eq!(json["error"]["details"][0]["message"], "unknown event");
+    }
 }

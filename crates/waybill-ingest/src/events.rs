@@ -1,6 +1,7 @@
 //! `/v1/events`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
-use waybill_core::event::parse_event_request;
+use waybill_core::event::{AcceptedEvent, parse_event_request};
 use waybill_kafka::headers;
 use waybill_proto::Message;
 use waybill_proto::convert::event_to_proto;
@@ -20,12 +21,25 @@ use crate::body::read_json;
 use crate::error::ApiError;
 
 /// Where an accepted event was written.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Accepted {
     id: String,
     topic: String,
     partition: i32,
     offset: i64,
+}
+
+/// Client event ids (per tenant) seen within the dedup window, with the
+/// answer of their first acceptance. Bounded: beyond the capacity the least
+/// recently used are forgotten first.
+pub type SeenIds = moka::future::Cache<(String, String), Accepted>;
+
+/// The cache of client event ids.
+pub fn seen_ids(window: Duration, capacity: u64) -> SeenIds {
+    moka::future::Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(window)
+        .build()
 }
 
 /// `POST /v1/events` → `202 {"id", "topic", "partition", "offset"}`.
@@ -43,6 +57,97 @@ pub(crate) async fn create(
         OffsetDateTime::now_utc(),
     )
     .map_err(ApiError::validation)?;
+    Ok((StatusCode::ACCEPTED, Json(accept(&state, accepted).await?)))
+}
+
+/// `POST /v1/events/batch {"events": [...]}` → `202 {"results": [...],
+/// "accepted", "refused"}`: each event is validated and published on its
+/// own (a refused one does not stop the others); its result is where it was
+/// written, or the error it would have had alone. The events are published
+/// concurrently, so the producer batches them.
+pub(crate) async fn create_batch(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    request_headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body = read_json(&request_headers, body, state.config.max_batch_bytes).await?;
+    let items = parse_batch(&body, state.config.max_batch_events)?;
+    let now = OffsetDateTime::now_utc();
+    let limit = state.config.max_event_bytes;
+    let results = futures::future::join_all(items.iter().map(|item| {
+        let state = &state;
+        let tenant = &principal.tenant_id;
+        async move {
+            if item.get().len() > limit {
+                return Err(ApiError::payload_too_large(format!(
+                    "this event is larger than the limit of {limit} bytes"
+                )));
+            }
+            let accepted = parse_event_request(item.get().as_bytes(), tenant, &state.catalog, now)
+                .map_err(ApiError::validation)?;
+            accept(state, accepted).await
+        }
+    }))
+    .await;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let results: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(a) => serde_json::to_value(a).unwrap_or_default(),
+            Err(e) => e.to_json(),
+        })
+        .collect();
+    let refused = results.len() - accepted;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"results": results, "accepted": accepted, "refused": refused})),
+    ))
+}
+
+/// The `events` array of a batch body, each item still raw.
+fn parse_batch(body: &[u8], max: usize) -> Result<Vec<Box<serde_json::value::RawValue>>, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        events: Vec<Box<serde_json::value::RawValue>>,
+    }
+    let batch: Batch = serde_json::from_slice(body).map_err(|e| {
+        let field = if e.is_data() { "events" } else { "body" };
+        ApiError::validation(vec![waybill_core::FieldError::new(
+            field,
+            format!("expected {{\"events\": [event, ...]}} ({e})"),
+        )])
+    })?;
+    if batch.events.is_empty() || batch.events.len() > max {
+        return Err(ApiError::validation(vec![waybill_core::FieldError::new(
+            "events",
+            format!(
+                "must hold 1 to {max} events, not {}; split larger batches",
+                batch.events.len()
+            ),
+        )]));
+    }
+    Ok(batch.events)
+}
+
+/// Publishes a valid event, once per client id within the dedup window (a
+/// repeat, even a concurrent one, gets the first answer).
+async fn accept(state: &Arc<AppState>, accepted: AcceptedEvent) -> Result<Accepted, ApiError> {
+    if !accepted.client_id {
+        return publish(state, accepted).await;
+    }
+    let key = (accepted.event.tenant_id.clone(), accepted.event.id.clone());
+    let state_c = state.clone();
+    state
+        .event_ids
+        .try_get_with(key, async move { publish(&state_c, accepted).await })
+        .await
+        .map_err(|e| (*e).clone())
+}
+
+/// Publishes one event to its domain topic, keyed by its entity.
+async fn publish(state: &AppState, accepted: AcceptedEvent) -> Result<Accepted, ApiError> {
     let event = accepted.event;
     let topic = state.topics.domain(accepted.topic);
 
@@ -80,6 +185,7 @@ pub(crate) async fn create(
         &topic,
     );
     tracing::debug!(
+        parent: &span,
         event_id = %event.id,
         event_name = %event.name,
         topic,
@@ -87,15 +193,12 @@ pub(crate) async fn create(
         offset = acked.offset,
         "event accepted"
     );
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            id: event.id,
-            topic,
-            partition: acked.partition,
-            offset: acked.offset,
-        }),
-    ))
+    Ok(Accepted {
+        id: event.id,
+        topic,
+        partition: acked.partition,
+        offset: acked.offset,
+    })
 }
 
 /// `GET /v1/event_types` → the deployment's catalog, sorted by name.

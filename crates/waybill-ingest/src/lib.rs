@@ -104,6 +104,8 @@ pub(crate) struct AppState {
     pub metrics: waybill_runtime::metrics::Metrics,
     pub operator_token: Option<[u8; 32]>,
     pub idempotency: idempotency::Store,
+    /// Client event ids seen within the dedup window → the first answer.
+    pub event_ids: events::SeenIds,
     pub write_locks: Vec<tokio::sync::Mutex<()>>,
     pub config: IngestConfig,
 }
@@ -226,6 +228,10 @@ pub async fn run(
             settings.ingest.idempotency_window,
             settings.ingest.idempotency_capacity,
         ),
+        event_ids: events::seen_ids(
+            settings.ingest.event_dedup_window,
+            settings.ingest.event_dedup_capacity,
+        ),
         write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         config: settings.ingest,
     });
@@ -337,6 +343,7 @@ async fn count_request(
 fn handler(op: Op, method: MethodFilter, document: &Arc<Value>) -> MethodRouter<Arc<AppState>> {
     match op {
         Op::CreateEvent => on(method, events::create),
+        Op::CreateEvents => on(method, events::create_batch),
         Op::ListEventTypes => on(method, events::list_types),
         Op::CreateSubscription => on(method, subscriptions::create),
         Op::ListSubscriptions => on(method, subscriptions::list),

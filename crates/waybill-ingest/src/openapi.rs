@@ -21,6 +21,7 @@ use crate::subscriptions::{DEFAULT_LIMIT, MAX_LIMIT};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     CreateEvent,
+    CreateEvents,
     ListEventTypes,
     CreateSubscription,
     ListSubscriptions,
@@ -78,8 +79,9 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 23] = [
         Op::CreateEvent,
+        Op::CreateEvents,
         Op::ListEventTypes,
         Op::CreateSubscription,
         Op::ListSubscriptions,
@@ -126,6 +128,15 @@ impl Op {
                 Tenant,
                 Some(("EventInput", true)),
                 (202, Some("EventAccepted")),
+            ),
+            Op::CreateEvents => op(
+                "POST",
+                "/v1/events/batch",
+                "createEvents",
+                "Publish up to 1,000 events; each item is accepted or refused on its own",
+                Tenant,
+                Some(("EventBatchInput", true)),
+                (202, Some("EventBatchResult")),
             ),
             Op::ListEventTypes => op(
                 "GET",
@@ -691,6 +702,32 @@ fn schemas(catalog: &Catalog) -> Value {
                 "topic": {"type": "string"},
                 "partition": {"type": "integer"},
                 "offset": {"type": "integer"},
+            },
+        },
+        "EventBatchInput": {
+            "type": "object",
+            "required": ["events"],
+            "additionalProperties": false,
+            "properties": {
+                "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": schema_ref("EventInput")},
+            },
+            "example": {"events": [
+                {"event_name": "freights.publication.created", "id": "pub-12345-created",
+                 "entity": {"type": "freight", "id": "12345"}, "data": {"price": 1000}},
+                {"event_name": "freights.publication.accepted",
+                 "entity": {"type": "freight", "id": "12345"}, "data": {"carrier_id": "c-9"}},
+            ]},
+        },
+        "EventBatchResult": {
+            "type": "object",
+            "required": ["results", "accepted", "refused"],
+            "additionalProperties": false,
+            "properties": {
+                "results": {"type": "array", "description": "One per event, in order", "items": {
+                    "oneOf": [schema_ref("EventAccepted"), schema_ref("Error")],
+                }},
+                "accepted": {"type": "integer", "minimum": 0},
+                "refused": {"type": "integer", "minimum": 0},
             },
         },
         "EventType": {

@@ -627,3 +627,88 @@ async fn operator_event_types_are_listed_and_delivered() {
     assert_eq!(names, ["ROUTE_CREATED", "Shipment.Created"]);
     stack.stop().await.unwrap();
 }
+
+/// `POST /v1/events/batch`: each item accepted or refused on its own, in
+/// order; a client id is accepted once within the dedup window (a repeat,
+/// in a batch or alone, answers where the first was written and is not
+/// delivered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_client_ids_accepted_once() {
+    let (stack, api) = start_stack().await;
+    let receiver = Receiver::start().await.unwrap();
+    subscribe(&api, receiver.url("/b"), json!(["freights.*"]), &["100ms"]).await;
+    let event = |name: &str, id: Option<&str>| {
+        let mut e = json!({"event_name": name, "entity": {"type": "freight", "id": "F-9"},
+                           "data": {"n": 1}});
+        if let Some(id) = id {
+            e["id"] = json!(id);
+        }
+        e
+    };
+    let huge = json!({"event_name": "freights.freight.create", "entity": {"id": "F-9"},
+                      "data": {"blob": "x".repeat(300 * 1024)}});
+    let (status, body) = api
+        .post(
+            "/v1/events/batch",
+            json!({"events": [
+                event("freights.freight.create", Some("client-1")),
+                event("freights.nope", None),
+                huge,
+                event("freights.freight.update", None),
+                event("freights.freight.create", Some("client-1")),
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["refused"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["id"], "client-1");
+    assert_eq!(results[1]["error"]["code"], "validation_failed");
+    assert_eq!(results[1]["error"]["field"], "event_name");
+    assert_eq!(results[2]["error"]["code"], "payload_too_large");
+    assert!(results[3]["id"].as_str().unwrap().starts_with("evt_"));
+    // The repeat inside the batch got the first answer.
+    assert_eq!(results[4], results[0]);
+
+    // Alone, later: the same answer, nothing new on the topic.
+    let (status, again) = api
+        .post(
+            "/v1/events",
+            event("freights.freight.create", Some("client-1")),
+        )
+        .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again, results[0]);
+    // Same entity, so in order: once the last one arrives, every earlier
+    // one has.
+    post_event_for(&api, "freights.freight.update", "F-9").await;
+    let got = receiver.wait_for(3, WAIT).await.unwrap();
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|id| *id == "client-1").count(),
+        1,
+        "{ids:?}"
+    );
+    assert_eq!(ids.len(), 3, "{ids:?}");
+
+    // Whole-batch problems are one 400 that says what to fix.
+    for (bad, field) in [
+        (json!({"events": []}), "events"),
+        (
+            json!({"events": vec![event("freights.freight.create", None); 1001]}),
+            "events",
+        ),
+        (json!({"event": []}), "events"),
+    ] {
+        let (status, body) = api.post("/v1/events/batch", bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    stack.stop().await.unwrap();
+}
