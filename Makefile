@@ -26,8 +26,14 @@ tansu: ## Install the tansu broker for end-to-end tests (cached in ~/.cache/wayb
 	scripts/ensure-tansu.sh
 
 .PHONY: test
-test: ## Run every test: unit, in-process (embedded broker), end-to-end (tansu + 3 processes)
+test: ## Run every test: unit, in-process (embedded broker), end-to-end (tansu + 3 processes), deploy checks
 	WAYBILL_TANSU_BIN="$$(scripts/ensure-tansu.sh)" $(CARGO) test --locked --workspace
+	$(MAKE) check-deploy
+
+.PHONY: check-deploy
+check-deploy: ## Render, lint, schema-validate and scan the Helm chart; check compose.yaml against the binary
+	$(CARGO) build --locked -q -p waybill
+	"$$(scripts/ensure-deploy-tools.sh)" scripts/check-deploy.py "$${CARGO_TARGET_DIR:-target}/debug/waybill"
 
 .PHONY: e2e
 e2e: ## Run only the end-to-end tests against tansu

@@ -54,7 +54,31 @@ pub enum Command {
     Listen(listen::ListenArgs),
     /// Check the configuration and print it as the services would read it
     /// (secrets and keys are not printed).
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
+    /// Create the missing topics (partitions, replication, compaction from
+    /// the configuration) and exit; existing topics are left as they are.
+    CreateTopics,
+}
+
+/// Options of `waybill check-config`.
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    /// Check only what this command needs (default: the three services).
+    #[arg(long, value_enum)]
+    pub service: Option<ServiceArg>,
+}
+
+/// A service, on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ServiceArg {
+    /// The HTTP API.
+    Ingest,
+    /// The matcher.
+    Matcher,
+    /// The delivery workers.
+    Delivery,
+    /// `waybill create-topics`.
+    CreateTopics,
 }
 
 /// Entry point of the binary.
@@ -85,7 +109,7 @@ pub fn main() -> ExitCode {
         Command::Matcher => Some("waybill-matcher"),
         Command::Delivery => Some("waybill-delivery"),
         Command::Dev(_) => Some("waybill-dev"),
-        Command::Listen(_) | Command::CheckConfig => None,
+        Command::Listen(_) | Command::CheckConfig(_) | Command::CreateTopics => None,
     };
     let telemetry = match service_name {
         Some(name) => {
@@ -131,10 +155,33 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
         Command::Delivery => serve(Service::Delivery, cli.config, env).await,
         Command::Dev(args) => dev::run(args, cli.config, env).await,
         Command::Listen(args) => listen::run(args).await,
-        Command::CheckConfig => {
+        Command::CreateTopics => {
+            let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;
+            let topics = waybill_kafka::Topics::of(&config.kafka);
+            let specs = topics.specs(&config.kafka);
+            waybill_kafka::topics::ensure_topics(&config.kafka, &specs).await?;
+            for spec in &specs {
+                tracing::info!(
+                    topic = %spec.name,
+                    partitions = spec.partitions,
+                    compacted = spec.compacted,
+                    "topic present"
+                );
+            }
+            Ok(())
+        }
+        Command::CheckConfig(args) => {
             let config = load(toml::Table::new(), cli.config.as_deref(), env)?;
+            let services = match args.service {
+                Some(ServiceArg::Ingest) => vec![Service::Ingest],
+                Some(ServiceArg::Matcher) => vec![Service::Matcher],
+                Some(ServiceArg::Delivery) => vec![Service::Delivery],
+                // `create-topics` needs only the shared sections.
+                Some(ServiceArg::CreateTopics) => Vec::new(),
+                None => vec![Service::Ingest, Service::Matcher, Service::Delivery],
+            };
             let mut problems = Vec::new();
-            for service in [Service::Ingest, Service::Matcher, Service::Delivery] {
+            for service in services {
                 problems.extend(config.service_problems(service));
             }
             if !problems.is_empty() {

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Checks what can be checked of the deployment without a cluster.
+
+For the chart with its default values and with values-ha.yaml:
+  - renders it (helm-python-sdk: Helm's own engine, no helm binary) and lints
+    it strictly;
+  - validates every rendered manifest against the Kubernetes schemas, offline
+    (kubernetes-validate), the Prometheus-operator kinds against their
+    required fields;
+  - runs the binary on what the manifests run: each container's first
+    argument must be a `waybill` subcommand, and `waybill check-config` must
+    accept the rendered configuration with the environment the Deployments
+    set (so every config key the chart writes is one the binary reads);
+  - scans the manifests with checkov; every skipped check is justified in
+    helm/waybill/.checkov.yaml.
+And for deploy/compose.yaml: every service it names in `depends_on` exists,
+and every waybill container runs a real subcommand.
+
+Usage: check-deploy.py <path to the waybill binary>
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "waybill"
+KUBE_VERSION = "1.30"
+# Values a user must provide (secrets); everything else is the chart's.
+REQUIRED = {
+    "secrets": {
+        "sealingKey": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        "operatorToken": "ci-operator-token-0123456789abcdef",
+    }
+}
+
+failures: list[str] = []
+
+
+def fail(message: str) -> None:
+    failures.append(message)
+    print(f"FAIL {message}", flush=True)
+
+
+def merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def subcommands(binary: str) -> set[str]:
+    text = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
+    commands = set()
+    in_commands = False
+    for line in text.splitlines():
+        if line.strip() == "Commands:":
+            in_commands = True
+            continue
+        if in_commands:
+            match = re.match(r"^\s{2}([a-z][a-z-]*)\s", line)
+            if match:
+                commands.add(match.group(1))
+            elif line and not line.startswith(" "):
+                in_commands = False
+    commands.discard("help")
+    return commands
+
+
+def render(values: dict) -> list[dict]:
+    chart = helm.Chart.load(str(CHART))
+    rendered = chart.render(values, name="waybill", namespace="webhooks", is_install=True)
+    docs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc["__source"] = path
+                docs.append(doc)
+    return docs
+
+
+def check_schemas(label: str, docs: list[dict]) -> None:
+    for doc in docs:
+        source = doc.pop("__source")
+        kind = doc.get("kind")
+        name = f"{label}: {source} {kind}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+            spec = doc.get("spec", {})
+            if kind == "ServiceMonitor" and not spec.get("endpoints"):
+                fail(f"{name}: no endpoints")
+            if kind == "PrometheusRule":
+                groups = spec.get("groups") or []
+                if not groups or not all(g.get("rules") for g in groups):
+                    fail(f"{name}: no rule groups")
+                for group in groups:
+                    for rule in group["rules"]:
+                        if not rule.get("alert") or not rule.get("expr"):
+                            fail(f"{name}: a rule without alert or expr")
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{name}: {e.message} at {'/'.join(map(str, e.path))}")
+        except Exception as e:  # an unknown kind is a failure too
+            fail(f"{name}: {e}")
+
+
+def check_binary(label: str, docs: list[dict], binary: str, commands: set[str]) -> None:
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["waybill.toml"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "waybill.toml"
+        path.write_text(config)
+        for doc in docs:
+            if doc["kind"] not in ("Deployment", "Job"):
+                continue
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                args = container.get("args", [])
+                where = f"{label}: {doc['kind']}/{doc['metadata']['name']}"
+                if not args or args[0] not in commands:
+                    fail(f"{where}: runs `{' '.join(args)}`, not a waybill subcommand {sorted(commands)}")
+                    continue
+                if "--config" not in args:
+                    fail(f"{where}: does not pass --config")
+                env = {"PATH": os.environ.get("PATH", "")}
+                for var in container.get("env", []):
+                    if "value" in var:
+                        env[var["name"]] = var["value"]
+                    elif var["name"].startswith("WAYBILL_SECRETS__KEYS__"):
+                        env[var["name"]] = REQUIRED["secrets"]["sealingKey"]
+                    else:
+                        env[var["name"]] = REQUIRED["secrets"]["operatorToken"]
+                command = [binary, "check-config", "--config", str(path)]
+                command += ["--service", args[0]]
+                result = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
+                if result.returncode != 0:
+                    fail(f"{where}: waybill check-config refuses the chart's configuration:\n{result.stderr}")
+
+
+def check_checkov(label: str, values: dict) -> None:
+    chart = helm.Chart.load(str(CHART))
+    rendered = chart.render(values, name="waybill", namespace="webhooks", is_install=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, text in rendered.items():
+            if path.endswith(".yaml"):
+                target = Path(tmp) / path.replace("/", "_")
+                target.write_text(text)
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "checkov.main",
+                "--directory", tmp,
+                "--framework", "kubernetes",
+                "--config-file", str(CHART / ".checkov.yaml"),
+                "--output", "json",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        try:
+            report = json.loads(result.stdout or "{}")
+        except json.JSONDecodeError:
+            fail(f"{label}: checkov did not run: {result.stderr[-2000:]}")
+            return
+        reports = report if isinstance(report, list) else [report]
+        failed = [
+            c for r in reports for c in r.get("results", {}).get("failed_checks", [])
+        ]
+        passed = sum(r.get("summary", {}).get("passed", 0) for r in reports)
+        for check in failed:
+            fail(f"{label}: checkov {check['check_id']} {check['check_name']} on {check['resource']}")
+        print(f"ok   {label}: checkov {passed} checks passed, {len(failed)} failed", flush=True)
+
+
+def check_compose(commands: set[str]) -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose.get("services", {})
+    if not services:
+        fail("compose.yaml: no services")
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        for other in depends if isinstance(depends, (list, dict)) else []:
+            if other not in services:
+                fail(f"compose.yaml: {name} depends on {other}, which is not a service")
+        if name.startswith("waybill-"):
+            command = service.get("command", [])
+            if isinstance(command, str):
+                command = command.split()
+            if not command or command[0] not in commands:
+                fail(f"compose.yaml: {name} runs `{command}`, not a waybill subcommand")
+    for name in ("waybill-ingest", "waybill-matcher", "waybill-delivery", "kafka"):
+        if name not in services:
+            fail(f"compose.yaml: no `{name}` service")
+    print(f"ok   compose.yaml: {len(services)} services", flush=True)
+
+
+def main() -> int:
+    binary = sys.argv[1]
+    commands = subcommands(binary)
+    for needed in ("ingest", "matcher", "delivery", "create-topics", "check-config"):
+        if needed not in commands:
+            fail(f"`waybill --help` does not list `{needed}`")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    ha = yaml.safe_load((CHART / "values-ha.yaml").read_text())
+    for label, values in (
+        ("default values", REQUIRED),
+        ("values-ha.yaml", merge(merge(ha, REQUIRED), {"topicsJob": {"enabled": True}})),
+    ):
+        before = len(failures)
+        report = helm.lint(str(CHART), merge(defaults, values), strict=True, kube_version=f"v{KUBE_VERSION}.0")
+        for message in report.get("messages", []):
+            if message.get("severity", 0) >= 2:
+                fail(f"{label}: helm lint: {message.get('path')}: {message.get('error')}")
+        for error in report.get("errors", []) or []:
+            fail(f"{label}: helm lint: {error}")
+        docs = render(values)
+        kinds = sorted({d["kind"] for d in docs})
+        check_binary(label, docs, binary, commands)
+        check_schemas(label, docs)
+        check_checkov(label, values)
+        if len(failures) == before:
+            print(f"ok   {label}: {len(docs)} manifests ({', '.join(kinds)})", flush=True)
+    check_compose(commands)
+    if failures:
+        print(f"\n{len(failures)} problem(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
