@@ -173,6 +173,8 @@ brokers = "127.0.0.1:{broker_port}"
 partitions = 3
 retry_tiers = ["100ms", "1s", "10s"]
 subscriptions_partitions = 1
+create_topics = false
+replication_factor = 1
 
 [secrets]
 current_key_id = "k1"
@@ -205,7 +207,16 @@ listen = "127.0.0.1:{delivery_port}"
             .env("RUST_LOG", "info");
         c
     };
-    // Ingest first: it creates the topics.
+    // The topics come from `waybill create-topics` (as the Helm chart's
+    // Job does): the services do not create any. Twice: it is idempotent.
+    for _ in 0..2 {
+        let out = service("create-topics").output().unwrap();
+        assert!(
+            out.status.success(),
+            "create-topics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let mut procs = vec![Proc::spawn("ingest", service("ingest"), dir.path())];
     let api = format!("http://127.0.0.1:{api_port}");
     wait_http_ok(
