@@ -213,11 +213,14 @@ pub fn parse_event_request(
         .map(|raw| raw.get().as_bytes().to_vec())
         .unwrap_or_else(|| b"null".to_vec());
 
-    if f.has("callback_url") {
-        f.raw("callback_url");
+    // Checked against the deployment's URL policy by the service.
+    let callback_url: Option<String> = f.optional("callback_url", "a string, an http(s) URL");
+    if let Some(url) = &callback_url
+        && (url.is_empty() || url.len() > crate::url_policy::MAX_URL_LEN)
+    {
         f.error(
             "callback_url",
-            "per-object callbacks are not available in this version; create a subscription instead",
+            format!("must be 1 to {} characters", crate::url_policy::MAX_URL_LEN),
         );
     }
 
@@ -242,7 +245,7 @@ pub fn parse_event_request(
             occurred_at,
             entity,
             attributes,
-            callback_url: None,
+            callback_url,
             payload,
         },
         topic,

@@ -60,6 +60,18 @@ pub fn new_replay_id() -> String {
     prefixed_v7("rpl")
 }
 
+/// The id of a tenant's callbacks subscription: the one that signs (with
+/// its secret) and retries (with its policy) the deliveries to per-event
+/// `callback_url`s. Stable, so every service finds it without a lookup.
+pub fn callbacks_subscription_id(tenant_id: &str) -> String {
+    let digest = Sha256::digest(tenant_id.as_bytes());
+    let hex: String = digest[..14].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{CALLBACKS_PREFIX}{hex}")
+}
+
+/// How every callbacks subscription id starts.
+pub const CALLBACKS_PREFIX: &str = "sub_callbacks_";
+
 /// The delivery id of one event to one subscription, `msg_<32 hex>`.
 pub fn delivery_id(tenant_id: &str, event_id: &str, subscription_id: &str) -> String {
     let mut hasher = Sha256::new();

@@ -260,6 +260,11 @@ impl MatchIndex {
         self.free.push(slot);
     }
 
+    /// Whether a subscription of that id is known (deliverable or not).
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// How many subscriptions are known (deliverable or not).
     pub fn len(&self) -> usize {
         self.by_id.len()

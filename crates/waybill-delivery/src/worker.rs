@@ -399,6 +399,23 @@ impl Worker {
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
             return Finished::Done;
         };
+        // A per-event callback: the tenant's callbacks subscription signs and
+        // retries it, to the event's own URL; its health is not the
+        // subscription's (every event has another URL).
+        let callback = task
+            .subscription_id
+            .starts_with(waybill_core::ids::CALLBACKS_PREFIX);
+        let mut subscription = subscription;
+        if callback {
+            match &event.callback_url {
+                Some(url) => subscription.spec.url.clone_from(url),
+                None => {
+                    self.record_skip(job, attempt_no, "no_callback_url").await;
+                    self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
+                    return Finished::Done;
+                }
+            }
+        }
         if !subscription.is_deliverable() {
             self.record_skip(job, attempt_no, "subscription_disabled")
                 .await;
@@ -457,7 +474,11 @@ impl Worker {
             .retry_policy
             .as_ref()
             .unwrap_or(&DEFAULT_RETRY_POLICY);
-        let decision = classify(&attempt.outcome, attempt_no, policy, rand::random::<f64>());
+        let mut decision = classify(&attempt.outcome, attempt_no, policy, rand::random::<f64>());
+        if callback && decision == Decision::Disable {
+            // 410 from one callback URL says nothing of the others.
+            decision = Decision::Dead;
+        }
         let mut record = attempt_record(job, attempt_no, &attempt, &decision);
         let outcome = match decision {
             Decision::Success => "succeeded",
@@ -469,14 +490,20 @@ impl Worker {
         self.metrics
             .get()
             .delivery(outcome, attempt.status, attempt.duration);
-        if let Decision::Retry(_) | Decision::Dead = decision {
+        match decision {
+            // A callback's health is not the callbacks subscription's.
+            _ if callback => {}
             // Failures count towards the subscription's health; a 410
             // disables it below anyway.
-            self.update_health(&subscription, false, attempt.started, stop)
-                .await;
-        } else if let Decision::Success = decision {
-            self.update_health(&subscription, true, attempt.started, stop)
-                .await;
+            Decision::Retry(_) | Decision::Dead => {
+                self.update_health(&subscription, false, attempt.started, stop)
+                    .await;
+            }
+            Decision::Success => {
+                self.update_health(&subscription, true, attempt.started, stop)
+                    .await;
+            }
+            Decision::Disable => {}
         }
         match decision {
             Decision::Success => {

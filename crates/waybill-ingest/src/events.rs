@@ -57,6 +57,7 @@ pub(crate) async fn create(
         OffsetDateTime::now_utc(),
     )
     .map_err(ApiError::validation)?;
+    check_callback(&state, &accepted, &principal.key_id).await?;
     Ok((StatusCode::ACCEPTED, Json(accept(&state, accepted).await?)))
 }
 
@@ -78,6 +79,7 @@ pub(crate) async fn create_batch(
     let results = futures::future::join_all(items.iter().map(|item| {
         let state = &state;
         let tenant = &principal.tenant_id;
+        let key_id = &principal.key_id;
         async move {
             if item.get().len() > limit {
                 return Err(ApiError::payload_too_large(format!(
@@ -86,6 +88,7 @@ pub(crate) async fn create_batch(
             }
             let accepted = parse_event_request(item.get().as_bytes(), tenant, &state.catalog, now)
                 .map_err(ApiError::validation)?;
+            check_callback(state, &accepted, key_id).await?;
             accept(state, accepted).await
         }
     }))
@@ -129,6 +132,25 @@ fn parse_batch(body: &[u8], max: usize) -> Result<Vec<Box<serde_json::value::Raw
         )]));
     }
     Ok(batch.events)
+}
+
+/// An event's `callback_url` must pass the URL policy (as a subscription's
+/// URL), and the tenant's callbacks subscription (its secret signs the
+/// callbacks) must exist before the event is published.
+async fn check_callback(
+    state: &AppState,
+    accepted: &AcceptedEvent,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    let Some(url) = &accepted.event.callback_url else {
+        return Ok(());
+    };
+    state.url_policy.check_url(url).map_err(|message| {
+        ApiError::validation(vec![waybill_core::FieldError::new("callback_url", message)])
+    })?;
+    crate::subscriptions::check_resolved(state, url, "callback_url").await?;
+    crate::subscriptions::ensure_callbacks(state, &accepted.event.tenant_id, key_id).await?;
+    Ok(())
 }
 
 /// Publishes a valid event, once per client id within the dedup window (a

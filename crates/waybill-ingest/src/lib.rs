@@ -345,6 +345,7 @@ fn handler(op: Op, method: MethodFilter, document: &Arc<Value>) -> MethodRouter<
         Op::CreateEvent => on(method, events::create),
         Op::CreateEvents => on(method, events::create_batch),
         Op::ListEventTypes => on(method, events::list_types),
+        Op::GetCallbackSecret => on(method, subscriptions::callbacks_secret),
         Op::CreateSubscription => on(method, subscriptions::create),
         Op::ListSubscriptions => on(method, subscriptions::list),
         Op::GetSubscription => on(method, subscriptions::get),

@@ -23,6 +23,7 @@ pub enum Op {
     CreateEvent,
     CreateEvents,
     ListEventTypes,
+    GetCallbackSecret,
     CreateSubscription,
     ListSubscriptions,
     GetSubscription,
@@ -79,10 +80,11 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 23] = [
+    pub const ALL: [Op; 24] = [
         Op::CreateEvent,
         Op::CreateEvents,
         Op::ListEventTypes,
+        Op::GetCallbackSecret,
         Op::CreateSubscription,
         Op::ListSubscriptions,
         Op::GetSubscription,
@@ -146,6 +148,15 @@ impl Op {
                 Tenant,
                 None,
                 (200, Some("EventTypeList")),
+            ),
+            Op::GetCallbackSecret => op(
+                "GET",
+                "/v1/callbacks/secret",
+                "getCallbackSecret",
+                "The secret signing deliveries to per-event callback_url (of the tenant's callbacks subscription, created on first use)",
+                Tenant,
+                None,
+                (200, Some("CallbackSecret")),
             ),
             Op::CreateSubscription => Operation {
                 idempotent: true,
@@ -615,6 +626,12 @@ fn schemas(catalog: &Catalog) -> Value {
         "properties": subscription_props,
         "additionalProperties": false,
     });
+    let mut subscription = subscription;
+    // The tenant's callbacks subscription (GET /v1/callbacks/secret) selects
+    // no event type: the events' own callback_url chooses its deliveries.
+    subscription["properties"]["event_types"]["minItems"] = 0.into();
+    subscription["properties"]["event_types"]["description"] =
+        "Empty only for the callbacks subscription, which receives the events that name a callback_url".into();
     let mut created = subscription.clone();
     created["properties"]["signing_secret"] = json!({"type": "string", "pattern": "^whsec_", "description": "Shown here and by GET .../secret"});
     created["required"]
@@ -821,6 +838,16 @@ fn schemas(catalog: &Catalog) -> Value {
             "required": ["signing_secret", "previous_secret_expires_at"],
             "additionalProperties": false,
             "properties": {
+                "signing_secret": {"type": "string", "pattern": "^whsec_"},
+                "previous_secret_expires_at": {"oneOf": [timestamp, {"type": "null"}], "description": "Until then the previous secret signs too"},
+            },
+        },
+        "CallbackSecret": {
+            "type": "object",
+            "required": ["subscription_id", "signing_secret", "previous_secret_expires_at"],
+            "additionalProperties": false,
+            "properties": {
+                "subscription_id": {"type": "string", "description": "The callbacks subscription: rotate its secret, read its deliveries"},
                 "signing_secret": {"type": "string", "pattern": "^whsec_"},
                 "previous_secret_expires_at": {"oneOf": [timestamp, {"type": "null"}], "description": "Until then the previous secret signs too"},
             },

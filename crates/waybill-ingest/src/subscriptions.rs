@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use waybill_core::event::{EntityRef, Event, format_rfc3339};
 use waybill_core::pattern::EventTypePattern;
-use waybill_core::subscription::{Mode, Status, Subscription, parse_spec};
+use waybill_core::subscription::{Mode, Spec, Status, Subscription, parse_spec};
 use waybill_core::{FieldError, catalog, ids};
 use waybill_proto::Message;
 use waybill_proto::convert::{event_to_proto, subscription_to_proto, timestamp};
@@ -344,6 +344,54 @@ pub(crate) async fn secret(
 ) -> Result<Json<Value>, ApiError> {
     let s = find(&state, &principal, &id)?;
     Ok(Json(secret_view(&s)))
+}
+
+/// The tenant's callbacks subscription (created on first use): its secret
+/// signs, and its retry policy retries, the deliveries to the per-event
+/// `callback_url`s; it selects no event type, so nothing else goes to it.
+pub(crate) async fn ensure_callbacks(
+    state: &AppState,
+    tenant_id: &str,
+    by: &str,
+) -> Result<Subscription, ApiError> {
+    let id = waybill_core::ids::callbacks_subscription_id(tenant_id);
+    let existing = || state.subscriptions.read().get(&id).cloned();
+    if let Some(s) = existing() {
+        return Ok(s);
+    }
+    let _guard = state.write_lock(&id).await;
+    if let Some(s) = existing() {
+        return Ok(s);
+    }
+    let mut spec = Spec::new(CALLBACKS_URL, Vec::new());
+    spec.name = "per-event callbacks (callback_url)".to_owned();
+    let s = Subscription::new(
+        id,
+        tenant_id.to_owned(),
+        spec,
+        by,
+        OffsetDateTime::now_utc(),
+    );
+    publish(state, &s).await?;
+    tracing::info!(subscription_id = %s.id, tenant_id, "callbacks subscription created");
+    Ok(s)
+}
+
+/// Where the callbacks subscription "points": each event's own
+/// `callback_url` replaces it at delivery.
+pub(crate) const CALLBACKS_URL: &str = "https://per-event-callback-url.invalid/";
+
+/// `GET /v1/callbacks/secret`: the secret that signs deliveries to
+/// per-event `callback_url`s (rotate it through the callbacks
+/// subscription, whose id this answer gives).
+pub(crate) async fn callbacks_secret(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    let s = ensure_callbacks(&state, &principal.tenant_id, &principal.key_id).await?;
+    let mut view = secret_view(&s);
+    view["subscription_id"] = s.id.clone().into();
+    Ok(Json(view))
 }
 
 /// `POST /v1/subscriptions/{id}/secret/rotate`: a new secret; the old one

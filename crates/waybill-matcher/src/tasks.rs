@@ -7,7 +7,9 @@ use waybill_core::index::MatchIndex;
 use waybill_proto::convert::timestamp;
 use waybill_proto::v1;
 
-/// One task per subscription the index finds for the event.
+/// One task per subscription the index finds for the event, and one for
+/// the tenant's callbacks subscription when the event has a `callback_url`
+/// (and the tenant has that subscription).
 ///
 /// `record` is the event as it arrived (re-used as is, so the task carries
 /// exactly what the producer wrote).
@@ -17,9 +19,15 @@ pub fn tasks_for(
     index: &MatchIndex,
     now: OffsetDateTime,
 ) -> Vec<v1::DeliveryTask> {
+    let callbacks = event
+        .callback_url
+        .as_ref()
+        .map(|_| ids::callbacks_subscription_id(&event.tenant_id))
+        .filter(|id| index.contains(id));
     index
         .matching(event)
         .into_iter()
+        .chain(callbacks.as_deref())
         .map(|id| v1::DeliveryTask {
             delivery_id: ids::delivery_id(&event.tenant_id, &event.id, id),
             subscription_id: id.to_owned(),

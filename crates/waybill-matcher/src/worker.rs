@@ -12,6 +12,7 @@ use rdkafka::message::BorrowedMessage;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 use waybill_core::catalog::Catalog;
+use waybill_core::ids;
 use waybill_kafka::partitioned::Assigned;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
@@ -189,6 +190,29 @@ impl Worker {
         metrics.matcher_events.inc();
         metrics.matches_per_event.observe(tasks.len() as f64);
         span.record("matches", tasks.len());
+        if event.callback_url.is_some()
+            && !tasks
+                .iter()
+                .any(|t| t.subscription_id.starts_with(ids::CALLBACKS_PREFIX))
+        {
+            // Nothing could sign it: set aside, never dropped silently. The
+            // event's other deliveries go on.
+            waybill_runtime::metrics::Families::topic_counter(
+                &self.metrics.get().poison_records,
+                message.topic(),
+            );
+            if let Err(e) = dead_letter::send(
+                &self.producer,
+                &self.topics.dead_letters(),
+                message,
+                "callback_url without the tenant's callbacks subscription; GET /v1/callbacks/secret creates it",
+            )
+            .await
+            {
+                tracing::error!(error = %e, offset, "callback not set aside; rewinding");
+                return None;
+            }
+        }
         let trace = waybill_runtime::telemetry::propagate(span, parent);
         tracing::debug!(
             event_id = %event.id,

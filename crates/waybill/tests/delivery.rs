@@ -712,3 +712,135 @@ async fn batches_and_client_ids_accepted_once() {
     }
     stack.stop().await.unwrap();
 }
+
+/// Per-event `callback_url` (as in per-object callback APIs): the event also
+/// goes to its own URL, signed with the tenant's callbacks secret
+/// (`GET /v1/callbacks/secret`), retried by that subscription's policy; a
+/// 410 from one callback URL kills that delivery, not the subscription. A
+/// producer writing a callback for a tenant that never asked for the
+/// secret gets a dead letter, not silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_event_callbacks() {
+    let (stack, api) = start_stack().await;
+    let everything = Receiver::start().await.unwrap();
+    subscribe(&api, everything.url("/all"), json!(["*"]), &["100ms"]).await;
+    let callbacks = Receiver::with(Options {
+        script: vec![500],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+
+    // Straight to Kafka, before the tenant has a callbacks subscription.
+    let kafka = stack.config.kafka.clone();
+    let topics = waybill_kafka::Topics::of(&kafka);
+    let producer = waybill_kafka::Producer::new(&kafka, "upstream", WAIT).unwrap();
+    let raw = waybill_core::event::Event {
+        id: "evt-raw-callback".into(),
+        tenant_id: waybill::dev::DEV_TENANT.into(),
+        name: "freights.freight.create".into(),
+        occurred_at: time::OffsetDateTime::now_utc(),
+        entity: waybill_core::event::EntityRef {
+            kind: "freight".into(),
+            id: "F-cb".into(),
+        },
+        attributes: Default::default(),
+        callback_url: Some(callbacks.url("/raw")),
+        payload: b"{}".to_vec(),
+    };
+    producer
+        .send(
+            &topics.domain(waybill_core::catalog::DomainTopic::Freights),
+            b"F-cb",
+            Some(&waybill_proto::convert::event_to_proto(&raw).encode_to_vec()),
+            waybill_kafka::headers::standard(waybill_proto::SCHEMA_VERSION, None),
+        )
+        .await
+        .unwrap();
+    everything.wait_for(1, WAIT).await.unwrap();
+    let dead = waybill_testkit::topic::read_all(&stack.brokers, "dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .header("waybill-dlq-reason")
+            .unwrap()
+            .contains("GET /v1/callbacks/secret")
+    );
+
+    let (status, secret) = api.get("/v1/callbacks/secret").await;
+    assert_eq!(status, 200, "{secret}");
+    let callbacks_id = secret["subscription_id"].as_str().unwrap().to_owned();
+    let secret =
+        waybill_core::signing::SigningSecret::parse(secret["signing_secret"].as_str().unwrap())
+            .unwrap();
+    // The callbacks subscription takes the default policy; make it quick.
+    let (status, body) = api
+        .patch(
+            &format!("/v1/subscriptions/{callbacks_id}"),
+            json!({"retry_policy": {"delays": ["100ms"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Refused like a subscription URL.
+    let (status, body) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.freight.create", "entity": {"id": "F-cb"},
+                   "callback_url": "ftp://example.com/x", "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["field"], "callback_url");
+
+    let (status, body) = api
+        .post(
+            "/v1/events",
+            json!({"id": "evt-with-callback", "event_name": "freights.freight.update",
+                   "entity": {"id": "F-cb"}, "callback_url": callbacks.url("/freight/F-cb"),
+                   "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // Failed once, retried by the callbacks policy, signed with its secret.
+    let got = callbacks.wait_for(2, WAIT).await.unwrap();
+    assert!(got.iter().all(|r| r.path == "/freight/F-cb"), "{got:?}");
+    assert!(got[1].signature_valid(&secret));
+    assert_eq!(got[1].json()["id"], "evt-with-callback");
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    // The subscriptions get the event as usual, once.
+    let all = everything.wait_for(2, WAIT).await.unwrap();
+    assert_eq!(all[1].json()["id"], "evt-with-callback");
+
+    // A 410 from a callback URL: that delivery is dead, the callbacks
+    // subscription stays active.
+    let gone = Receiver::with(Options {
+        default_status: Some(410),
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let (status, _) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.freight.update", "entity": {"id": "F-cb"},
+                   "callback_url": gone.url("/gone"), "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    gone.wait_for(1, WAIT).await.unwrap();
+    let list = eventually(
+        &api,
+        &format!("/v1/subscriptions/{callbacks_id}/deliveries"),
+        |l| {
+            l["deliveries"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["status"] == "dead"))
+        },
+    )
+    .await;
+    assert_eq!(list["deliveries"].as_array().unwrap().len(), 2, "{list}");
+    let (_, sub) = api.get(&format!("/v1/subscriptions/{callbacks_id}")).await;
+    assert_eq!(sub["status"], "active", "{sub}");
+    stack.stop().await.unwrap();
+}
