@@ -106,11 +106,18 @@ pub async fn run(
 
     let sender = sender::Sender::new(&settings.delivery, settings.url_policy)?;
     let producer = Producer::new(&settings.kafka, "waybill-delivery", Duration::from_secs(30))?;
+    let catalog = waybill_runtime::catalog::follow(
+        &settings.kafka,
+        &topics,
+        settings.catalog,
+        shutdown.clone(),
+    )
+    .await?;
     let worker = Arc::new(worker::Worker {
         sender,
         producer: producer.clone(),
         topics: topics.clone(),
-        catalog: settings.catalog,
+        catalog,
         subscriptions,
         keys: settings.keys,
         config: settings.delivery.clone(),

@@ -19,7 +19,6 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
-use waybill_core::catalog::Catalog;
 use waybill_core::event::Event;
 use waybill_core::outcome::{Decision, classify, due_at, tier_for};
 use waybill_core::retry::RetryPolicy;
@@ -70,7 +69,7 @@ pub struct Worker {
     /// Topic names and retry tiers.
     pub topics: Topics,
     /// Known event types.
-    pub catalog: Catalog,
+    pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     /// The subscription projection.
     pub subscriptions: Table<Subscriptions>,
     /// Seals secrets of the subscription records this service writes.
@@ -207,7 +206,7 @@ impl Worker {
                         }
                         continue;
                     }
-                    let job = match self.decode(&message) {
+                    let job = match self.decode(&message).await {
                         Ok(job) => job,
                         Err(reason) => {
                             match self.dead_letter(&message, &reason, &stop).await {
@@ -315,15 +314,26 @@ impl Worker {
     }
 
     /// Decodes a record; `Err` carries why it is poison.
-    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Job, String> {
+    async fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Job, String> {
         let task = v1::DeliveryTask::decode(message.payload().unwrap_or_default())
             .map_err(|e| format!("undecodable DeliveryTask: {e}"))?;
         let record = task
             .event
             .clone()
             .ok_or_else(|| "DeliveryTask without an event".to_owned())?;
-        let event = event_from_proto(record, &self.catalog)
-            .map_err(|e| format!("invalid event in DeliveryTask: {e}"))?;
+        // A type added through the API a moment ago may not be here yet.
+        waybill_runtime::catalog::knows(
+            &self.catalog,
+            &record.event_name,
+            waybill_kafka::produced_at(message),
+            self.config.freshness_timeout,
+        )
+        .await;
+        let parsed = {
+            let catalog = self.catalog.read();
+            event_from_proto(record, catalog.catalog())
+        };
+        let event = parsed.map_err(|e| format!("invalid event in DeliveryTask: {e}"))?;
         Ok(Job {
             offset: message.offset(),
             source: v1::TaskRef {

@@ -355,6 +355,8 @@ pub(crate) async fn replay(
 fn domain_topics(state: &AppState, subscription: &Subscription) -> Vec<String> {
     let topics: BTreeSet<DomainTopic> = state
         .catalog
+        .read()
+        .catalog()
         .iter()
         .filter(|t| {
             subscription
@@ -388,7 +390,7 @@ async fn run_replay(
             .map(|d| d.id.clone())
             .collect()
     });
-    let catalog = state.catalog.clone();
+    let catalog = state.catalog.read().catalog().clone();
     let scanning = tokio::task::spawn_blocking(move || {
         let mut totals = log::Scanned::default();
         for topic in &topics {

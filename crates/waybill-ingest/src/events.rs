@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
+use waybill_core::FieldError;
+use waybill_core::catalog::ExtraEventType;
 use waybill_core::event::{AcceptedEvent, parse_event_request};
+use waybill_core::fields::Fields;
 use waybill_kafka::headers;
 use waybill_proto::Message;
 use waybill_proto::convert::event_to_proto;
@@ -19,6 +22,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::body::read_json;
 use crate::error::ApiError;
+use crate::tenants::Operator;
 
 /// Where an accepted event was written.
 #[derive(Debug, Clone, Serialize)]
@@ -50,12 +54,15 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let body = read_json(&request_headers, body, state.config.max_event_bytes).await?;
-    let accepted = parse_event_request(
-        &body,
-        &principal.tenant_id,
-        &state.catalog,
-        OffsetDateTime::now_utc(),
-    )
+    let accepted = {
+        let catalog = state.catalog.read();
+        parse_event_request(
+            &body,
+            &principal.tenant_id,
+            catalog.catalog(),
+            OffsetDateTime::now_utc(),
+        )
+    }
     .map_err(ApiError::validation)?;
     check_callback(&state, &accepted, &principal.key_id).await?;
     Ok((StatusCode::ACCEPTED, Json(accept(&state, accepted).await?)))
@@ -86,8 +93,11 @@ pub(crate) async fn create_batch(
                     "this event is larger than the limit of {limit} bytes"
                 )));
             }
-            let accepted = parse_event_request(item.get().as_bytes(), tenant, &state.catalog, now)
-                .map_err(ApiError::validation)?;
+            let accepted = {
+                let catalog = state.catalog.read();
+                parse_event_request(item.get().as_bytes(), tenant, catalog.catalog(), now)
+            }
+            .map_err(ApiError::validation)?;
             check_callback(state, &accepted, key_id).await?;
             accept(state, accepted).await
         }
@@ -228,17 +238,128 @@ pub(crate) async fn list_types(
     State(state): State<Arc<AppState>>,
     _principal: Principal,
 ) -> Json<serde_json::Value> {
-    let event_types: Vec<serde_json::Value> = state
-        .catalog
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "name": e.name,
-                "domain": e.domain,
-                "topic": e.topic.name(),
-                "description": e.description,
-            })
-        })
-        .collect();
+    let catalog = state.catalog.read();
+    let event_types: Vec<serde_json::Value> = catalog.catalog().iter().map(type_view).collect();
     Json(serde_json::json!({ "event_types": event_types }))
+}
+
+/// `POST /v1/event_types` (operator) → `201` the added type, on the
+/// compacted `event_types` topic every service follows.
+pub(crate) async fn add_type(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+    request_headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body = read_json(&request_headers, body, 16 * 1024).await?;
+    let mut f = Fields::parse(&body).map_err(|e| ApiError::validation(vec![e]))?;
+    let name: Option<String> = f.required("name", "a string");
+    let topic: Option<String> = f.required("topic", "a string, a domain topic");
+    let description: Option<String> = f.optional("description", "a string");
+    let domain: Option<String> = f.optional("domain", "a string");
+    if name.as_ref().is_some_and(|n| n.len() > 255) {
+        f.error("name", "must be at most 255 characters");
+    }
+    if description.as_ref().is_some_and(|d| d.len() > 1024) {
+        f.error("description", "must be at most 1024 characters");
+    }
+    let errors = f.finish(&["name", "topic", "description", "domain"]);
+    let (Some(name), Some(topic), true) = (name, topic, errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let extra = ExtraEventType {
+        name,
+        topic,
+        description: description.unwrap_or_default(),
+        domain,
+    };
+    let _guard = state.write_lock(&extra.name).await;
+    let checked = state
+        .catalog
+        .read()
+        .catalog()
+        .clone()
+        .with_extra(std::slice::from_ref(&extra));
+    if let Err(problems) = checked {
+        let errors: Vec<FieldError> = problems
+            .iter()
+            .map(|p| {
+                // `catalog.event_types[0].name: ...` → field `name`.
+                let (path, message) = p.split_once(": ").unwrap_or(("", p));
+                let field = path.rsplit('.').next().unwrap_or("name");
+                FieldError::new(field, message)
+            })
+            .collect();
+        if errors
+            .iter()
+            .any(|e| e.message.contains("already in the catalog"))
+        {
+            return Err(ApiError::conflict(format!(
+                "`{}` is already in the catalog",
+                extra.name
+            )));
+        }
+        return Err(ApiError::validation(errors));
+    }
+    let record = waybill_runtime::catalog::record(&extra).encode_to_vec();
+    state
+        .write_through(
+            &state.catalog,
+            &state.topics.event_types(),
+            extra.name.as_bytes(),
+            Some(&record),
+        )
+        .await?;
+    tracing::info!(event_type = %extra.name, topic = %extra.topic, "event type added");
+    let view = {
+        let catalog = state.catalog.read();
+        catalog.catalog().get(&extra.name).map(type_view)
+    };
+    Ok((StatusCode::CREATED, Json(view.unwrap_or_default())))
+}
+
+/// `DELETE /v1/event_types/{name}` (operator): only types added through
+/// the API; events of that type are refused from then on, subscriptions
+/// naming it keep their pattern.
+pub(crate) async fn delete_type(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let _guard = state.write_lock(&name).await;
+    let (added, known) = {
+        let catalog = state.catalog.read();
+        (
+            catalog.is_added(&name),
+            catalog.catalog().get(&name).is_some(),
+        )
+    };
+    if !added {
+        return Err(if known {
+            ApiError::conflict(format!(
+                "`{name}` is built in or configured; only types added through the API can be removed"
+            ))
+        } else {
+            ApiError::not_found(format!("no event type `{name}`"))
+        });
+    }
+    state
+        .write_through(
+            &state.catalog,
+            &state.topics.event_types(),
+            name.as_bytes(),
+            None,
+        )
+        .await?;
+    tracing::info!(event_type = %name, "event type removed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn type_view(e: &waybill_core::catalog::EventType) -> serde_json::Value {
+    serde_json::json!({
+        "name": e.name,
+        "domain": e.domain,
+        "topic": e.topic.name(),
+        "description": e.description,
+    })
 }

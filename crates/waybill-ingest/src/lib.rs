@@ -45,7 +45,6 @@ use std::time::Duration;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use openapi::Op;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use waybill_core::catalog::Catalog;
@@ -93,7 +92,7 @@ pub struct Settings {
 pub(crate) struct AppState {
     pub producer: Producer,
     pub topics: Topics,
-    pub catalog: Catalog,
+    pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     pub keys: Keyring,
     pub url_policy: UrlPolicy,
     pub api_keys: auth::ApiKeys,
@@ -193,6 +192,13 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    let catalog = waybill_runtime::catalog::follow(
+        &settings.kafka,
+        &topics,
+        settings.catalog,
+        shutdown.clone(),
+    )
+    .await?;
     let history = Table::follow(
         &settings.kafka,
         &topics.delivery_attempts(),
@@ -214,7 +220,7 @@ pub async fn run(
     let state = Arc::new(AppState {
         producer: producer.clone(),
         topics,
-        catalog: settings.catalog,
+        catalog,
         keys: settings.keys,
         url_policy: settings.url_policy,
         api_keys: auth::ApiKeys::new(&settings.ingest.api_keys),
@@ -260,7 +266,6 @@ pub async fn run(
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    let document = Arc::new(openapi::document(&state.catalog));
     let mut router = Router::new();
     for op in Op::ALL {
         let spec = op.spec();
@@ -272,7 +277,7 @@ fn router(state: Arc<AppState>) -> Router {
             "DELETE" => MethodFilter::DELETE,
             other => unreachable!("operation {} has method {other}", spec.id),
         };
-        router = router.route(spec.path, handler(op, method, &document));
+        router = router.route(spec.path, handler(op, method));
     }
     router
         .fallback(error::not_found_route)
@@ -340,11 +345,13 @@ async fn count_request(
 }
 
 /// The handler of each operation of the document.
-fn handler(op: Op, method: MethodFilter, document: &Arc<Value>) -> MethodRouter<Arc<AppState>> {
+fn handler(op: Op, method: MethodFilter) -> MethodRouter<Arc<AppState>> {
     match op {
         Op::CreateEvent => on(method, events::create),
         Op::CreateEvents => on(method, events::create_batch),
         Op::ListEventTypes => on(method, events::list_types),
+        Op::AddEventType => on(method, events::add_type),
+        Op::DeleteEventType => on(method, events::delete_type),
         Op::GetCallbackSecret => on(method, subscriptions::callbacks_secret),
         Op::CreateSubscription => on(method, subscriptions::create),
         Op::ListSubscriptions => on(method, subscriptions::list),
@@ -365,12 +372,12 @@ fn handler(op: Op, method: MethodFilter, document: &Arc<Value>) -> MethodRouter<
         Op::GetTenant => on(method, tenants::get),
         Op::CreateApiKey => on(method, tenants::create_key),
         Op::DeleteApiKey => on(method, tenants::delete_key),
-        Op::OpenApi => {
-            let document = Arc::clone(document);
-            on(
-                method,
-                move || async move { Json(document.as_ref().clone()) },
-            )
-        }
+        // The document lists the event names of the catalog as it is now.
+        Op::OpenApi => on(
+            method,
+            |axum::extract::State(state): axum::extract::State<Arc<AppState>>| async move {
+                Json(openapi::document(state.catalog.read().catalog()))
+            },
+        ),
     }
 }

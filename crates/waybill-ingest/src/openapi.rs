@@ -23,6 +23,8 @@ pub enum Op {
     CreateEvent,
     CreateEvents,
     ListEventTypes,
+    AddEventType,
+    DeleteEventType,
     GetCallbackSecret,
     CreateSubscription,
     ListSubscriptions,
@@ -80,10 +82,12 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 24] = [
+    pub const ALL: [Op; 26] = [
         Op::CreateEvent,
         Op::CreateEvents,
         Op::ListEventTypes,
+        Op::AddEventType,
+        Op::DeleteEventType,
         Op::GetCallbackSecret,
         Op::CreateSubscription,
         Op::ListSubscriptions,
@@ -148,6 +152,24 @@ impl Op {
                 Tenant,
                 None,
                 (200, Some("EventTypeList")),
+            ),
+            Op::AddEventType => op(
+                "POST",
+                "/v1/event_types",
+                "addEventType",
+                "Add an event type to the catalog, for another naming scheme (operator)",
+                Operator,
+                Some(("EventTypeInput", true)),
+                (201, Some("EventType")),
+            ),
+            Op::DeleteEventType => op(
+                "DELETE",
+                "/v1/event_types/{name}",
+                "deleteEventType",
+                "Remove an event type added through the API (operator); built-in and configured ones stay",
+                Operator,
+                None,
+                (204, None),
             ),
             Op::GetCallbackSecret => op(
                 "GET",
@@ -757,6 +779,18 @@ fn schemas(catalog: &Catalog) -> Value {
                 "topic": {"type": "string", "description": "The Kafka topic its records go to (before the deployment's prefix)"},
                 "description": {"type": "string"},
             },
+        },
+        "EventTypeInput": {
+            "type": "object",
+            "required": ["name", "topic"],
+            "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string", "maxLength": 255, "description": "Segments of letters, digits, `_` or `-`, separated by `.`"},
+                "topic": {"type": "string", "enum": ["freights", "orders", "time_slot_management", "loads_monitoring"]},
+                "description": {"type": "string", "maxLength": 1024},
+                "domain": {"type": "string", "description": "Default: the first segment of the name"},
+            },
+            "example": {"name": "Shipment.Created", "topic": "freights", "description": "A shipment was created."},
         },
         "EventTypeList": {
             "type": "object",

@@ -86,8 +86,11 @@ pub(crate) async fn create(
         return Ok(replay);
     }
     let result = async {
-        let spec = parse_spec(&body, Mode::Create, &state.catalog, &state.url_policy)
-            .map_err(ApiError::validation)?;
+        let parsed = {
+            let catalog = state.catalog.read();
+            parse_spec(&body, Mode::Create, catalog.catalog(), &state.url_policy)
+        };
+        let spec = parsed.map_err(ApiError::validation)?;
         check_resolved(&state, &spec.url, "url").await?;
         let subscription = Subscription::new(
             ids::new_subscription_id(),
@@ -290,8 +293,13 @@ async fn update(
     } else {
         Mode::Replace(&s.spec)
     };
-    let spec =
-        parse_spec(body, mode, &state.catalog, &state.url_policy).map_err(ApiError::validation)?;
+    let spec = parse_spec(
+        body,
+        mode,
+        state.catalog.read().catalog(),
+        &state.url_policy,
+    )
+    .map_err(ApiError::validation)?;
     if spec.url != s.spec.url || spec.auth != s.spec.auth {
         check_resolved(state, &spec.url, "url").await?;
     }

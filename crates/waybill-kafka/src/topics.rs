@@ -111,6 +111,11 @@ impl Topics {
         self.named("dead_letters")
     }
 
+    /// Event types operators added through the API (compacted).
+    pub fn event_types(&self) -> String {
+        self.named("event_types")
+    }
+
     /// What Waybill did on its own (a subscription disabled, ...).
     pub fn operational_events(&self) -> String {
         self.named("operational_events")
@@ -134,6 +139,7 @@ impl Topics {
             true,
         ));
         out.push(spec(self.tenants(), 1, true));
+        out.push(spec(self.event_types(), 1, true));
         out.push(spec(self.deliveries(), config.partitions, false));
         for topic in self.retries() {
             out.push(spec(topic, config.partitions, false));
@@ -219,7 +225,10 @@ mod tests {
             .filter(|s| s.compacted)
             .map(|s| s.name.as_str())
             .collect();
-        assert_eq!(compacted, ["prod.subscriptions", "prod.tenants"]);
-        assert_eq!(specs.len(), 4 + 2 + 1 + 6 + 4);
+        assert_eq!(
+            compacted,
+            ["prod.subscriptions", "prod.tenants", "prod.event_types"]
+        );
+        assert_eq!(specs.len(), 4 + 3 + 1 + 6 + 4);
     }
 }

@@ -92,11 +92,18 @@ pub async fn run(
     }
     readiness.set(true);
 
+    let catalog = waybill_runtime::catalog::follow(
+        &settings.kafka,
+        &topics,
+        settings.catalog,
+        shutdown.clone(),
+    )
+    .await?;
     let producer = Producer::new(&settings.kafka, "waybill-matcher", Duration::from_secs(30))?;
     let worker = Arc::new(worker::Worker {
         producer: producer.clone(),
         topics: topics.clone(),
-        catalog: settings.catalog,
+        catalog,
         subscriptions,
         config: settings.matcher.clone(),
         metrics: settings.metrics.clone(),

@@ -11,7 +11,6 @@ use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use time::OffsetDateTime;
 use tracing::Instrument as _;
-use waybill_core::catalog::Catalog;
 use waybill_core::ids;
 use waybill_kafka::partitioned::Assigned;
 use waybill_kafka::table::Table;
@@ -34,7 +33,7 @@ pub struct Worker {
     /// Topic names.
     pub topics: Topics,
     /// Known event types.
-    pub catalog: Catalog,
+    pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     /// The subscription projection.
     pub subscriptions: Table<crate::projection::Indexed>,
     /// The `[matcher]` section.
@@ -141,7 +140,19 @@ impl Worker {
                     .await;
             }
         };
-        let event = match event_from_proto(record.clone(), &self.catalog) {
+        // A type added through the API a moment ago may not be here yet.
+        waybill_runtime::catalog::knows(
+            &self.catalog,
+            &record.event_name,
+            waybill_kafka::produced_at(message),
+            self.config.freshness_timeout,
+        )
+        .await;
+        let parsed = {
+            let catalog = self.catalog.read();
+            event_from_proto(record.clone(), catalog.catalog())
+        };
+        let event = match parsed {
             Ok(e) if e.name == waybill_core::catalog::TEST_EVENT => {
                 return self
                     .dead_letter(

@@ -625,6 +625,61 @@ async fn operator_event_types_are_listed_and_delivered() {
         .collect();
     names.sort();
     assert_eq!(names, ["ROUTE_CREATED", "Shipment.Created"]);
+
+    // Through the operator API: every service learns the type from the
+    // `event_types` topic.
+    let operator = Api::new(stack.api_url(), stack.operator_token.clone());
+    let added =
+        json!({"name": "Dispatch.Truck.Left", "topic": "orders", "description": "A truck left."});
+    let (status, body) = api.post("/v1/event_types", added.clone()).await;
+    assert_eq!(status, 401, "tenants cannot add types: {body}");
+    let (status, body) = operator.post("/v1/event_types", added.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body,
+        json!({"name": "Dispatch.Truck.Left", "domain": "Dispatch", "topic": "orders",
+               "description": "A truck left."})
+    );
+    let (status, body) = operator.post("/v1/event_types", added).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("conflict")),
+        "{body}"
+    );
+    let (status, body) = operator
+        .post(
+            "/v1/event_types",
+            json!({"name": "bad name", "topic": "shipments"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["details"].as_array().unwrap().len(),
+        2,
+        "{body}"
+    );
+    subscribe(&api, receiver.url("/d"), json!(["Dispatch.*"]), &["100ms"]).await;
+    post_event(&api, "Dispatch.Truck.Left").await;
+    let got = receiver.wait_for(3, WAIT).await.unwrap();
+    assert_eq!(got[2].json()["event_name"], "Dispatch.Truck.Left");
+    let (_, list) = api.get("/v1/event_types").await;
+    assert_eq!(list["event_types"].as_array().unwrap().len(), 39 + 3);
+
+    let (status, _) = operator
+        .delete("/v1/event_types/freights.freight.create")
+        .await;
+    assert_eq!(status, 409, "built-in types stay");
+    let (status, _) = operator.delete("/v1/event_types/Nope.Nope").await;
+    assert_eq!(status, 404);
+    let (status, _) = operator.delete("/v1/event_types/Dispatch.Truck.Left").await;
+    assert_eq!(status, 204);
+    let (status, body) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "Dispatch.Truck.Left", "entity": {"id": "1"}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
     stack.stop().await.unwrap();
 }
 
