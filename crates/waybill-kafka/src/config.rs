@@ -160,3 +160,37 @@ pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
         config.set(key, value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::BaseProducer;
+
+    /// librdkafka is built with TLS and SASL: a client for a SASL_SSL
+    /// cluster (SCRAM) can be made (it connects lazily), as the Helm
+    /// chart's `kafka.tls`/`kafka.sasl` values configure it.
+    #[test]
+    fn tls_and_sasl_clients_can_be_made() {
+        for (protocol, mechanism) in [
+            ("SASL_SSL", "SCRAM-SHA-512"),
+            ("SASL_SSL", "PLAIN"),
+            ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+            ("SSL", ""),
+        ] {
+            let mut properties =
+                BTreeMap::from([("security.protocol".to_owned(), protocol.to_owned())]);
+            if !mechanism.is_empty() {
+                properties.insert("sasl.mechanism".into(), mechanism.into());
+                properties.insert("sasl.username".into(), "waybill".into());
+                properties.insert("sasl.password".into(), "secret".into());
+            }
+            let config = KafkaConfig {
+                brokers: "127.0.0.1:1".into(),
+                properties,
+                ..KafkaConfig::default()
+            };
+            let made: Result<BaseProducer, _> = config.client_config().create();
+            assert!(made.is_ok(), "{protocol} {mechanism}: {:?}", made.err());
+        }
+    }
+}
