@@ -58,6 +58,33 @@ pub enum Command {
     /// Create the missing topics (partitions, replication, compaction from
     /// the configuration) and exit; existing topics are left as they are.
     CreateTopics,
+    /// Measure a deployment (or `waybill dev`, started for the run): the raw
+    /// HTTP ceiling, then workloads W1..W4; prints and writes JSON.
+    Bench(BenchArgs),
+}
+
+/// Options of `waybill bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// API of a running deployment; without it, `waybill dev` runs in this
+    /// process for the benchmark.
+    #[arg(long)]
+    pub api: Option<String>,
+    /// Tenant API key for `--api`.
+    #[arg(long, env = "WAYBILL_BENCH_KEY")]
+    pub key: Option<String>,
+    /// Workloads to run, comma-separated.
+    #[arg(long, default_value = "W1,W2,W3,W4", value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// Requests in flight while posting.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Scale every workload's event count (e.g. 0.1 for a quick run).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Where to write the results (JSON).
+    #[arg(long, default_value = "bench-results.json")]
+    pub out: PathBuf,
 }
 
 /// Options of `waybill check-config`.
@@ -109,7 +136,10 @@ pub fn main() -> ExitCode {
         Command::Matcher => Some("waybill-matcher"),
         Command::Delivery => Some("waybill-delivery"),
         Command::Dev(_) => Some("waybill-dev"),
-        Command::Listen(_) | Command::CheckConfig(_) | Command::CreateTopics => None,
+        Command::Listen(_)
+        | Command::CheckConfig(_)
+        | Command::CreateTopics
+        | Command::Bench(_) => None,
     };
     let telemetry = match service_name {
         Some(name) => {
@@ -155,6 +185,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
         Command::Delivery => serve(Service::Delivery, cli.config, env).await,
         Command::Dev(args) => dev::run(args, cli.config, env).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Bench(args) => bench(args, cli.config, env).await,
         Command::CreateTopics => {
             let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;
             let topics = waybill_kafka::Topics::of(&config.kafka);
@@ -199,6 +230,58 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn bench(
+    args: BenchArgs,
+    file: Option<PathBuf>,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let workloads: Vec<waybill_bench::Workload> = waybill_bench::standard()
+        .into_iter()
+        .filter(|w| {
+            args.workloads
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(w.name))
+        })
+        .map(|mut w| {
+            w.events = ((w.events as f64 * args.scale).round() as usize).max(1);
+            w
+        })
+        .collect();
+    if workloads.is_empty() {
+        anyhow::bail!("no workload selected; use --workloads W1,W2,W3,W4");
+    }
+    let (target, stack) = match args.api {
+        Some(api) => {
+            let key = args
+                .key
+                .context("--key (or WAYBILL_BENCH_KEY) is required with --api")?;
+            (waybill_bench::Target { api, key }, None)
+        }
+        None => {
+            let config = load(dev::base_config(0), file.as_deref(), env)?;
+            let stack = dev::start(config, dev::DEV_API_KEY).await?;
+            let target = waybill_bench::Target {
+                api: stack.api_url(),
+                key: stack.api_key.clone(),
+            };
+            (target, Some(stack))
+        }
+    };
+    let results = waybill_bench::run_all(&target, &workloads, args.concurrency).await;
+    if let Some(stack) = stack {
+        stack.stop().await?;
+    }
+    let results = results?;
+    let text = serde_json::to_string_pretty(&results)?;
+    std::fs::write(&args.out, &text)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 /// Loads the configuration from `base`, the file and the environment.
