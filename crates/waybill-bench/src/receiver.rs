@@ -53,21 +53,14 @@ impl BenchReceiver {
     /// Starts on a free loopback port; `fail_percent` of deliveries get a
     /// 500 on their first attempt.
     pub async fn start(fail_percent: u64) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             arrivals: Mutex::new(Vec::with_capacity(100_000)),
             fail_percent: AtomicU64::new(fail_percent),
             failed_once: Mutex::new(HashSet::new()),
         });
         let app = Router::new().fallback(receive).with_state(shared.clone());
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
+        let (addr, stop) =
+            waybill_testkit::serve::spawn(waybill_testkit::serve::loopback(), app).await?;
         Ok(Self { addr, shared, stop })
     }
 

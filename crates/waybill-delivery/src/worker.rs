@@ -31,7 +31,7 @@ use waybill_kafka::producer::Acked;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
 use waybill_proto::Message as _;
-use waybill_proto::convert::{event_from_proto, from_timestamp, subscription_to_proto, timestamp};
+use waybill_proto::convert::{from_timestamp, subscription_to_proto, timestamp};
 use waybill_proto::v1;
 use waybill_runtime::metrics::{DeliveryLabels, Families, HealthLabels};
 use waybill_runtime::projection::Subscriptions;
@@ -321,19 +321,14 @@ impl Worker {
             .event
             .clone()
             .ok_or_else(|| "DeliveryTask without an event".to_owned())?;
-        // A type added through the API a moment ago may not be here yet.
-        waybill_runtime::catalog::knows(
+        let event = waybill_runtime::catalog::event_from_record(
             &self.catalog,
-            &record.event_name,
+            record,
             waybill_kafka::produced_at(message),
             self.config.freshness_timeout,
         )
-        .await;
-        let parsed = {
-            let catalog = self.catalog.read();
-            event_from_proto(record, catalog.catalog())
-        };
-        let event = parsed.map_err(|e| format!("invalid event in DeliveryTask: {e}"))?;
+        .await
+        .map_err(|e| format!("invalid event in DeliveryTask: {e}"))?;
         Ok(Job {
             offset: message.offset(),
             source: v1::TaskRef {

@@ -5,9 +5,7 @@
 use waybill_core::index::MatchIndex;
 use waybill_core::sealing::Keyring;
 use waybill_kafka::table::Fold;
-use waybill_proto::Message as _;
-use waybill_proto::convert::subscription_from_proto;
-use waybill_proto::v1;
+use waybill_runtime::projection::{Record, decode_record};
 
 /// Every subscription, indexed for matching.
 pub struct Indexed {
@@ -39,21 +37,10 @@ impl waybill_runtime::projection::Counted for Indexed {
 
 impl Fold for Indexed {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        let id = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
-        let Some(value) = value else {
-            self.index.remove(id);
-            return Ok(());
-        };
-        let record = v1::Subscription::decode(value).map_err(|e| e.to_string())?;
-        let subscription =
-            subscription_from_proto(record, &self.keys).map_err(|e| e.to_string())?;
-        if subscription.id != id {
-            return Err(format!(
-                "record id `{}` differs from its key",
-                subscription.id
-            ));
+        match decode_record(key, value, &self.keys)? {
+            Record::Delete(id) => self.index.remove(id),
+            Record::Upsert(subscription) => self.index.upsert(&subscription),
         }
-        self.index.upsert(&subscription);
         Ok(())
     }
 }

@@ -16,7 +16,6 @@ use waybill_kafka::partitioned::Assigned;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
 use waybill_proto::Message as _;
-use waybill_proto::convert::event_from_proto;
 use waybill_proto::v1;
 
 use crate::config::MatcherConfig;
@@ -140,18 +139,13 @@ impl Worker {
                     .await;
             }
         };
-        // A type added through the API a moment ago may not be here yet.
-        waybill_runtime::catalog::knows(
+        let parsed = waybill_runtime::catalog::event_from_record(
             &self.catalog,
-            &record.event_name,
+            record.clone(),
             waybill_kafka::produced_at(message),
             self.config.freshness_timeout,
         )
         .await;
-        let parsed = {
-            let catalog = self.catalog.read();
-            event_from_proto(record.clone(), catalog.catalog())
-        };
         let event = match parsed {
             Ok(e) if e.name == waybill_core::catalog::TEST_EVENT => {
                 return self

@@ -100,6 +100,19 @@ pub async fn follow(
     Table::follow(kafka, &topics.event_types(), Catalogue::new(base), shutdown).await
 }
 
+/// The event of a `DomainEvent` record written at `as_of`, checked against
+/// the catalog; a type added a moment before is waited for (see [`knows`]).
+pub async fn event_from_record(
+    table: &Table<Catalogue>,
+    record: v1::DomainEvent,
+    as_of: SystemTime,
+    timeout: Duration,
+) -> Result<waybill_core::event::Event, waybill_proto::convert::RecordError> {
+    knows(table, &record.event_name, as_of, timeout).await;
+    let catalog = table.read();
+    waybill_proto::convert::event_from_proto(record, catalog.catalog())
+}
+
 /// Whether `name` is in the catalog, waiting (up to `timeout`) for the
 /// catalog to hold every type added before `as_of` when it is not yet: a
 /// record of a type added a moment ago is not refused for lag.

@@ -119,23 +119,47 @@ impl Subscriptions {
     }
 }
 
+/// One record of the `subscriptions` topic.
+pub enum Record<'a> {
+    /// The subscription's full new state.
+    Upsert(Box<Subscription>),
+    /// The subscription of this id was deleted.
+    Delete(&'a str),
+}
+
+/// Decodes one record of the `subscriptions` topic (every projection of it
+/// uses this): the key must be the record's id.
+pub fn decode_record<'a>(
+    key: &'a [u8],
+    value: Option<&[u8]>,
+    keys: &Keyring,
+) -> Result<Record<'a>, String> {
+    let id = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
+    let Some(value) = value else {
+        return Ok(Record::Delete(id));
+    };
+    let record = v1::Subscription::decode(value).map_err(|e| e.to_string())?;
+    let subscription = subscription_from_proto(record, keys).map_err(|e| e.to_string())?;
+    if subscription.id != id {
+        return Err(format!(
+            "record id `{}` differs from its key",
+            subscription.id
+        ));
+    }
+    Ok(Record::Upsert(Box::new(subscription)))
+}
+
 impl Fold for Subscriptions {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        let id = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
-        let Some(value) = value else {
-            self.remove(id);
-            return Ok(());
+        let subscription = match decode_record(key, value, &self.keys)? {
+            Record::Delete(id) => {
+                self.remove(id);
+                return Ok(());
+            }
+            Record::Upsert(s) => *s,
         };
-        let record = v1::Subscription::decode(value).map_err(|e| e.to_string())?;
-        let subscription =
-            subscription_from_proto(record, &self.keys).map_err(|e| e.to_string())?;
-        if subscription.id != id {
-            return Err(format!(
-                "record id `{}` differs from its key",
-                subscription.id
-            ));
-        }
-        self.remove(id);
+        let id = subscription.id.clone();
+        self.remove(&id);
         self.tenant_of
             .insert(subscription.id.clone(), subscription.tenant_id.clone());
         self.by_tenant

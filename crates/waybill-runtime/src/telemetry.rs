@@ -117,11 +117,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn exporting(&self) -> bool {
-        self.exporting
-    }
-
     /// Exports what is buffered and stops the exporter.
     pub fn shutdown(self) {
         if self.exporting

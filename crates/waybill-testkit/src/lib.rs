@@ -7,6 +7,7 @@
 //! - [`otlp`]: an OTLP/HTTP trace collector that keeps the spans it receives.
 //! - [`receiver`]: an HTTP server that records every webhook it receives,
 //!   answers with a configurable status, and checks signatures.
+//! - [`serve`]: a router served in the background until cancelled.
 //! - [`schema`]: checks JSON values against the OpenAPI document's schemas.
 //! - [`topic`]: a topic's raw records, to look behind the API.
 //! - [`wait`]: polling helpers with deadlines.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod otlp;
 pub mod receiver;
 pub mod schema;
+pub mod serve;
 pub mod topic;
 pub mod wait;
 

@@ -65,8 +65,6 @@ impl Drop for Collector {
 impl Collector {
     /// Starts a collector on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let spans = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .route("/v1/traces", post(export))
@@ -75,13 +73,7 @@ impl Collector {
                 post(export_grpc),
             )
             .with_state(spans.clone());
-        let stop = CancellationToken::new();
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
+        let (addr, stop) = crate::serve::spawn(crate::serve::loopback(), app).await?;
         Ok(Self { addr, spans, stop })
     }
 

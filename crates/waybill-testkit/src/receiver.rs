@@ -109,11 +109,7 @@ impl Receiver {
 
     /// Starts a receiver with options.
     pub async fn with(options: Options) -> std::io::Result<Self> {
-        let bind = options
-            .bind
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let listener = tokio::net::TcpListener::bind(bind).await?;
-        let addr = listener.local_addr()?;
+        let bind = options.bind.unwrap_or_else(crate::serve::loopback);
         let mut script = options.script;
         script.reverse();
         let shared = Arc::new(Shared {
@@ -125,14 +121,8 @@ impl Receiver {
             delay: options.delay,
             on_request: options.on_request,
         });
-        let stop = CancellationToken::new();
         let app = Router::new().fallback(record).with_state(shared.clone());
-        let until = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await;
-        });
+        let (addr, stop) = crate::serve::spawn(bind, app).await?;
         Ok(Self { addr, shared, stop })
     }
 
