@@ -39,6 +39,15 @@ check-deploy: ## Render, lint, schema-validate and scan the Helm chart; check co
 e2e: ## Run only the end-to-end tests against tansu
 	WAYBILL_TANSU_BIN="$$(scripts/ensure-tansu.sh)" $(CARGO) test --locked -p waybill --test e2e_tansu
 
+.PHONY: chaos
+chaos: ## Chaos runs on tansu + 3 processes (SCENARIO=kill_matcher|kill_delivery|kill_ingest|restart_broker|receiver_resets, default all)
+	scripts/chaos.sh $(or $(SCENARIO),all)
+
+.PHONY: bench
+bench: ## Load benchmark W1..W4 against waybill dev, 3 runs each (release build); writes bench-results.json
+	$(CARGO) build --locked --release -p waybill
+	RUST_LOG=error "$${CARGO_TARGET_DIR:-target}/release/waybill" bench --runs 3 --out bench-results.json
+
 .PHONY: lint
 lint: ## Check formatting and clippy (as CI does)
 	$(CARGO) fmt --all -- --check

@@ -3,238 +3,22 @@
 //! receiver, and one event of each domain that must arrive exactly once,
 //! signed, with the right body. Then SIGTERM stops every service cleanly.
 //!
-//! tansu is found through `WAYBILL_TANSU_BIN`, else at
-//! `$HOME/.cache/waybill/tansu-0.6.0/bin/tansu` (`scripts/ensure-tansu.sh`
-//! installs it there; `make test` runs that script first).
+//! tansu is found as [`waybill_testkit::cluster::tansu_bin`] says
+//! (`make test` installs it first).
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use waybill_core::signing::SigningSecret;
 use waybill_testkit::api::Api;
-use waybill_testkit::receiver::{Options, Receiver};
-
-const KEY: &str = "wb_e2e_key_0123456789";
-const OPERATOR: &str = "wbop_e2e_operator_token_0123456789";
-
-fn tansu_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("WAYBILL_TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let path = Path::new(&home).join(".cache/waybill/tansu-0.6.0/bin/tansu");
-    assert!(
-        path.exists(),
-        "tansu 0.6.0 not found at {}; run `scripts/ensure-tansu.sh` (or `make test`), or set WAYBILL_TANSU_BIN",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped (if still running).
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, mut command: Command, dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = command
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { name, child, log }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// SIGTERM, then wait up to `grace` for a clean exit.
-    fn terminate(&mut self, grace: Duration) -> Result<(), String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("kill -TERM {} failed", self.name));
-        }
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} exited with {status}\n{}",
-                        self.name,
-                        self.log_tail()
-                    ))
-                };
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} did not exit within {grace:?}\n{}",
-                    self.name,
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_http_ok(url: &str, procs: &mut [Proc], timeout: Duration) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + timeout;
-    loop {
-        if client
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        for p in procs.iter_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("{} exited early ({status}):\n{}", p.name, p.log_tail());
-            }
-        }
-        if Instant::now() >= deadline {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {}\n{}", p.name, p.log_tail()))
-                .collect();
-            panic!("{url} not ready within {timeout:?}\n{}", logs.join("\n"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_tcp(addr: SocketAddr, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use waybill_testkit::cluster::{Cluster, KEY, OPERATOR, Options, Role};
+use waybill_testkit::receiver::{Options as ReceiverOptions, Receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_of_each_domain_arrives_once_through_three_processes_on_tansu() {
     let dir = tempfile::tempdir().unwrap();
-    let broker_port = free_port();
-    let broker: SocketAddr = format!("127.0.0.1:{broker_port}").parse().unwrap();
-    let mut tansu_cmd = Command::new(tansu_bin());
-    tansu_cmd.args([
-        "broker",
-        "--listener-url",
-        &format!("tcp://127.0.0.1:{broker_port}"),
-        "--advertised-listener-url",
-        &format!("tcp://127.0.0.1:{broker_port}"),
-        "--storage-engine",
-        "memory://tansu/",
-    ]);
-    let _tansu = Proc::spawn("tansu", tansu_cmd, dir.path());
-    wait_tcp(broker, Duration::from_secs(30)).await;
-
-    let (api_port, matcher_port, delivery_port) = (free_port(), free_port(), free_port());
-    let config = dir.path().join("waybill.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[kafka]
-brokers = "127.0.0.1:{broker_port}"
-partitions = 3
-retry_tiers = ["100ms", "1s", "10s"]
-subscriptions_partitions = 1
-create_topics = false
-replication_factor = 1
-
-[secrets]
-current_key_id = "k1"
-keys = {{ k1 = "{key}" }}
-
-[url_policy]
-allow_http = true
-allow_private_networks = true
-
-[ingest]
-listen = "127.0.0.1:{api_port}"
-api_keys = [{{ id = "key_e2e", key = "{KEY}", tenant_id = "ten_e2e" }}]
-operator_token = "{OPERATOR}"
-
-[matcher]
-listen = "127.0.0.1:{matcher_port}"
-
-[delivery]
-listen = "127.0.0.1:{delivery_port}"
-"#,
-            key = waybill_core::sealing::Keyring::generate_key(),
-        ),
-    )
-    .unwrap();
-
-    let service = |name: &str| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_waybill"));
-        c.args([name, "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info");
-        c
-    };
-    // The topics come from `waybill create-topics` (as the Helm chart's
-    // Job does): the services do not create any. Twice: it is idempotent.
-    for _ in 0..2 {
-        let out = service("create-topics").output().unwrap();
-        assert!(
-            out.status.success(),
-            "create-topics: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let mut procs = vec![Proc::spawn("ingest", service("ingest"), dir.path())];
-    let api = format!("http://127.0.0.1:{api_port}");
-    wait_http_ok(
-        &format!("{api}/readyz"),
-        &mut procs,
-        Duration::from_secs(60),
-    )
-    .await;
-    procs.push(Proc::spawn("matcher", service("matcher"), dir.path()));
-    procs.push(Proc::spawn("delivery", service("delivery"), dir.path()));
-    for port in [matcher_port, delivery_port] {
-        wait_http_ok(
-            &format!("http://127.0.0.1:{port}/readyz"),
-            &mut procs,
-            Duration::from_secs(60),
-        )
-        .await;
-    }
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = cluster.api();
 
     let receiver = Receiver::start().await.unwrap();
     let http = reqwest::Client::new();
@@ -282,13 +66,7 @@ listen = "127.0.0.1:{delivery_port}"
         .await
     {
         Ok(got) => got,
-        Err(e) => {
-            let logs: Vec<String> = procs
-                .iter()
-                .map(|p| format!("--- {}\n{}", p.name, p.log_tail()))
-                .collect();
-            panic!("{e}\n{}", logs.join("\n"));
-        }
+        Err(e) => panic!("{e}\n{}", cluster.logs()),
     };
     // Nothing more arrives (exactly once in the happy path).
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -314,9 +92,9 @@ listen = "127.0.0.1:{delivery_port}"
     // history shows both attempts, a retry through the API reads the task
     // back from the log, and a replay finds the event by time.
     let tenant_api = Api::new(api.clone(), KEY);
-    let flaky = Receiver::with(Options {
+    let flaky = Receiver::with(ReceiverOptions {
         script: vec![500],
-        ..Options::default()
+        ..ReceiverOptions::default()
     })
     .await
     .unwrap();
@@ -438,20 +216,10 @@ listen = "127.0.0.1:{delivery_port}"
     let before = snapshot(acme.clone(), made.clone()).await;
     assert_eq!(before.0["total_count"], 2);
 
-    let ingest = procs.remove(0);
-    let mut ingest = ingest;
-    ingest.terminate(Duration::from_secs(30)).unwrap();
-    drop(ingest);
-    procs.insert(
-        0,
-        Proc::spawn("ingest-restarted", service("ingest"), dir.path()),
-    );
-    wait_http_ok(
-        &format!("{api}/readyz"),
-        &mut procs,
-        Duration::from_secs(60),
-    )
-    .await;
+    cluster
+        .terminate(Role::Ingest, Duration::from_secs(30))
+        .unwrap();
+    cluster.restart(Role::Ingest).await;
     let after = snapshot(acme.clone(), made.clone()).await;
     assert_eq!(
         after, before,
@@ -459,7 +227,7 @@ listen = "127.0.0.1:{delivery_port}"
     );
 
     // Graceful shutdown: every service exits 0 on SIGTERM within its grace.
-    for p in procs.iter_mut().rev() {
-        p.terminate(Duration::from_secs(30)).unwrap();
+    for role in [Role::Delivery, Role::Matcher, Role::Ingest] {
+        cluster.terminate(role, Duration::from_secs(30)).unwrap();
     }
 }

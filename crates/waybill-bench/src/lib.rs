@@ -227,6 +227,7 @@ pub async fn run(
         }
         subscriptions.push(body["id"].as_str().unwrap_or_default().to_owned());
     }
+    warm_up(client, target, receiver, &run_id, workload.subscriptions).await?;
     receiver.clear();
 
     // Post, remembering when each event was sent.
@@ -359,13 +360,62 @@ pub async fn run(
     })
 }
 
-/// Runs the ceiling then `workloads`, printing each result as it comes;
-/// returns the whole report (JSON-ready).
+/// What [`run_all`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResults {
+    /// The raw HTTP ceiling of this run, requests per second.
+    pub ceiling_requests_per_s: f64,
+    /// Requests in flight while posting.
+    pub concurrency: usize,
+    /// One report per workload.
+    pub workloads: Vec<Report>,
+}
+
+/// Posts a few events and waits until each subscription received them, so
+/// that the measurement starts with consumers assigned and connections
+/// open (a fresh deployment's first consumer-group join takes seconds).
+async fn warm_up(
+    client: &reqwest::Client,
+    target: &Target,
+    receiver: &BenchReceiver,
+    run_id: &str,
+    subscriptions: usize,
+) -> anyhow::Result<()> {
+    const EVENTS: usize = 20;
+    for i in 0..EVENTS {
+        let response = client
+            .post(format!("{}/v1/events", target.api))
+            .bearer_auth(&target.key)
+            .json(&json!({
+                "id": format!("warm-{run_id}-{i}"), "event_name": "freights.publication.created",
+                "entity": {"type": "freight", "id": format!("W-{i}")}, "data": {},
+            }))
+            .send()
+            .await?;
+        if response.status().as_u16() != 202 {
+            bail!("warm-up event refused: {}", response.status());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.accepted() < EVENTS * subscriptions {
+        if Instant::now() > deadline {
+            bail!(
+                "warm-up: {} of {} deliveries arrived within 60 s",
+                receiver.accepted(),
+                EVENTS * subscriptions
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Runs the ceiling then `workloads`, logging each result as it comes.
 pub async fn run_all(
     target: &Target,
     workloads: &[Workload],
     concurrency: usize,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<RunResults> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -389,16 +439,181 @@ pub async fn run_all(
         );
         reports.push(report);
     }
-    Ok(json!({
-        "ceiling_requests_per_s": ceiling_per_s,
-        "concurrency": concurrency,
-        "workloads": reports,
-    }))
+    Ok(RunResults {
+        ceiling_requests_per_s: ceiling_per_s,
+        concurrency,
+        workloads: reports,
+    })
+}
+
+/// Median, smallest and largest of a measure over several runs.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spread {
+    /// Median (the mean of the two middle values for an even count).
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of `values` (any order); zeros when empty.
+    pub fn of(mut values: Vec<f64>) -> Self {
+        if values.is_empty() {
+            return Self {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Self {
+            median,
+            min: values[0],
+            max: values[n - 1],
+        }
+    }
+}
+
+/// One workload over several runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// `W1` ...
+    pub workload: String,
+    /// Runs summarised.
+    pub runs: usize,
+    /// Accepted events per second.
+    pub accepted_per_s: Spread,
+    /// Distinct deliveries per second.
+    pub delivered_per_s: Spread,
+    /// Delivered per second over the same run's ceiling.
+    pub ceiling_ratio: Spread,
+    /// POST→arrival median, ms.
+    pub p50_ms: Spread,
+    /// POST→arrival 99th percentile, ms.
+    pub p99_ms: Spread,
+    /// POST→arrival 99.9th percentile, ms.
+    pub p999_ms: Spread,
+    /// Distinct deliveries over all runs.
+    pub delivered: usize,
+    /// Lost deliveries over all runs.
+    pub lost: usize,
+    /// Duplicates over all runs.
+    pub duplicates: usize,
+}
+
+/// Groups `reports` by workload (in order of first appearance).
+pub fn summarize(reports: &[Report]) -> Vec<Summary> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in reports {
+        if !names.contains(&r.workload.as_str()) {
+            names.push(&r.workload);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let runs: Vec<&Report> = reports.iter().filter(|r| r.workload == name).collect();
+            let spread = |f: fn(&Report) -> f64| Spread::of(runs.iter().map(|r| f(r)).collect());
+            Summary {
+                workload: name.to_owned(),
+                runs: runs.len(),
+                accepted_per_s: spread(|r| r.accepted_per_s),
+                delivered_per_s: spread(|r| r.delivered_per_s),
+                ceiling_ratio: spread(|r| r.ceiling_ratio),
+                p50_ms: spread(|r| r.latency.p50_ms),
+                p99_ms: spread(|r| r.latency.p99_ms),
+                p999_ms: spread(|r| r.latency.p999_ms),
+                delivered: runs.iter().map(|r| r.delivered).sum(),
+                lost: runs.iter().map(|r| r.lost).sum(),
+                duplicates: runs.iter().map(|r| r.duplicates).sum(),
+            }
+        })
+        .collect()
+}
+
+/// A Markdown table of `summaries` (median, then min–max).
+pub fn markdown(summaries: &[Summary]) -> String {
+    let mut out = String::from(
+        "| workload | runs | accepted/s | delivered/s | of ceiling | p50 | p99 | p99.9 | lost | duplicates |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let rate = |s: &Spread| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max);
+    let ratio = |s: &Spread| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
+    let ms = |s: &Spread| format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max);
+    for s in summaries {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.workload,
+            s.runs,
+            rate(&s.accepted_per_s),
+            rate(&s.delivered_per_s),
+            ratio(&s.ceiling_ratio),
+            ms(&s.p50_ms),
+            ms(&s.p99_ms),
+            ms(&s.p999_ms),
+            s.lost,
+            s.duplicates,
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spreads_and_summaries() {
+        assert_eq!(
+            Spread::of(vec![3.0, 1.0, 2.0]),
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(Spread::of(vec![4.0, 1.0]).median, 2.5);
+        let report = |name: &str, rate: f64, lost: usize| Report {
+            workload: name.to_owned(),
+            about: String::new(),
+            events: 10,
+            subscriptions: 1,
+            concurrency: 1,
+            accepted_per_s: rate,
+            delivered_per_s: rate,
+            ceiling_ratio: rate / 100.0,
+            delivered: 10 - lost,
+            lost,
+            duplicates: 1,
+            failed_on_purpose: 0,
+            latency: Latency::default(),
+            seconds: 1.0,
+        };
+        let all = [
+            report("W1", 10.0, 0),
+            report("W2", 5.0, 1),
+            report("W1", 30.0, 0),
+            report("W1", 20.0, 2),
+        ];
+        let summaries = summarize(&all);
+        assert_eq!(summaries.len(), 2);
+        assert_eq!(summaries[0].workload, "W1");
+        assert_eq!(summaries[0].runs, 3);
+        assert_eq!(summaries[0].delivered_per_s.median, 20.0);
+        assert_eq!((summaries[0].lost, summaries[0].duplicates), (2, 3));
+        let table = markdown(&summaries);
+        assert!(
+            table.contains("| W1 | 3 | 20 (10–30) | 20 (10–30) | 0.20 (0.10–0.30) |"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn percentiles() {
@@ -408,6 +623,45 @@ mod tests {
             (501.0, 990.0, 1000.0)
         );
         assert_eq!(Latency::of(Vec::new()).p50_ms, 0.0);
+    }
+
+    #[tokio::test]
+    async fn the_receiver_can_reset_connections_instead_of_answering() {
+        let receiver = BenchReceiver::start_with(30, crate::receiver::FailWith::Reset)
+            .await
+            .unwrap();
+        let client = reqwest::Client::new();
+        let mut outcomes = Vec::new();
+        for round in 0..2 {
+            for i in 0..100 {
+                let sent = client
+                    .post(receiver.url("/r"))
+                    .header("webhook-id", format!("msg_{i}"))
+                    .body(format!("{{\"id\": \"evt_{i}\"}}"))
+                    .send()
+                    .await;
+                outcomes.push((round, sent.map(|r| r.status().as_u16())));
+            }
+        }
+        let reset = outcomes
+            .iter()
+            .filter(|(round, r)| *round == 0 && r.is_err())
+            .count();
+        assert!((10..=50).contains(&reset), "about 30 % reset: {reset}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|(round, r)| r.is_err() || r.as_ref().ok() == Some(&200) && *round <= 1),
+            "no status other than 200"
+        );
+        assert!(
+            outcomes
+                .iter()
+                .filter(|(round, _)| *round == 1)
+                .all(|(_, r)| r.is_ok())
+        );
+        assert_eq!(receiver.failed(), reset);
+        assert_eq!(receiver.accepted(), 200 - reset);
     }
 
     #[tokio::test]

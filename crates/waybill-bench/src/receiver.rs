@@ -1,18 +1,34 @@
 //! The load tool's webhook receiver: records, per request, the event id,
 //! the `webhook-id` and when it arrived, and answers 200 (or, for a
-//! configured share of first attempts, 500).
+//! configured share of first attempts, 500 or a TCP reset).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::http::{HeaderMap, StatusCode};
+use axum::serve::IncomingStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+/// How a failed first attempt fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailWith {
+    /// The receiver answers `500`.
+    Status500,
+    /// The receiver reads the request and resets the connection (RST)
+    /// instead of answering, as a crashing proxy or receiver does.
+    Reset,
+}
 
 /// One request that reached the receiver.
 #[derive(Debug, Clone)]
@@ -31,8 +47,9 @@ pub struct Arrival {
 
 struct Shared {
     arrivals: Mutex<Vec<Arrival>>,
-    /// Percentage of deliveries whose first attempt is answered 500.
+    /// Percentage of deliveries whose first attempt fails.
     fail_percent: AtomicU64,
+    fail_with: FailWith,
     failed_once: Mutex<HashSet<String>>,
 }
 
@@ -53,14 +70,31 @@ impl BenchReceiver {
     /// Starts on a free loopback port; `fail_percent` of deliveries get a
     /// 500 on their first attempt.
     pub async fn start(fail_percent: u64) -> std::io::Result<Self> {
+        Self::start_with(fail_percent, FailWith::Status500).await
+    }
+
+    /// Starts on a free loopback port; `fail_percent` of deliveries fail
+    /// their first attempt in the way `fail_with` says.
+    pub async fn start_with(fail_percent: u64, fail_with: FailWith) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             arrivals: Mutex::new(Vec::with_capacity(100_000)),
             fail_percent: AtomicU64::new(fail_percent),
+            fail_with,
             failed_once: Mutex::new(HashSet::new()),
         });
-        let app = Router::new().fallback(receive).with_state(shared.clone());
-        let (addr, stop) =
-            waybill_testkit::serve::spawn(waybill_testkit::serve::loopback(), app).await?;
+        let app = Router::new()
+            .fallback(receive)
+            .with_state(shared.clone())
+            .into_make_service_with_connect_info::<Connection>();
+        let listener = Resetting(TcpListener::bind(waybill_testkit::serve::loopback()).await?);
+        let addr = listener.0.local_addr()?;
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { until.cancelled().await })
+                .await;
+        });
         Ok(Self { addr, shared, stop })
     }
 
@@ -72,6 +106,17 @@ impl BenchReceiver {
     /// Everything received so far.
     pub fn arrivals(&self) -> Vec<Arrival> {
         self.shared.arrivals.lock().unwrap().clone()
+    }
+
+    /// How many requests were failed on purpose (500 or reset).
+    pub fn failed(&self) -> usize {
+        self.shared
+            .arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| !a.accepted)
+            .count()
     }
 
     /// How many requests were answered 2xx.
@@ -105,6 +150,7 @@ struct IdOnly {
 
 async fn receive(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -134,10 +180,118 @@ async fn receive(
         at,
         accepted: !fail,
     });
+    if fail && shared.fail_with == FailWith::Reset {
+        // The answer is never written: the connection is reset instead.
+        connection.0.store(true, Ordering::SeqCst);
+    }
     if fail {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::OK
+    }
+}
+
+/// A listener whose connections can be reset by the handler (through
+/// [`Connection`]): their sockets linger 0, so closing one sends an RST.
+struct Resetting(TcpListener);
+
+/// Handed to the handler: set it to reset this connection instead of
+/// writing the answer.
+#[derive(Clone, Debug)]
+struct Connection(Arc<AtomicBool>);
+
+/// A connection that fails its next write once told to reset.
+struct ResettableStream {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl axum::serve::Listener for Resetting {
+    type Io = ResettableStream;
+    type Addr = Connection;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let reset = Arc::new(AtomicBool::new(false));
+                    return (
+                        ResettableStream {
+                            stream,
+                            reset: reset.clone(),
+                        },
+                        Connection(reset),
+                    );
+                }
+                // Out of file descriptors and the like: try again shortly.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Connection(Arc::default()))
+    }
+}
+
+impl Connected<IncomingStream<'_, Resetting>> for Connection {
+    fn connect_info(stream: IncomingStream<'_, Resetting>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+impl ResettableStream {
+    fn reset_now(&self) -> std::io::Error {
+        // Linger 0: the close that follows the error sends an RST.
+        let _ = self.stream.set_zero_linger();
+        std::io::Error::from(std::io::ErrorKind::ConnectionReset)
+    }
+}
+
+impl AsyncRead for ResettableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResettableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.reset.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(self.reset_now()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.reset.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(self.reset_now()));
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -38,17 +38,22 @@ impl<J> Lanes<J> {
 
     /// Queues `job` on `lane`; returns it back if it may start now.
     pub fn push(&mut self, lane: LaneKey, job: J) -> Option<(LaneKey, J)> {
-        self.queued.entry(lane.clone()).or_default().push_back(job);
-        if self.busy.contains(&lane) {
+        let queue = self.queued.entry(lane.clone()).or_default();
+        let had_work = !queue.is_empty();
+        queue.push_back(job);
+        // A lane that is not running but already had work is waiting for
+        // its subscription's cap already (`finish` starts waiting lanes
+        // while the subscription is under its cap).
+        if had_work || self.busy.contains(&lane) {
             return None;
         }
         if self.running.get(&lane.0).copied().unwrap_or(0) < self.per_subscription {
             return self.start(lane);
         }
-        let waiting = self.waiting.entry(lane.0.clone()).or_default();
-        if !waiting.contains(&lane) {
-            waiting.push_back(lane);
-        }
+        self.waiting
+            .entry(lane.0.clone())
+            .or_default()
+            .push_back(lane);
         None
     }
 

@@ -123,6 +123,7 @@ pub async fn run(
         config: settings.delivery.clone(),
         limits: limits::RateLimits::default(),
         health_written: Default::default(),
+        succeeded: worker::succeeded_cache(),
         kafka: settings.kafka.clone(),
         metrics: settings.metrics.clone(),
     });

@@ -57,6 +57,20 @@ const SKIPPED: DeliveryLabels = DeliveryLabels {
     status_class: "none",
 };
 
+/// Delivery ids that succeeded recently, remembered to skip the duplicate
+/// tasks a restarted matcher re-emits: at most this many...
+const SUCCEEDED_CAPACITY: u64 = 500_000;
+/// ...for this long.
+const SUCCEEDED_FOR: Duration = Duration::from_secs(3600);
+
+/// The cache of delivery ids that succeeded recently.
+pub fn succeeded_cache() -> moka::future::Cache<String, ()> {
+    moka::future::Cache::builder()
+        .max_capacity(SUCCEEDED_CAPACITY)
+        .time_to_live(SUCCEEDED_FOR)
+        .build()
+}
+
 /// Header of a `deliveries.dlq` record: why the delivery died.
 pub const DEAD_REASON: &str = "waybill-dead-reason";
 
@@ -86,6 +100,10 @@ pub struct Worker {
     /// The revision each subscription had when this process last wrote a
     /// health change of it (so concurrent failures write it once).
     pub health_written: Mutex<HashMap<String, u64>>,
+    /// Delivery ids that succeeded recently (here, or by a previous owner
+    /// of a partition taken over): a first attempt of one of them that no
+    /// user asked for again is a duplicate.
+    pub succeeded: moka::future::Cache<String, ()>,
 }
 
 /// How one record ended in this process.
@@ -138,16 +156,23 @@ impl Worker {
         let mut stream = assigned.messages.stream();
         let mut offsets = OffsetTracker::default();
         let mut lanes: Lanes<Job> = Lanes::new(self.config.max_in_flight_per_subscription);
-        let mut running: JoinSet<(LaneKey, i64, Finished)> = JoinSet::new();
+        let mut running: JoinSet<(i64, Finished)> = JoinSet::new();
+        // Lanes whose request is over: the next delivery of the lane may
+        // start while the previous one's outcome is being written.
+        let (released_tx, mut released) = tokio::sync::mpsc::unbounded_channel::<LaneKey>();
         let mut held: Option<(Job, SystemTime)> = None;
         // Records the previous owner delivered after its last commit.
         let mut delivered_before: Option<HashSet<i64>> = None;
         let spawn = |running: &mut JoinSet<_>, lane: LaneKey, job: Job| {
             let worker = self.clone();
             let stop = stop.clone();
+            let mut slot = LaneSlot {
+                lane: Some(lane),
+                released: released_tx.clone(),
+            };
             running.spawn(async move {
-                let finished = worker.process(&job, tier, &stop).await;
-                (lane, job.offset, finished)
+                let finished = worker.process(&job, tier, &stop, &mut slot).await;
+                (job.offset, finished)
             });
         };
         loop {
@@ -159,8 +184,13 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                Some(lane) = released.recv() => {
+                    for (lane, job) in lanes.finish(&lane) {
+                        spawn(&mut running, lane, job);
+                    }
+                }
                 Some(joined) = running.join_next(), if !running.is_empty() => {
-                    let Ok((lane, offset, finished)) = joined else {
+                    let Ok((offset, finished)) = joined else {
                         tracing::error!(topic = %assigned.topic, partition = assigned.partition, "delivery task panicked; partition stops");
                         break;
                     };
@@ -169,9 +199,6 @@ impl Worker {
                     }
                     if let Some(upto) = offsets.finish(offset) {
                         assigned.store_offset(upto);
-                    }
-                    for (lane, job) in lanes.finish(&lane) {
-                        spawn(&mut running, lane, job);
                     }
                 }
                 _ = tokio::time::sleep(hold_for), if held.is_some() => {
@@ -236,7 +263,7 @@ impl Worker {
         // Revoked or stopping: running deliveries see `stop` and end; store
         // what finished, so the next owner starts after it.
         while let Some(joined) = running.join_next().await {
-            if let Ok((_, offset, Finished::Done)) = joined
+            if let Ok((offset, Finished::Done)) = joined
                 && let Some(upto) = offsets.finish(offset)
             {
                 assigned.store_offset(upto);
@@ -273,25 +300,32 @@ impl Worker {
         };
         let scanned = tokio::task::spawn_blocking(move || {
             let mut found = HashSet::new();
+            let mut succeeded = Vec::new();
             waybill_kafka::log::scan(&kafka, &attempts, window, |m| {
                 if let Some(record) = m
                     .payload()
                     .and_then(|p| v1::DeliveryAttempt::decode(p).ok())
                     && record.outcome == v1::AttemptOutcome::Succeeded as i32
-                    && let Some(place) = record.task
-                    && place.topic == topic_owned
-                    && place.partition == partition
-                    && place.offset >= first
                 {
-                    found.insert(place.offset);
+                    if let Some(place) = &record.task
+                        && place.topic == topic_owned
+                        && place.partition == partition
+                        && place.offset >= first
+                    {
+                        found.insert(place.offset);
+                    }
+                    succeeded.push(record.delivery_id);
                 }
                 true
             })
-            .map(|_| found)
+            .map(|_| (found, succeeded))
         })
         .await;
         match scanned {
-            Ok(Ok(found)) => {
+            Ok(Ok((found, succeeded))) => {
+                for id in succeeded {
+                    self.succeeded.insert(id, ()).await;
+                }
                 if !found.is_empty() {
                     tracing::info!(
                         topic,
@@ -350,6 +384,7 @@ impl Worker {
         job: &Job,
         tier: Option<Duration>,
         stop: &CancellationToken,
+        slot: &mut LaneSlot,
     ) -> Finished {
         let span = tracing::info_span!(
             "delivery.task",
@@ -366,7 +401,7 @@ impl Worker {
         );
         telemetry::adopt(&span, job.parent.as_ref());
         let trace = telemetry::propagate(&span, job.parent.as_ref());
-        self.process_traced(job, &trace, tier, stop)
+        self.process_traced(job, &trace, tier, stop, slot)
             .instrument(span)
             .await
     }
@@ -377,6 +412,7 @@ impl Worker {
         trace: &TraceParent,
         tier: Option<Duration>,
         stop: &CancellationToken,
+        slot: &mut LaneSlot,
     ) -> Finished {
         if tier.is_some()
             && let Ok(remaining) = job.not_before().duration_since(SystemTime::now())
@@ -388,14 +424,26 @@ impl Worker {
             tracing::Span::current().record("outcome", "waiting");
             return self.write(&next, &job.task, trace, None, stop).await.into();
         }
-        self.deliver(job, trace, stop).await
+        self.deliver(job, trace, stop, slot).await
     }
 
     /// Attempts the delivery once and makes its outcome durable.
-    async fn deliver(&self, job: &Job, trace: &TraceParent, stop: &CancellationToken) -> Finished {
+    async fn deliver(
+        &self,
+        job: &Job,
+        trace: &TraceParent,
+        stop: &CancellationToken,
+        slot: &mut LaneSlot,
+    ) -> Finished {
         let (task, event) = (&job.task, &job.event);
         let span = tracing::Span::current();
         let attempt_no = task.attempt.max(1);
+        if attempt_no == 1 && !task.redeliver && self.succeeded.contains_key(&task.delivery_id) {
+            self.metrics.get().duplicate_tasks_skipped.inc();
+            span.record("outcome", "duplicate");
+            tracing::debug!(delivery_id = %task.delivery_id, "delivered before; duplicate task skipped");
+            return Finished::Done;
+        }
         let Some(subscription) = self.subscription(&task.subscription_id, job.written).await else {
             self.limits.forget(&task.subscription_id);
             self.record_skip(job, attempt_no, "subscription_deleted")
@@ -466,6 +514,9 @@ impl Worker {
             .attempt(&subscription, &task.delivery_id, event, &request_trace)
             .instrument(attempt_span.clone())
             .await;
+        // The endpoint is done with this delivery: the lane's next one may
+        // go while this outcome is made durable (its offset still waits).
+        slot.release();
         if attempt.status != 0 {
             attempt_span.record("http.response.status_code", attempt.status);
         }
@@ -512,6 +563,7 @@ impl Worker {
         }
         match decision {
             Decision::Success => {
+                self.succeeded.insert(task.delivery_id.clone(), ()).await;
                 self.publish_attempt(&record).await;
                 tracing::debug!(
                     delivery_id = %task.delivery_id,
@@ -812,6 +864,28 @@ impl Worker {
         })
         .await
         .into()
+    }
+}
+
+/// A running delivery's hold on its lane, given back once its request is
+/// over, or when the delivery ends without one.
+struct LaneSlot {
+    lane: Option<LaneKey>,
+    released: tokio::sync::mpsc::UnboundedSender<LaneKey>,
+}
+
+impl LaneSlot {
+    fn release(&mut self) {
+        if let Some(lane) = self.lane.take() {
+            // The partition loop may be gone (revoked): nothing to free.
+            let _ = self.released.send(lane);
+        }
+    }
+}
+
+impl Drop for LaneSlot {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

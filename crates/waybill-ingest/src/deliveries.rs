@@ -175,6 +175,7 @@ pub(crate) async fn retry(
         task.attempt = 1;
         task.not_before = None;
         task.created_at = Some(timestamp(now));
+        task.redeliver = true;
         queue(&state, &task, true).await?;
         tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "delivery queued again");
         Ok((
@@ -456,6 +457,7 @@ fn replay_task(
         attempt: 1,
         not_before: None,
         created_at: Some(timestamp(now)),
+        redeliver: true,
     })
 }
 

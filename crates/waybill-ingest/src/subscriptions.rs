@@ -471,6 +471,8 @@ pub(crate) async fn test(
             attempt: 1,
             not_before: None,
             created_at: Some(timestamp(now)),
+            // Every test notification is new.
+            redeliver: true,
         };
         state
             .send(

@@ -36,6 +36,7 @@ pub fn tasks_for(
             attempt: 1,
             not_before: Some(timestamp(now)),
             created_at: Some(timestamp(now)),
+            redeliver: false,
         })
         .collect()
 }

@@ -81,6 +81,8 @@ pub struct Families {
     pub health_changes: Family<HealthLabels, Counter>,
     /// `waybill_takeover_skipped_total`.
     pub takeover_skipped: Counter,
+    /// `waybill_duplicate_tasks_skipped_total`.
+    pub duplicate_tasks_skipped: Counter,
     /// `waybill_dead_letters_total{topic}`: poison records set aside.
     pub poison_records: Family<TopicLabels, Counter>,
     /// `waybill_projection_subscriptions`.
@@ -134,6 +136,7 @@ impl Metrics {
             rate_limit_wait_seconds: Counter::default(),
             health_changes: Family::default(),
             takeover_skipped: Counter::default(),
+            duplicate_tasks_skipped: Counter::default(),
             poison_records: Family::default(),
             projection_subscriptions: Gauge::default(),
             consumer_lag: Family::default(),
@@ -199,6 +202,11 @@ impl Metrics {
             "takeover_skipped",
             "Records a partition's new owner did not send again: its predecessor delivered them before dying",
             f.takeover_skipped.clone(),
+        );
+        registry.register(
+            "duplicate_tasks_skipped",
+            "First-attempt tasks not sent because their delivery id succeeded recently (a restarted matcher re-emits tasks)",
+            f.duplicate_tasks_skipped.clone(),
         );
         registry.register(
             "poison_records",

@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - [`api`]: a client of the HTTP API returning status and JSON.
+//! - [`cluster`]: a tansu broker and the three services as processes that
+//!   can be killed and restarted.
 //! - [`otlp`]: an OTLP/HTTP trace collector that keeps the spans it receives.
 //! - [`receiver`]: an HTTP server that records every webhook it receives,
 //!   answers with a configurable status, and checks signatures.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cluster;
 pub mod otlp;
 pub mod receiver;
 pub mod schema;

@@ -82,6 +82,11 @@ pub struct BenchArgs {
     /// Scale every workload's event count (e.g. 0.1 for a quick run).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// Runs of each workload; the summary gives the median and min–max.
+    /// Without `--api`, every run of a workload gets a fresh `waybill dev`
+    /// (the embedded broker slows down as its log grows).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Where to write the results (JSON).
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
@@ -252,36 +257,83 @@ async fn bench(
     if workloads.is_empty() {
         anyhow::bail!("no workload selected; use --workloads W1,W2,W3,W4");
     }
-    let (target, stack) = match args.api {
+    let attached = match args.api {
         Some(api) => {
             let key = args
                 .key
                 .context("--key (or WAYBILL_BENCH_KEY) is required with --api")?;
-            (waybill_bench::Target { api, key }, None)
+            Some(waybill_bench::Target { api, key })
         }
-        None => {
-            let config = load(dev::base_config(0), file.as_deref(), env)?;
-            let stack = dev::start(config, dev::DEV_API_KEY).await?;
-            let target = waybill_bench::Target {
-                api: stack.api_url(),
-                key: stack.api_key.clone(),
-            };
-            (target, Some(stack))
-        }
+        None => None,
     };
-    let results = waybill_bench::run_all(&target, &workloads, args.concurrency).await;
-    if let Some(stack) = stack {
-        stack.stop().await?;
+    let mut runs = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        for workload in &workloads {
+            tracing::info!(run, workload = workload.name, "starting");
+            let results = match &attached {
+                Some(target) => {
+                    waybill_bench::run_all(target, std::slice::from_ref(workload), args.concurrency)
+                        .await?
+                }
+                None => {
+                    let config = load(dev::base_config(0), file.as_deref(), env.clone())?;
+                    let stack = dev::start(config, dev::DEV_API_KEY).await?;
+                    let target = waybill_bench::Target {
+                        api: stack.api_url(),
+                        key: stack.api_key.clone(),
+                    };
+                    let results = waybill_bench::run_all(
+                        &target,
+                        std::slice::from_ref(workload),
+                        args.concurrency,
+                    )
+                    .await;
+                    stack.stop().await?;
+                    results?
+                }
+            };
+            runs.push(results);
+        }
     }
-    let results = results?;
-    let text = serde_json::to_string_pretty(&results)?;
+    let reports: Vec<waybill_bench::Report> =
+        runs.iter().flat_map(|r| r.workloads.clone()).collect();
+    let summary = waybill_bench::summarize(&reports);
+    let ceiling =
+        waybill_bench::Spread::of(runs.iter().map(|r| r.ceiling_requests_per_s).collect());
+    let text = serde_json::to_string_pretty(&serde_json::json!({
+        "machine": machine(),
+        "ceiling_requests_per_s": ceiling,
+        "summary": summary,
+        "runs": runs,
+    }))?;
     std::fs::write(&args.out, &text)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     #[allow(clippy::print_stdout)]
     {
-        println!("{text}");
+        println!(
+            "raw HTTP ceiling: {:.0} requests/s ({:.0}–{:.0})\n\n{}\nresults: {}",
+            ceiling.median,
+            ceiling.min,
+            ceiling.max,
+            waybill_bench::markdown(&summary),
+            args.out.display()
+        );
     }
     Ok(())
+}
+
+/// Cores and memory of this machine, for the results file.
+fn machine() -> serde_json::Value {
+    let memory_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+    });
+    serde_json::json!({
+        "cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        "memory_gib": memory_kib.map(|k| (k as f64 / 1024.0 / 1024.0).round()),
+        "os": std::env::consts::OS,
+    })
 }
 
 /// Loads the configuration from `base`, the file and the environment.

@@ -899,3 +899,73 @@ async fn per_event_callbacks() {
     assert_eq!(sub["status"], "active", "{sub}");
     stack.stop().await.unwrap();
 }
+
+/// An upstream producer that writes the same event twice (a retried write)
+/// gets one delivery: the matcher emits the same delivery id twice, and the
+/// delivery service skips the id it saw succeed. A replay still delivers
+/// it again (tested above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_twice_is_delivered_once() {
+    use waybill_core::event::{EntityRef, Event};
+    use waybill_kafka::{Producer, Topics, headers};
+
+    let (stack, api) = start_stack().await;
+    let receiver = Receiver::start().await.unwrap();
+    subscribe(
+        &api,
+        receiver.url("/r"),
+        json!(["freights.publication.created"]),
+        &["100ms"],
+    )
+    .await;
+    let kafka = stack.config.kafka.clone();
+    let topics = Topics::of(&kafka);
+    let producer = Producer::new(&kafka, "upstream", Duration::from_secs(10)).unwrap();
+    let event = Event {
+        id: "evt-twice".into(),
+        tenant_id: dev::DEV_TENANT.into(),
+        name: "freights.publication.created".into(),
+        occurred_at: time::OffsetDateTime::now_utc(),
+        entity: EntityRef {
+            kind: "freight".into(),
+            id: "F-twice".into(),
+        },
+        attributes: Default::default(),
+        callback_url: None,
+        payload: b"{}".to_vec(),
+    };
+    let record = waybill_proto::convert::event_to_proto(&event).encode_to_vec();
+    for _ in 0..2 {
+        producer
+            .send(
+                &topics.domain(waybill_core::catalog::DomainTopic::Freights),
+                b"F-twice",
+                Some(&record),
+                headers::standard(waybill_proto::SCHEMA_VERSION, None),
+            )
+            .await
+            .unwrap();
+    }
+    receiver.wait_for(1, WAIT).await.unwrap();
+    // The second task comes right behind the first on the same lane.
+    let deadline = Instant::now() + WAIT;
+    let skipped = loop {
+        let text = reqwest::get(format!("http://{}/metrics", stack.admin[1]))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let skipped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("waybill_duplicate_tasks_skipped_total "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+        if skipped >= 1.0 || Instant::now() > deadline {
+            break skipped;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(skipped, 1.0, "the second task was skipped as a duplicate");
+    assert_eq!(receiver.received().len(), 1, "delivered once");
+    stack.stop().await.unwrap();
+}

@@ -137,6 +137,7 @@ async fn sigkill_during_10000_deliveries_loses_nothing() {
             attempt: 1,
             not_before: Some(timestamp(now)),
             created_at: Some(timestamp(now)),
+            redeliver: false,
         };
         let producer = producer.clone();
         let topic = topics.deliveries();
