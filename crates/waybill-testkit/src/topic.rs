@@ -37,6 +37,9 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<RawRecord> {
         .set("bootstrap.servers", brokers)
         .set("group.id", "waybill-testkit-reader")
         .set("enable.auto.commit", "false")
+        // The end of a partition is reported, so offsets the log skips
+        // (after a broker restart) do not leave the reader waiting.
+        .set("enable.partition.eof", "true")
         .create()
         .expect("a Kafka consumer");
     let timeout = Duration::from_secs(10);
@@ -57,10 +60,21 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<RawRecord> {
         consumer.assign(&tpl).expect("assign");
         let mut next = low;
         while next < high {
-            let m = consumer
-                .poll(timeout)
-                .expect("a record before the high watermark")
-                .expect("a readable record");
+            let m = match consumer.poll(timeout) {
+                Some(Ok(m)) => m,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("unreadable record: {e}"),
+                None => {
+                    // tansu 0.6.0, restarted on its SQLite file, can leave a
+                    // stretch of offsets it never serves: report, go on.
+                    eprintln!(
+                        "{topic}/{}: nothing served from offset {next} (high watermark {high}); {} records of the partition not read",
+                        partition.id(),
+                        high - next
+                    );
+                    break;
+                }
+            };
             next = m.offset() + 1;
             let headers = m
                 .headers()
