@@ -204,7 +204,18 @@ pub async fn run(
     ceiling_per_s: f64,
 ) -> anyhow::Result<Report> {
     receiver.clear();
-    let run_id = format!("{}-{}", workload.name, std::process::id());
+    // Unique per run: the API deduplicates event ids (client ids) for 24 h,
+    // so a second run against the same deployment needs new ones.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run_id = format!(
+        "{}-{}-{}-{}",
+        workload.name,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let started = Instant::now();
 
     let mut subscriptions = Vec::new();

@@ -24,8 +24,10 @@ pub struct DeliveryConfig {
     pub freshness_timeout: Duration,
     /// Records of one partition read ahead and worked on at once.
     pub max_in_flight_per_partition: usize,
-    /// Deliveries of one subscription running at once in one partition
-    /// (one per entity at most, so an entity's events stay in order).
+    /// Requests of one subscription in flight at once in one partition
+    /// (one per entity at most, so an entity's events stay in order). A
+    /// request's slot is free once its response is in; writing its outcome
+    /// to Kafka happens behind it.
     pub max_in_flight_per_subscription: usize,
     /// How long a revoked partition may take to finish its current request.
     #[serde(with = "waybill_core::duration")]
