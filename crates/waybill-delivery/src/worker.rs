@@ -221,12 +221,14 @@ impl Worker {
                     // Retry tiers carry few records: their duplicates
                     // after a crash are not worth the scan.
                     if delivered_before.is_none() && tier.is_none() {
+                        tracing::debug!(topic = %assigned.topic, partition = assigned.partition, offset = message.offset(), "first record of the assignment");
                         delivered_before = Some(
                             self.delivered_before(&assigned.topic, assigned.partition, message.offset(), waybill_kafka::produced_at(&message))
                                 .await,
                         );
                     }
                     if delivered_before.as_ref().is_some_and(|d| d.contains(&message.offset())) {
+                        tracing::debug!(topic = %assigned.topic, partition = assigned.partition, offset = message.offset(), "delivered by the previous owner; not sent again");
                         self.metrics.get().takeover_skipped.inc();
                         if let Some(upto) = offsets.finish(message.offset()) {
                             assigned.store_offset(upto);

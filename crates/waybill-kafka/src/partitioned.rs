@@ -51,6 +51,7 @@ impl Assigned {
     /// Marks every record up to and including `offset` as done; the next
     /// commit moves the group past it.
     pub fn store_offset(&self, offset: i64) {
+        tracing::trace!(topic = %self.topic, partition = self.partition, offset, "offset stored");
         if let Err(e) = self
             .consumer
             .store_offset(&self.topic, self.partition, offset)

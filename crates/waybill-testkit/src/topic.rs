@@ -11,6 +11,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 pub struct RawRecord {
     /// Partition.
     pub partition: i32,
+    /// Offset.
+    pub offset: i64,
     /// Key bytes.
     pub key: Vec<u8>,
     /// Value bytes (empty for a tombstone).
@@ -91,6 +93,7 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<RawRecord> {
                 .unwrap_or_default();
             out.push(RawRecord {
                 partition: m.partition(),
+                offset: m.offset(),
                 key: m.key().unwrap_or_default().to_vec(),
                 payload: m.payload().unwrap_or_default().to_vec(),
                 headers,
