@@ -19,7 +19,11 @@
 //! what the receiver did. Results go to `target/chaos/<scenario>.json`
 //! (or `$WAYBILL_CHAOS_OUT`). The long runs are `#[ignore]`d; run one with
 //! `scripts/chaos.sh kill_matcher` (or `make chaos`); `WAYBILL_CHAOS_EVENTS`
-//! changes the event count.
+//! changes the event count. To investigate: `TESTKIT_LOG` sets the services'
+//! `RUST_LOG` (e.g. `warn,waybill=debug,waybill_kafka::partitioned=trace`
+//! logs every stored offset), `TESTKIT_KAFKA_DEBUG` librdkafka's debug
+//! contexts; a run that loses an event keeps every log and prints what the
+//! topics hold of the lost events.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
