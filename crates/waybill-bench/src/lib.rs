@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::receiver::BenchReceiver;
@@ -90,7 +90,7 @@ pub fn standard() -> Vec<Workload> {
 }
 
 /// Latency percentiles, milliseconds.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Latency {
     /// Median.
     pub p50_ms: f64,
@@ -126,7 +126,7 @@ impl Latency {
 }
 
 /// What one workload measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// `W1` ...
     pub workload: String,
@@ -372,7 +372,7 @@ pub async fn run(
 }
 
 /// What [`run_all`] measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResults {
     /// The raw HTTP ceiling of this run, requests per second.
     pub ceiling_requests_per_s: f64,

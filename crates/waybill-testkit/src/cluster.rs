@@ -117,11 +117,6 @@ impl Options {
     }
 }
 
-struct Proc {
-    child: Child,
-    started: Instant,
-}
-
 /// The running processes; every one is killed when this is dropped.
 pub struct Cluster {
     options: Options,
@@ -129,16 +124,14 @@ pub struct Cluster {
     config: PathBuf,
     broker_port: u16,
     ports: [u16; 3],
-    procs: Vec<(Role, Proc)>,
-    /// Spawns per role (a restart appends to the role's log).
-    spawned: std::collections::HashMap<Role, usize>,
+    procs: Vec<(Role, Child)>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (_, p) in &mut self.procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
+        for (_, child) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -208,7 +201,6 @@ listen = "127.0.0.1:{delivery}"
             broker_port,
             ports,
             procs: Vec::new(),
-            spawned: Default::default(),
         };
         cluster.restart(Role::Broker).await;
         // Twice: it is idempotent.
@@ -235,7 +227,7 @@ listen = "127.0.0.1:{delivery}"
     }
 
     /// The health port of a service.
-    pub fn health_url(&self, role: Role) -> Option<String> {
+    fn health_url(&self, role: Role) -> Option<String> {
         let port = match role {
             Role::Broker => return None,
             Role::Ingest => self.ports[0],
@@ -248,11 +240,6 @@ listen = "127.0.0.1:{delivery}"
     /// `127.0.0.1:<port>` of the broker.
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.broker_port)
-    }
-
-    /// The configuration file the services run with.
-    pub fn config_path(&self) -> &Path {
-        &self.config
     }
 
     /// A `waybill <subcommand> --config <file>` command.
@@ -285,26 +272,18 @@ listen = "127.0.0.1:{delivery}"
     }
 
     /// Whether the role has a running process.
-    pub fn is_running(&mut self, role: Role) -> bool {
+    fn is_running(&mut self, role: Role) -> bool {
         self.procs
             .iter_mut()
-            .any(|(r, p)| *r == role && matches!(p.child.try_wait(), Ok(None)))
-    }
-
-    /// How long the role's current process has been running.
-    pub fn uptime(&self, role: Role) -> Option<Duration> {
-        self.procs
-            .iter()
-            .find(|(r, _)| *r == role)
-            .map(|(_, p)| p.started.elapsed())
+            .any(|(r, child)| *r == role && matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGKILL: the process dies at once, without draining or committing.
     pub fn kill(&mut self, role: Role) {
         if let Some(i) = self.procs.iter().position(|(r, _)| *r == role) {
-            let (_, mut p) = self.procs.remove(i);
-            let _ = p.child.kill();
-            let _ = p.child.wait();
+            let (_, mut child) = self.procs.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -313,9 +292,9 @@ listen = "127.0.0.1:{delivery}"
         let Some(i) = self.procs.iter().position(|(r, _)| *r == role) else {
             return Ok(());
         };
-        let (_, mut p) = self.procs.remove(i);
+        let (_, mut child) = self.procs.remove(i);
         let status = Command::new("kill")
-            .args(["-TERM", &p.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .map_err(|e| e.to_string())?;
         if !status.success() {
@@ -323,7 +302,7 @@ listen = "127.0.0.1:{delivery}"
         }
         let deadline = Instant::now() + grace;
         loop {
-            if let Some(status) = p.child.try_wait().map_err(|e| e.to_string())? {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
                 return if status.success() {
                     Ok(())
                 } else {
@@ -334,8 +313,8 @@ listen = "127.0.0.1:{delivery}"
                 };
             }
             if Instant::now() >= deadline {
-                let _ = p.child.kill();
-                let _ = p.child.wait();
+                let _ = child.kill();
+                let _ = child.wait();
                 return Err(format!(
                     "{role} did not exit within {grace:?}\n{}",
                     self.log_tail(role, 40)
@@ -383,14 +362,7 @@ listen = "127.0.0.1:{delivery}"
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {role}: {e}"));
-        self.procs.push((
-            role,
-            Proc {
-                child,
-                started: Instant::now(),
-            },
-        ));
-        *self.spawned.entry(role).or_default() += 1;
+        self.procs.push((role, child));
         self.wait_ready(role, Duration::from_secs(60)).await;
     }
 

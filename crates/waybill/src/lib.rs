@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// (the embedded broker slows down as its log grows).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// Measure nothing: summarise the runs of these results files (written
+    /// by earlier `waybill bench` runs, e.g. one per fresh deployment).
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub merge: Vec<PathBuf>,
     /// Where to write the results (JSON).
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
@@ -242,6 +246,35 @@ async fn bench(
     file: Option<PathBuf>,
     env: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
+    let runs = if args.merge.is_empty() {
+        measure(&args, file, env).await?
+    } else {
+        let mut runs = Vec::new();
+        for path in &args.merge {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let results: MergedFile = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a waybill bench results file", path.display())
+            })?;
+            runs.extend(results.runs);
+        }
+        runs
+    };
+    report(&runs, &args.out)
+}
+
+/// The part of a results file `--merge` reads.
+#[derive(serde::Deserialize)]
+struct MergedFile {
+    runs: Vec<waybill_bench::RunResults>,
+}
+
+/// Runs the selected workloads `--runs` times.
+async fn measure(
+    args: &BenchArgs,
+    file: Option<PathBuf>,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<Vec<waybill_bench::RunResults>> {
     let workloads: Vec<waybill_bench::Workload> = waybill_bench::standard()
         .into_iter()
         .filter(|w| {
@@ -257,12 +290,16 @@ async fn bench(
     if workloads.is_empty() {
         anyhow::bail!("no workload selected; use --workloads W1,W2,W3,W4");
     }
-    let attached = match args.api {
+    let attached = match &args.api {
         Some(api) => {
             let key = args
                 .key
+                .clone()
                 .context("--key (or WAYBILL_BENCH_KEY) is required with --api")?;
-            Some(waybill_bench::Target { api, key })
+            Some(waybill_bench::Target {
+                api: api.clone(),
+                key,
+            })
         }
         None => None,
     };
@@ -295,6 +332,11 @@ async fn bench(
             runs.push(results);
         }
     }
+    Ok(runs)
+}
+
+/// Prints the summary of `runs` and writes it, with every run, to `out`.
+fn report(runs: &[waybill_bench::RunResults], out: &std::path::Path) -> anyhow::Result<()> {
     let reports: Vec<waybill_bench::Report> =
         runs.iter().flat_map(|r| r.workloads.clone()).collect();
     let summary = waybill_bench::summarize(&reports);
@@ -306,8 +348,7 @@ async fn bench(
         "summary": summary,
         "runs": runs,
     }))?;
-    std::fs::write(&args.out, &text)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
     #[allow(clippy::print_stdout)]
     {
         println!(
@@ -316,7 +357,7 @@ async fn bench(
             ceiling.min,
             ceiling.max,
             waybill_bench::markdown(&summary),
-            args.out.display()
+            out.display()
         );
     }
     Ok(())
