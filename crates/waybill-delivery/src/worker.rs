@@ -516,6 +516,11 @@ impl Worker {
             .attempt(&subscription, &task.delivery_id, event, &request_trace)
             .instrument(attempt_span.clone())
             .await;
+        // A success is remembered before the lane's next delivery may start:
+        // a duplicate task right behind it on the lane is then skipped.
+        if attempt.succeeded() {
+            self.succeeded.insert(task.delivery_id.clone(), ()).await;
+        }
         // The endpoint is done with this delivery: the lane's next one may
         // go while this outcome is made durable (its offset still waits).
         slot.release();
@@ -565,7 +570,6 @@ impl Worker {
         }
         match decision {
             Decision::Success => {
-                self.succeeded.insert(task.delivery_id.clone(), ()).await;
                 self.publish_attempt(&record).await;
                 tracing::debug!(
                     delivery_id = %task.delivery_id,
