@@ -134,8 +134,12 @@ impl KafkaConfig {
         out
     }
 
-    /// A librdkafka config with the brokers and extra properties set.
-    pub fn client_config(&self) -> ClientConfig {
+    /// A librdkafka config for one kind of client, with the brokers and the
+    /// extra properties that apply to it. `kafka.properties` is shared by
+    /// every client, so a consumer-only property (e.g. `fetch.wait.max.ms`)
+    /// is not given to producers, nor a producer-only one (e.g. `linger.ms`)
+    /// to consumers: librdkafka would warn (CONFWARN) on every start.
+    pub fn client_config(&self, role: ClientRole) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         // Keep librdkafka's own logs at warning and above; ours go through tracing.
@@ -148,9 +152,86 @@ impl KafkaConfig {
             },
         );
         for (key, value) in &self.properties {
-            config.set(key, value);
+            if role.accepts(key) {
+                config.set(key, value);
+            }
         }
         config
+    }
+}
+
+/// The kind of librdkafka client a config is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// A producer.
+    Producer,
+    /// A consumer (group member or manual assignment).
+    Consumer,
+    /// An admin client (librdkafka makes it from a producer handle).
+    Admin,
+}
+
+/// Properties librdkafka documents as consumer-only (`C` in its
+/// CONFIGURATION.md) that operators plausibly set.
+const CONSUMER_ONLY: &[&str] = &[
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "coordinator.query.interval.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "group.instance.id",
+    "group.protocol",
+    "group.remote.assignor",
+    "heartbeat.interval.ms",
+    "isolation.level",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "session.timeout.ms",
+];
+
+/// Properties librdkafka documents as producer-only (`P`).
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "delivery.timeout.ms",
+    "enable.idempotence",
+    "linger.ms",
+    "message.send.max.retries",
+    "message.timeout.ms",
+    "partitioner",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "request.required.acks",
+    "request.timeout.ms",
+    "retries",
+    "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms",
+    "transactional.id",
+];
+
+impl ClientRole {
+    /// Whether a `kafka.properties` key is given to this kind of client.
+    pub fn accepts(self, key: &str) -> bool {
+        match self {
+            ClientRole::Consumer => !PRODUCER_ONLY.contains(&key),
+            ClientRole::Producer | ClientRole::Admin => !CONSUMER_ONLY.contains(&key),
+        }
     }
 }
 
@@ -165,6 +246,29 @@ pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
 mod tests {
     use super::*;
     use rdkafka::producer::BaseProducer;
+
+    /// Shared properties reach only the clients they apply to.
+    #[test]
+    fn properties_go_to_the_clients_they_apply_to() {
+        let mut config = KafkaConfig::default();
+        for (k, v) in [
+            ("fetch.wait.max.ms", "10"),
+            ("linger.ms", "5"),
+            ("security.protocol", "SSL"),
+        ] {
+            config.properties.insert(k.into(), v.into());
+        }
+        let consumer = config.client_config(ClientRole::Consumer);
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        for role in [ClientRole::Producer, ClientRole::Admin] {
+            let producer = config.client_config(role);
+            assert_eq!(producer.get("fetch.wait.max.ms"), None);
+            assert_eq!(producer.get("linger.ms"), Some("5"));
+            assert_eq!(producer.get("security.protocol"), Some("SSL"));
+        }
+        assert_eq!(consumer.get("security.protocol"), Some("SSL"));
+    }
 
     /// librdkafka is built with TLS and SASL: a client for a SASL_SSL
     /// cluster (SCRAM) can be made (it connects lazily), as the Helm
@@ -189,7 +293,7 @@ mod tests {
                 properties,
                 ..KafkaConfig::default()
             };
-            let made: Result<BaseProducer, _> = config.client_config().create();
+            let made: Result<BaseProducer, _> = config.client_config(ClientRole::Producer).create();
             assert!(made.is_ok(), "{protocol} {mechanism}: {:?}", made.err());
         }
     }

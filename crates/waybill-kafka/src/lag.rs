@@ -29,7 +29,9 @@ pub struct PartitionLag {
 
 /// Records a topic holds (sum over partitions of high minus low watermark).
 pub fn topic_size(config: &KafkaConfig, topic: &str) -> Result<i64> {
-    let consumer: BaseConsumer = config.client_config().create()?;
+    let consumer: BaseConsumer = config
+        .client_config(crate::config::ClientRole::Consumer)
+        .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
     let mut size = 0;
     for t in metadata.topics().iter().filter(|t| t.name() == topic) {
@@ -47,7 +49,7 @@ pub fn group_lag(
     group: &str,
     topics: &[String],
 ) -> Result<Vec<PartitionLag>> {
-    let mut client = config.client_config();
+    let mut client = config.client_config(crate::config::ClientRole::Consumer);
     client
         .set("group.id", group)
         .set("enable.auto.commit", "false")

@@ -30,7 +30,7 @@ pub mod producer;
 pub mod table;
 pub mod topics;
 
-pub use config::KafkaConfig;
+pub use config::{ClientRole, KafkaConfig};
 pub use producer::Producer;
 pub use topics::Topics;
 

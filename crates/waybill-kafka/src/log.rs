@@ -18,7 +18,7 @@ use crate::{Error, KafkaConfig, Result};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn reader(config: &KafkaConfig, topic: &str) -> Result<BaseConsumer> {
-    let mut client = config.client_config();
+    let mut client = config.client_config(crate::config::ClientRole::Consumer);
     client
         .set("group.id", format!("waybill-log-reader-{topic}"))
         .set("enable.auto.commit", "false")

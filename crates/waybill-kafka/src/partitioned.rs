@@ -217,7 +217,7 @@ pub async fn run(
     task: PartitionTask,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut client = config.client_config();
+    let mut client = config.client_config(crate::config::ClientRole::Consumer);
     client
         .set("group.id", &options.group_id)
         .set("enable.auto.offset.store", "false")

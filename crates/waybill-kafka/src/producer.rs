@@ -39,7 +39,7 @@ impl Producer {
     /// `queue_timeout` for room and then fails: callers see backpressure
     /// instead of unbounded buffering.
     pub fn new(config: &KafkaConfig, client_id: &str, queue_timeout: Duration) -> Result<Self> {
-        let mut client = config.client_config();
+        let mut client = config.client_config(crate::config::ClientRole::Producer);
         client.set("client.id", client_id);
         set_default(&mut client, "enable.idempotence", "true");
         set_default(&mut client, "acks", "all");

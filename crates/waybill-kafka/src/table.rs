@@ -78,7 +78,7 @@ impl<S: Fold> Table<S> {
         state: S,
         shutdown: CancellationToken,
     ) -> Result<Self> {
-        let mut client = config.client_config();
+        let mut client = config.client_config(crate::config::ClientRole::Consumer);
         // librdkafka wants a group id even for manual assignment. This member
         // never joins the group nor commits, so instances do not interfere.
         client

@@ -165,7 +165,9 @@ pub async fn prepare(config: &KafkaConfig) -> Result<Topics> {
 /// Creates the missing topics through the admin API. Topics that already
 /// exist are left as they are (their partition count is never changed).
 pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config(crate::config::ClientRole::Admin)
+        .create()?;
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {

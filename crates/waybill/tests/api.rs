@@ -405,6 +405,19 @@ async fn test_rotate_reset_and_auth_headers() {
     }
     standard_webhooks_verify(&got[0], created["signing_secret"].as_str().unwrap());
     assert_eq!(got[1].method, "POST");
+    // Many more deliveries, one token request in all.
+    const MORE: usize = 10;
+    for _ in 0..MORE {
+        let (status, _) = api
+            .post(&format!("/v1/subscriptions/{id}/test"), json!({}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    let got = receiver.wait_for(2 + MORE, WAIT).await.unwrap();
+    assert!(
+        got.iter()
+            .all(|r| r.header("authorization") == Some("Bearer tok-1"))
+    );
     assert_eq!(
         token_endpoint.received().len(),
         1,
@@ -418,9 +431,10 @@ async fn test_rotate_reset_and_auth_headers() {
         .post(&format!("/v1/subscriptions/{id}/test"), json!({}))
         .await;
     assert_eq!(status, 202);
-    let got = receiver.wait_for(4, WAIT).await.unwrap();
-    assert_eq!(got[2].header("webhook-id"), got[3].header("webhook-id"));
-    assert_eq!(got[3].header("authorization"), Some("Bearer tok-1"));
+    let got = receiver.wait_for(4 + MORE, WAIT).await.unwrap();
+    let (refused, again) = (&got[2 + MORE], &got[3 + MORE]);
+    assert_eq!(refused.header("webhook-id"), again.header("webhook-id"));
+    assert_eq!(again.header("authorization"), Some("Bearer tok-1"));
     assert_eq!(
         token_endpoint.received().len(),
         2,
@@ -570,6 +584,143 @@ async fn idempotency_and_secrets_on_the_topic() {
             assert!(!record.windows(bytes.len()).any(|w| w == bytes));
         }
     }
+    stack.stop().await.unwrap();
+}
+
+/// Each auth type's fields are validated over HTTP: every missing or wrong
+/// field is named in one 400 answer, nothing is created, and a valid auth of
+/// each type is accepted and answered masked; a masked credential sent back
+/// keeps the stored one, while a change of type must bring its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_auth_type_is_validated() {
+    let (stack, api) = start_stack().await;
+    let cases = [
+        (json!({}), vec!["auth.type"]),
+        (json!({"type": "digest", "realm": "x"}), vec!["auth.type"]),
+        (json!({"type": "none", "token": "t"}), vec!["auth.token"]),
+        (
+            json!({"type": "basic"}),
+            vec!["auth.username", "auth.password"],
+        ),
+        (
+            json!({"type": "basic", "username": "a:b", "password": ""}),
+            vec!["auth.password", "auth.username"],
+        ),
+        (
+            json!({"type": "api_key"}),
+            vec!["auth.header_name", "auth.header_value"],
+        ),
+        (
+            json!({"type": "api_key", "header_name": "Webhook-Signature", "header_value": "v"}),
+            vec!["auth.header_name"],
+        ),
+        (
+            json!({"type": "api_key", "header_name": "bad name", "header_value": "v"}),
+            vec!["auth.header_name"],
+        ),
+        (json!({"type": "bearer"}), vec!["auth.token"]),
+        (
+            json!({"type": "bearer", "token": "***"}),
+            vec!["auth.token"],
+        ),
+        (
+            json!({"type": "bearer", "token": "t", "scope": "x"}),
+            vec!["auth.scope"],
+        ),
+        (
+            json!({"type": "oauth2"}),
+            vec!["auth.token_url", "auth.client_id", "auth.client_secret"],
+        ),
+        (
+            json!({"type": "oauth2", "token_url": "ftp://idp.example.com/token", "client_id": "c",
+                   "client_secret": "s", "extra_params": {"grant_type": "password"}}),
+            vec!["auth.token_url", "auth.extra_params.grant_type"],
+        ),
+        (
+            json!({"type": "oauth2", "token_url": "https://idp.example.com/token", "client_id": "c",
+                   "client_secret": "s", "extra_params": {"audience": 7}}),
+            vec!["auth.extra_params"],
+        ),
+    ];
+    for (auth, fields) in cases {
+        let mut body = sub_body("https://hooks.example.com/auth");
+        body["auth"] = auth.clone();
+        let (status, err) = api.post("/v1/subscriptions", body).await;
+        assert_eq!(status, 400, "{auth}: {err}");
+        assert_eq!(err["error"]["code"], "validation_failed", "{auth}: {err}");
+        let mut got: Vec<&str> = match err["error"]["details"].as_array() {
+            Some(details) => details
+                .iter()
+                .map(|d| d["field"].as_str().unwrap())
+                .collect(),
+            None => vec![err["error"]["field"].as_str().unwrap()],
+        };
+        got.sort_unstable();
+        let mut want = fields.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "{auth}: {err}");
+        assert!(
+            !err["error"]["message"].as_str().unwrap().is_empty(),
+            "{err}"
+        );
+    }
+    let (_, all) = api.get("/v1/subscriptions").await;
+    assert_eq!(all["total_count"], 0, "nothing invalid was created");
+
+    // A valid auth of each type is accepted and answered masked.
+    let mut created = Vec::new();
+    for (auth, masked) in [
+        (json!({"type": "none"}), json!({"type": "none"})),
+        (
+            json!({"type": "basic", "username": "u", "password": "pw"}),
+            json!({"type": "basic", "username": "u", "password": "***"}),
+        ),
+        (
+            json!({"type": "api_key", "header_name": "X-Key", "header_value": "hv"}),
+            json!({"type": "api_key", "header_name": "X-Key", "header_value": "***"}),
+        ),
+        (
+            json!({"type": "bearer", "token": "tk"}),
+            json!({"type": "bearer", "token": "***"}),
+        ),
+        (
+            json!({"type": "oauth2", "token_url": "https://idp.example.com/token", "client_id": "c",
+                   "client_secret": "cs", "scope": "hooks", "extra_params": {"audience": "x"}}),
+            json!({"type": "oauth2", "token_url": "https://idp.example.com/token", "client_id": "c",
+                   "client_secret": "***", "scope": "hooks", "extra_params": {"audience": "x"}}),
+        ),
+    ] {
+        let mut body = sub_body("https://hooks.example.com/auth");
+        body["auth"] = auth;
+        let answer = create(&api, body).await;
+        assert_eq!(answer["auth"], masked, "{answer}");
+        created.push(answer);
+    }
+
+    // Sending the masked form back keeps the credential (a GET, edit, PUT
+    // round trip); switching type with the masked form is refused.
+    let basic = created[1]["id"].as_str().unwrap();
+    let (status, patched) = api
+        .patch(
+            &format!("/v1/subscriptions/{basic}"),
+            json!({"auth": {"type": "basic", "username": "u2", "password": "***"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["auth"]["username"], "u2");
+    let (status, err) = api
+        .patch(
+            &format!("/v1/subscriptions/{basic}"),
+            json!({"auth": {"type": "bearer", "token": "***"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "auth.token");
+    let (_, got) = api.get(&format!("/v1/subscriptions/{basic}")).await;
+    assert_eq!(
+        got["auth"]["type"], "basic",
+        "a refused change changes nothing"
+    );
     stack.stop().await.unwrap();
 }
 
