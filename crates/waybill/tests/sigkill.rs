@@ -216,6 +216,7 @@ listen = "127.0.0.1:{port}"
         }
         if terminated.is_none() && kills.peek().is_none() && seen >= TERM_AT {
             let before = total;
+            let in_flight_from = receiver.received().len();
             let asked = Instant::now();
             let status = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -234,10 +235,14 @@ listen = "127.0.0.1:{port}"
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             assert!(exit.success(), "SIGTERM exit: {exit}\n{}", tail(&log));
-            terminated = Some((seen, before, asked.elapsed()));
+            // Requests that reached the receiver between the signal and the
+            // exit were in flight: the drain saw them through.
+            let took = asked.elapsed();
+            let drained = receiver.received().len() - in_flight_from;
+            terminated = Some((receiver.received().len(), drained, took));
             eprintln!(
-                "SIGTERM after {seen} distinct deliveries: exited {exit} in {:.2?}; restarting",
-                asked.elapsed()
+                "SIGTERM after {seen} distinct deliveries ({before} requests): exited {exit} in {took:.2?}, \
+                 {drained} requests reached the receiver meanwhile; restarting"
             );
             child = spawn_delivery(&config, &log);
         }
@@ -267,7 +272,23 @@ listen = "127.0.0.1:{port}"
     );
     assert_eq!(seen, DELIVERIES, "every delivery arrived");
     assert_eq!(kill_points.len(), KILL_AT.len(), "killed three times");
-    assert!(terminated.is_some(), "stopped once with SIGTERM");
+    let (at_exit, drained, took) = terminated.expect("stopped once with SIGTERM");
+    // A graceful stop loses nothing in flight and sends nothing twice: every
+    // delivery that reached the receiver before the process exited was
+    // recorded and committed, so the next process sends none of them again.
+    let received = receiver.received();
+    let id =
+        |r: &waybill_testkit::receiver::Received| r.header("webhook-id").unwrap_or("").to_owned();
+    let before_exit: std::collections::HashSet<String> =
+        received[..at_exit].iter().map(id).collect();
+    let again = received[at_exit..]
+        .iter()
+        .filter(|r| before_exit.contains(&id(r)))
+        .count();
+    eprintln!(
+        "SIGTERM: exit in {took:.2?}, {drained} requests finished during the drain, {again} of the deliveries before the exit sent again after the restart"
+    );
+    assert_eq!(again, 0, "a graceful stop commits what it delivered");
     // At-least-once: a successful delivery whose attempt record was
     // written is not sent again by the next owner (it reads them back), and
     // a graceful stop finishes its requests; duplicates are requests in
