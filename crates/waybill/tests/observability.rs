@@ -359,6 +359,89 @@ async fn spans_are_exported_over_grpc() {
     terminate(child).await;
 }
 
+/// `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with ratio 0: a trace
+/// the producer sampled is still exported whole (the parent decides), one
+/// that starts at the API is not, yet its context still travels to the
+/// receiver, marked not sampled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampler_settings_are_honoured() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(180));
+    let collector = Collector::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("waybill.toml");
+    std::fs::write(&config, "").unwrap();
+    let stderr_path = dir.path().join("stderr.log");
+    let (child, base) = spawn_dev(
+        &config,
+        &stderr_path,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
+    );
+    let api = Api::new(base, API_KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let (status, body) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": receiver.url("/hook"), "event_types": ["freights.*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let event = json!({"event_name": "freights.publication.created",
+                       "entity": {"type": "freight", "id": "FR-3"}, "data": {}});
+
+    // Not sampled: started at the API, ratio 0.
+    let (status, body) = api.post("/v1/events", event.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver
+        .wait_for(1, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&stderr_path)));
+    let unsampled = TraceParent::parse(got[0].header("traceparent").unwrap()).unwrap();
+    assert_eq!(
+        unsampled.flags & 1,
+        0,
+        "the receiver is told it is not sampled"
+    );
+
+    // Sampled by the producer: exported, ingest to receiver.
+    let producer = TraceParent::new_root();
+    let (status, body) = api
+        .call_with(
+            reqwest::Method::POST,
+            "/v1/events",
+            Some(&event),
+            &[("traceparent", &producer.to_string())],
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver.wait_for(2, WAIT).await.unwrap();
+    let sampled = TraceParent::parse(got[1].header("traceparent").unwrap()).unwrap();
+    assert_eq!(sampled.trace_id, producer.trace_id);
+    assert_eq!(sampled.flags & 1, 1);
+    collector
+        .wait_for_trace(&producer.trace_id_hex(), WAIT, |spans| {
+            spans.iter().any(|s| s.name == "POST")
+                && spans.iter().any(|s| s.name == "POST /v1/events")
+        })
+        .await
+        .unwrap_or_else(|spans| panic!("the sampled trace is incomplete: {spans:#?}"));
+    // The spans of the sampled trace were exported after the first event's
+    // would have been (one exporter, in order): none of those came.
+    let leaked: Vec<_> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == unsampled.trace_id_hex())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "spans of an unsampled trace: {leaked:#?}"
+    );
+    terminate(child).await;
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
