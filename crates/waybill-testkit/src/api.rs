@@ -47,6 +47,18 @@ impl Api {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
+        let (status, body, _) = self.call_full(method, path, body, headers).await;
+        (status, body)
+    }
+
+    /// Any call with extra headers; the answer's headers too.
+    pub async fn call_full(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -61,10 +73,12 @@ impl Api {
         }
         let response = request.send().await.expect("the API answers");
         let status = response.status().as_u16();
+        let answer_headers = response.headers().clone();
         let bytes = response.bytes().await.unwrap_or_default();
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            answer_headers,
         )
     }
 
