@@ -228,6 +228,14 @@ impl DevStack {
 
     /// Stops every service (draining in-flight work) and the broker.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let (result, broker) = self.stop_services().await;
+        drop(broker);
+        result
+    }
+
+    /// Stops every service (draining in-flight work); the broker is handed
+    /// back still running, for clients that background tasks drop later.
+    async fn stop_services(self) -> (anyhow::Result<()>, EmbeddedBroker) {
         self.shutdown.cancel();
         let mut result = Ok(());
         for (service, handle) in self.services {
@@ -237,8 +245,7 @@ impl DevStack {
                 Err(e) => result = Err(anyhow::anyhow!("{service:?} panicked: {e}")),
             }
         }
-        drop(self.broker);
-        result
+        (result, self.broker)
     }
 
     /// Waits until a service stops on its own (an error) or `shutdown` fires.
@@ -305,6 +312,11 @@ pub async fn run(
         );
     }
     let result = stack.supervise(shutdown).await;
-    let stopped = stack.stop().await;
+    let (stopped, broker) = stack.stop_services().await;
+    // The broker lives until the process exits: the Kafka clients of
+    // background tasks (projection followers, samplers) close when the
+    // runtime drops them, after this returns, and would log a broker that
+    // vanished under them as errors.
+    std::mem::forget(broker);
     result.and(stopped)
 }
