@@ -1,13 +1,16 @@
-//! W3C trace context (`traceparent`), carried in Kafka record headers from
-//! ingest (or an upstream producer) through matcher and delivery, and sent on
-//! the webhook request, so one trace id follows an event end to end.
+//! W3C trace context (`traceparent` and `tracestate`), carried in Kafka
+//! record headers from ingest (or an upstream producer) through matcher and
+//! delivery, and sent on the webhook request, so one trace id follows an
+//! event end to end, with the vendors' `tracestate` entries passed on.
 
 use std::fmt;
+use std::sync::Arc;
 
 use rand::RngCore;
 
-/// A parsed `traceparent` (version 00).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A parsed `traceparent` (version 00), with the `tracestate` that came
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceParent {
     /// 16-byte trace id, never all zero.
     pub trace_id: [u8; 16],
@@ -15,7 +18,14 @@ pub struct TraceParent {
     pub span_id: [u8; 8],
     /// Trace flags (bit 0 = sampled).
     pub flags: u8,
+    /// The `tracestate` header value, if a valid one came with it.
+    pub state: Option<Arc<str>>,
 }
+
+/// Most `tracestate` list members W3C lets a vendor pass on.
+const MAX_STATE_MEMBERS: usize = 32;
+/// Longest `tracestate` passed on (W3C: at least 512 must be propagated).
+const MAX_STATE_LEN: usize = 512;
 
 impl TraceParent {
     /// A new root context (sampled).
@@ -33,6 +43,7 @@ impl TraceParent {
             trace_id,
             span_id,
             flags: 1,
+            state: None,
         }
     }
 
@@ -42,7 +53,10 @@ impl TraceParent {
         while span_id == [0; 8] {
             rand::rng().fill_bytes(&mut span_id);
         }
-        Self { span_id, ..*self }
+        Self {
+            span_id,
+            ..self.clone()
+        }
     }
 
     /// Parses a `traceparent` header value; `None` if it is not valid.
@@ -66,7 +80,20 @@ impl TraceParent {
             trace_id,
             span_id,
             flags: flag[0],
+            state: None,
         })
+    }
+
+    /// The same context with a `tracestate` header value; one that is not a
+    /// valid W3C list (or too long) is dropped, as the specification asks.
+    pub fn with_state(self, state: Option<&str>) -> Self {
+        Self {
+            state: state
+                .map(str::trim)
+                .filter(|s| valid_state(s))
+                .map(Arc::from),
+            ..self
+        }
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -85,6 +112,39 @@ impl fmt::Display for TraceParent {
             self.flags
         )
     }
+}
+
+/// A W3C `tracestate`: 1 to 32 comma-separated `key=value` members, keys
+/// of lowercase letters, digits and `_-*/@`, values of printable ASCII
+/// without `,` and `=` (and not ending in a space).
+fn valid_state(s: &str) -> bool {
+    if s.is_empty() || s.len() > MAX_STATE_LEN {
+        return false;
+    }
+    let members: Vec<&str> = s
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .filter(|m| !m.is_empty())
+        .collect();
+    !members.is_empty()
+        && members.len() <= MAX_STATE_MEMBERS
+        && members.iter().all(|member| {
+            let Some((key, value)) = member.split_once('=') else {
+                return false;
+            };
+            let key_ok = !key.is_empty()
+                && key.len() <= 256
+                && key.bytes().all(
+                    |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@'),
+                );
+            let value_ok = !value.is_empty()
+                && value.len() <= 256
+                && !value.ends_with(' ')
+                && value
+                    .bytes()
+                    .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=');
+            key_ok && value_ok
+        })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -120,6 +180,47 @@ mod tests {
         let child = tp.child();
         assert_eq!(child.trace_id, tp.trace_id);
         assert_ne!(child.span_id, tp.span_id);
+    }
+
+    #[test]
+    fn tracestate_is_kept_when_valid() {
+        let tp = TraceParent::new_root();
+        for valid in [
+            "congo=t61rcWkgMzE",
+            "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+            "a@b/c*d-e_f=x y",
+        ] {
+            assert_eq!(
+                tp.clone().with_state(Some(valid)).state.as_deref(),
+                Some(valid)
+            );
+        }
+        assert_eq!(
+            tp.clone().with_state(Some(" k=v ")).state.as_deref(),
+            Some("k=v")
+        );
+        let long = vec!["k=v"; 33].join(",");
+        for invalid in [
+            "",
+            "novalue",
+            "Upper=x",
+            "k=a,b",
+            "k=v=w",
+            "k=tab\there",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                tp.clone().with_state(Some(invalid)).state,
+                None,
+                "{invalid}"
+            );
+        }
+        let child = tp.with_state(Some("k=v")).child();
+        assert_eq!(
+            child.state.as_deref(),
+            Some("k=v"),
+            "a child keeps the state"
+        );
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub fn build(
         ("webhook-signature".to_owned(), signature),
         ("traceparent".to_owned(), trace.to_string()),
     ]);
+    if let Some(state) = &trace.state {
+        headers.push(("tracestate".to_owned(), state.to_string()));
+    }
     WebhookRequest {
         method: spec.method.as_str(),
         url: spec.url.clone(),
@@ -157,12 +160,21 @@ mod tests {
         );
         assert_eq!(header("x-team"), ["ops"]);
         assert_eq!(header("traceparent"), [trace.to_string().as_str()]);
+        assert!(header("tracestate").is_empty(), "none came with the event");
         assert!(header("user-agent")[0].starts_with("Waybill/"));
         assert_eq!(header("x-key"), ["k1"], "auth wins over a custom header");
         let signatures = header("webhook-signature")[0];
         assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
         assert!(secret.verify(signatures, "msg_1", 1_700_000_000, &r.body));
         assert!(old.verify(signatures, "msg_1", 1_700_000_000, &r.body));
+        let traced = trace.clone().with_state(Some("vendor=v1"));
+        let with_state = build(&subscription, &event, "msg_1", 1_700_000_000, &traced, None);
+        assert!(
+            with_state
+                .headers
+                .iter()
+                .any(|(k, v)| k == "tracestate" && v == "vendor=v1")
+        );
         // After the overlap only the new secret signs.
         let later = build(&subscription, &event, "msg_1", 1_700_000_010, &trace, None);
         let sig = later

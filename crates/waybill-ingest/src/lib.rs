@@ -317,11 +317,7 @@ async fn count_request(
                 http.response.status_code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
-            let parent = request
-                .headers()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .and_then(waybill_core::trace::TraceParent::parse);
+            let parent = trace_parent(request.headers());
             waybill_runtime::telemetry::adopt(&span, parent.as_ref());
             let response = next.run(request).instrument(span.clone()).await;
             let status = response.status();
@@ -380,4 +376,11 @@ fn handler(op: Op, method: MethodFilter) -> MethodRouter<Arc<AppState>> {
             },
         ),
     }
+}
+
+/// The caller's W3C trace context (`traceparent` with its `tracestate`).
+fn trace_parent(headers: &axum::http::HeaderMap) -> Option<waybill_core::trace::TraceParent> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let parent = waybill_core::trace::TraceParent::parse(header("traceparent")?)?;
+    Some(parent.with_state(header("tracestate")))
 }

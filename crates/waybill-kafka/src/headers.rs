@@ -34,10 +34,17 @@ pub fn standard(schema: &str, trace: Option<&TraceParent>) -> OwnedHeaders {
             key: SCHEMA,
             value: Some(schema),
         });
-    match trace {
-        Some(trace) => headers.insert(Header {
-            key: TRACEPARENT,
-            value: Some(&trace.to_string()),
+    let Some(trace) = trace else {
+        return headers;
+    };
+    let headers = headers.insert(Header {
+        key: TRACEPARENT,
+        value: Some(&trace.to_string()),
+    });
+    match &trace.state {
+        Some(state) => headers.insert(Header {
+            key: TRACESTATE,
+            value: Some(state.as_ref()),
         }),
         None => headers,
     }
@@ -52,11 +59,12 @@ pub fn get<'a, H: Headers>(headers: &'a H, name: &str) -> Option<&'a str> {
         .last()
 }
 
-/// The trace context of a record, if it carries a valid one.
+/// The trace context of a record (with its `tracestate`), if it carries a
+/// valid one.
 pub fn trace_parent<H: Headers>(headers: Option<&H>) -> Option<TraceParent> {
-    headers
-        .and_then(|h| get(h, TRACEPARENT))
-        .and_then(TraceParent::parse)
+    let headers = headers?;
+    let parent = TraceParent::parse(get(headers, TRACEPARENT)?)?;
+    Some(parent.with_state(get(headers, TRACESTATE)))
 }
 
 #[cfg(test)]
@@ -69,7 +77,12 @@ mod tests {
         let h = standard("waybill.v1", Some(&tp));
         assert_eq!(get(&h, "Content-Type"), Some(PROTOBUF));
         assert_eq!(get(&h, SCHEMA), Some("waybill.v1"));
-        assert_eq!(trace_parent(Some(&h)), Some(tp));
+        assert_eq!(trace_parent(Some(&h)), Some(tp.clone()));
+        assert_eq!(get(&h, TRACESTATE), None);
         assert_eq!(trace_parent(Some(&standard("x", None))), None);
+        let with_state = tp.with_state(Some("vendor=abc"));
+        let h = standard("waybill.v1", Some(&with_state));
+        assert_eq!(get(&h, TRACESTATE), Some("vendor=abc"));
+        assert_eq!(trace_parent(Some(&h)), Some(with_state));
     }
 }

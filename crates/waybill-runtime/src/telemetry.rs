@@ -268,7 +268,11 @@ pub fn adopt(span: &Span, parent: Option<&TraceParent>) {
             SpanId::from_bytes(parent.span_id),
             TraceFlags::new(parent.flags),
             true,
-            TraceState::default(),
+            parent
+                .state
+                .as_deref()
+                .and_then(|state| state.parse::<TraceState>().ok())
+                .unwrap_or_default(),
         );
         drop(span.set_parent(opentelemetry::Context::new().with_remote_span_context(context)));
     }
@@ -282,10 +286,12 @@ pub fn propagate(span: &Span, parent: Option<&TraceParent>) -> TraceParent {
     let otel = cx.span();
     let context = otel.span_context();
     if context.is_valid() {
+        let state = context.trace_state().header();
         return TraceParent {
             trace_id: context.trace_id().to_bytes(),
             span_id: context.span_id().to_bytes(),
             flags: context.trace_flags().to_u8(),
+            state: (!state.is_empty()).then(|| state.into()),
         };
     }
     parent.map_or_else(TraceParent::new_root, TraceParent::child)

@@ -3,7 +3,8 @@
 //! subscriptions that select it: `*`, a domain prefix, an exact name, a
 //! filter with two scopes (OR) of `IN`/`NOT_IN` predicates (AND), a
 //! `NOT_IN` filter; never a disabled or deleted subscription, nor another
-//! tenant's. A poison record between the raw events lands on `dead_letters`
+//! tenant's. The raw records' trace context (with its `tracestate`) reaches
+//! the webhook requests. A poison record between the raw events lands on `dead_letters`
 //! with its reason, and the partition keeps flowing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 use waybill::dev::{self, DevStack};
 use waybill_core::catalog::Catalog;
 use waybill_core::event::{EntityRef, Event};
+use waybill_core::trace::TraceParent;
 use waybill_kafka::{Producer, Topics, headers};
 use waybill_proto::Message as _;
 use waybill_proto::convert::event_to_proto;
@@ -172,6 +174,8 @@ async fn every_catalog_event_reaches_exactly_its_subscriptions() {
     let kafka = stack.config.kafka.clone();
     let topics = Topics::of(&kafka);
     let producer = Producer::new(&kafka, "upstream", Duration::from_secs(10)).unwrap();
+    // The upstream producer's trace context, with a vendor's tracestate.
+    let upstream = TraceParent::new_root().with_state(Some("upstream=raw"));
     for (i, name) in catalog.iter().enumerate() {
         let id = format!("raw-{i}");
         let event = Event {
@@ -204,7 +208,7 @@ async fn every_catalog_event_reaches_exactly_its_subscriptions() {
                 &topic,
                 b"E-raw",
                 Some(&event_to_proto(&event).encode_to_vec()),
-                headers::standard(waybill_proto::SCHEMA_VERSION, None),
+                headers::standard(waybill_proto::SCHEMA_VERSION, Some(&upstream)),
             )
             .await
             .unwrap();
@@ -235,6 +239,19 @@ async fn every_catalog_event_reaches_exactly_its_subscriptions() {
             expected[who].len(),
             "{who}: duplicates"
         );
+    }
+    // Records written straight to Kafka continue their producer's trace,
+    // tracestate included, up to the webhook request.
+    for r in all.received() {
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let parent = TraceParent::parse(r.header("traceparent").unwrap()).unwrap();
+        if id.starts_with("raw-") {
+            assert_eq!(parent.trace_id, upstream.trace_id, "{id}");
+            assert_eq!(r.header("tracestate"), Some("upstream=raw"), "{id}");
+        } else {
+            assert_ne!(parent.trace_id, upstream.trace_id, "{id}");
+            assert_eq!(r.header("tracestate"), None, "{id}");
+        }
     }
     for (who, receiver) in [
         ("disabled", &disabled),

@@ -1,6 +1,7 @@
 //! What an SRE sees of one event, from the outside: `waybill dev` runs as
 //! its own process with OTLP export to an in-test collector and JSON logs at
-//! debug level. One event, posted with the producer's `traceparent`, reaches
+//! debug level. One event, posted with the producer's `traceparent` (and a
+//! vendor's `tracestate`, passed on to the receivers untouched), reaches
 //! five subscriptions (every auth type). Then:
 //!
 //! - the collector holds ONE trace: ingest request → publish → match →
@@ -37,6 +38,8 @@ fn one<'a>(spans: &'a [CollectedSpan], name: &str) -> &'a CollectedSpan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
+    /// A vendor's entries, to be passed on untouched.
+    const PRODUCER_STATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
     waybill_testkit::wait::watchdog(Duration::from_secs(240));
     let collector = Collector::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +124,10 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
             "/v1/events",
             Some(&json!({"event_name": "freights.publication.created",
                          "entity": {"type": "freight", "id": "FR-1"}, "data": {"weight_kg": 900}})),
-            &[("traceparent", &producer.to_string())],
+            &[
+                ("traceparent", &producer.to_string()),
+                ("tracestate", PRODUCER_STATE),
+            ],
         )
         .await;
     assert_eq!(status, 202, "{body}");
@@ -135,6 +141,11 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
         assert_eq!(
             traceparent.trace_id, producer.trace_id,
             "same trace at the receiver"
+        );
+        assert_eq!(
+            got[0].header("tracestate"),
+            Some(PRODUCER_STATE),
+            "the producer's tracestate is passed on"
         );
         outgoing.push(traceparent);
     }
