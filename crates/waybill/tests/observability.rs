@@ -311,25 +311,28 @@ async fn terminate(mut child: Child) {
     );
 }
 
-/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` exports over OTLP/gRPC; without a
-/// producer's `traceparent` the API request starts the trace.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_are_exported_over_grpc() {
+/// `waybill dev` exporting to an in-test collector, with `env`, and a
+/// receiver subscribed to `freights.*`.
+struct Exporting {
+    collector: Collector,
+    child: Child,
+    api: Api,
+    receiver: Receiver,
+    stderr_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn exporting_to_a_collector(env: &[(&str, &str)]) -> Exporting {
     waybill_testkit::wait::watchdog(Duration::from_secs(180));
     let collector = Collector::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("waybill.toml");
     std::fs::write(&config, "").unwrap();
     let stderr_path = dir.path().join("stderr.log");
-    let (child, base) = spawn_dev(
-        &config,
-        &stderr_path,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_SERVICE_NAME", "waybill-grpc-check"),
-        ],
-    );
+    let endpoint = collector.endpoint();
+    let mut all_env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    all_env.extend_from_slice(env);
+    let (child, base) = spawn_dev(&config, &stderr_path, &all_env);
     let api = Api::new(base, API_KEY);
     let receiver = Receiver::start().await.unwrap();
     let (status, body) = api
@@ -339,6 +342,32 @@ async fn spans_are_exported_over_grpc() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    Exporting {
+        collector,
+        child,
+        api,
+        receiver,
+        stderr_path,
+        _dir: dir,
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` exports over OTLP/gRPC; without a
+/// producer's `traceparent` the API request starts the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_grpc() {
+    let Exporting {
+        collector,
+        child,
+        api,
+        receiver,
+        stderr_path,
+        _dir,
+    } = exporting_to_a_collector(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", "waybill-grpc-check"),
+    ])
+    .await;
     let (status, body) = api
         .post(
             "/v1/events",
@@ -376,30 +405,18 @@ async fn spans_are_exported_over_grpc() {
 /// receiver, marked not sampled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sampler_settings_are_honoured() {
-    waybill_testkit::wait::watchdog(Duration::from_secs(180));
-    let collector = Collector::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("waybill.toml");
-    std::fs::write(&config, "").unwrap();
-    let stderr_path = dir.path().join("stderr.log");
-    let (child, base) = spawn_dev(
-        &config,
-        &stderr_path,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
-            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-            ("OTEL_TRACES_SAMPLER_ARG", "0"),
-        ],
-    );
-    let api = Api::new(base, API_KEY);
-    let receiver = Receiver::start().await.unwrap();
-    let (status, body) = api
-        .post(
-            "/v1/subscriptions",
-            json!({"url": receiver.url("/hook"), "event_types": ["freights.*"]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    let Exporting {
+        collector,
+        child,
+        api,
+        receiver,
+        stderr_path,
+        _dir,
+    } = exporting_to_a_collector(&[
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ])
+    .await;
     let event = json!({"event_name": "freights.publication.created",
                        "entity": {"type": "freight", "id": "FR-3"}, "data": {}});
 

@@ -78,14 +78,6 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The walkthrough section of the README.
 fn walkthrough() -> &'static str {
     let start = README
@@ -188,7 +180,10 @@ async fn send(http: &reqwest::Client, curl: &Curl) -> (u16, Value) {
 async fn the_readme_walkthrough_works_as_written() {
     waybill_testkit::wait::watchdog(Duration::from_secs(180));
     let text = walkthrough();
-    let (api_port, receiver_port) = (free_port(), free_port());
+    let (api_port, receiver_port) = (
+        waybill_testkit::cluster::free_port(),
+        waybill_testkit::cluster::free_port(),
+    );
     let api = format!("http://127.0.0.1:{api_port}");
     let receiver = format!("http://127.0.0.1:{receiver_port}");
     let moved = |s: &str| {

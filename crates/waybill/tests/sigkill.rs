@@ -38,14 +38,6 @@ const TERM_AT: usize = 8_500;
 /// have exited by then.
 const GRACE: Duration = Duration::from_secs(25);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_delivery(config: &Path, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -183,7 +175,7 @@ allow_private_networks = true
 listen = "127.0.0.1:{port}"
 "#,
             brokers = kafka.brokers,
-            port = free_port(),
+            port = waybill_testkit::cluster::free_port(),
         ),
     )
     .unwrap();
