@@ -356,19 +356,13 @@ async fn exporting_to_a_collector(env: &[(&str, &str)]) -> Exporting {
 /// producer's `traceparent` the API request starts the trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_grpc() {
-    let Exporting {
-        collector,
-        child,
-        api,
-        receiver,
-        stderr_path,
-        _dir,
-    } = exporting_to_a_collector(&[
+    let run = exporting_to_a_collector(&[
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ("OTEL_SERVICE_NAME", "waybill-grpc-check"),
     ])
     .await;
-    let (status, body) = api
+    let (status, body) = run
+        .api
         .post(
             "/v1/events",
             json!({"event_name": "freights.publication.created",
@@ -376,12 +370,14 @@ async fn spans_are_exported_over_grpc() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let got = receiver
+    let got = run
+        .receiver
         .wait_for(1, WAIT)
         .await
-        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&stderr_path)));
+        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&run.stderr_path)));
     let traceparent = TraceParent::parse(got[0].header("traceparent").unwrap()).unwrap();
-    let spans = collector
+    let spans = run
+        .collector
         .wait_for_trace(&traceparent.trace_id_hex(), WAIT, |spans| {
             spans.iter().any(|s| s.name == "POST")
                 && spans.iter().any(|s| s.name == "POST /v1/events")
@@ -396,7 +392,7 @@ async fn spans_are_exported_over_grpc() {
         Some("waybill-grpc-check")
     );
     assert_eq!(one(&spans, "POST").span_id, hex(&traceparent.span_id));
-    terminate(child).await;
+    terminate(run.child).await;
 }
 
 /// `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with ratio 0: a trace
@@ -405,14 +401,7 @@ async fn spans_are_exported_over_grpc() {
 /// receiver, marked not sampled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sampler_settings_are_honoured() {
-    let Exporting {
-        collector,
-        child,
-        api,
-        receiver,
-        stderr_path,
-        _dir,
-    } = exporting_to_a_collector(&[
+    let run = exporting_to_a_collector(&[
         ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
         ("OTEL_TRACES_SAMPLER_ARG", "0"),
     ])
@@ -421,22 +410,24 @@ async fn the_sampler_settings_are_honoured() {
                        "entity": {"type": "freight", "id": "FR-3"}, "data": {}});
 
     // Not sampled: started at the API, ratio 0.
-    let (status, body) = api.post("/v1/events", event.clone()).await;
+    let (status, body) = run.api.post("/v1/events", event.clone()).await;
     assert_eq!(status, 202, "{body}");
-    let got = receiver
+    let got = run
+        .receiver
         .wait_for(1, WAIT)
         .await
-        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&stderr_path)));
+        .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&run.stderr_path)));
     let unsampled = TraceParent::parse(got[0].header("traceparent").unwrap()).unwrap();
     assert_eq!(
         unsampled.flags & 1,
         0,
-        "the receiver is told it is not sampled"
+        "the run.receiver is told it is not sampled"
     );
 
-    // Sampled by the producer: exported, ingest to receiver.
+    // Sampled by the producer: exported, ingest to run.receiver.
     let producer = TraceParent::new_root();
-    let (status, body) = api
+    let (status, body) = run
+        .api
         .call_with(
             reqwest::Method::POST,
             "/v1/events",
@@ -445,11 +436,11 @@ async fn the_sampler_settings_are_honoured() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let got = receiver.wait_for(2, WAIT).await.unwrap();
+    let got = run.receiver.wait_for(2, WAIT).await.unwrap();
     let sampled = TraceParent::parse(got[1].header("traceparent").unwrap()).unwrap();
     assert_eq!(sampled.trace_id, producer.trace_id);
     assert_eq!(sampled.flags & 1, 1);
-    collector
+    run.collector
         .wait_for_trace(&producer.trace_id_hex(), WAIT, |spans| {
             spans.iter().any(|s| s.name == "POST")
                 && spans.iter().any(|s| s.name == "POST /v1/events")
@@ -458,7 +449,8 @@ async fn the_sampler_settings_are_honoured() {
         .unwrap_or_else(|spans| panic!("the sampled trace is incomplete: {spans:#?}"));
     // The spans of the sampled trace were exported after the first event's
     // would have been (one exporter, in order): none of those came.
-    let leaked: Vec<_> = collector
+    let leaked: Vec<_> = run
+        .collector
         .spans()
         .into_iter()
         .filter(|s| s.trace_id == unsampled.trace_id_hex())
@@ -467,7 +459,7 @@ async fn the_sampler_settings_are_honoured() {
         leaked.is_empty(),
         "spans of an unsampled trace: {leaked:#?}"
     );
-    terminate(child).await;
+    terminate(run.child).await;
 }
 
 fn read(path: &Path) -> String {
