@@ -210,7 +210,8 @@ pub struct GroupOptions {
 
 /// Joins the group and runs `task` for every assigned partition until
 /// `shutdown` is cancelled; then drains every partition, commits, and leaves
-/// the group. Returns when all of that is done.
+/// the group. Returns when all of that is done, or at most `drain_timeout`
+/// plus 5 s after `shutdown` when the broker does not answer.
 pub async fn run(
     config: &KafkaConfig,
     options: GroupOptions,
@@ -253,10 +254,30 @@ pub async fn run(
             let _ = finished_tx.send(result);
         })
         .map_err(|e| Error::Task(e.to_string()))?;
-    finished_rx
-        .await
-        .map_err(|_| Error::Task("consumer driver thread died".into()))?
+    let mut finished = finished_rx;
+    let died = |_| Error::Task("consumer driver thread died".into());
+    tokio::select! {
+        result = &mut finished => return result.map_err(died)?,
+        () = shutdown.cancelled() => {}
+    }
+    // The drain is bounded per partition; the final commit and the group
+    // leave wait on the broker, which may be gone. A stop must not outlast
+    // the pod's grace period: past this, the process leaves without them
+    // (the next owners resume from the last commit).
+    match tokio::time::timeout(options.drain_timeout + LEAVE_TIMEOUT, finished).await {
+        Ok(result) => result.map_err(died)?,
+        Err(_) => {
+            tracing::warn!(
+                group = %options.group_id,
+                "Kafka did not confirm the final commit and group leave in time; stopping without them"
+            );
+            Ok(())
+        }
+    }
 }
+
+/// How long the final commit and group leave may take after the drain.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Polls the main queue (serving rebalance callbacks) until shutdown.
 fn drive(consumer: Arc<GroupConsumer>, shutdown: CancellationToken) -> Result<()> {

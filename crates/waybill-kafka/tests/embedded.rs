@@ -212,6 +212,74 @@ async fn partitioned_consumer_processes_everything_and_commits() {
     assert_eq!(second, expected, "only the new records after a restart");
 }
 
+/// A stop while the broker is unreachable still ends within the drain
+/// timeout plus the leave timeout: the final commit and group leave are
+/// given up rather than waited for past the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_the_broker_gone_ends_in_bounded_time() {
+    let (broker, config) = setup(&[("work", 2)]);
+    let producer = Producer::new(&config, "test", Duration::from_secs(5)).unwrap();
+    for i in 0..10 {
+        let key = format!("k{i}");
+        producer
+            .send("work", key.as_bytes(), Some(b"v"), OwnedHeaders::new())
+            .await
+            .unwrap();
+    }
+    drop(producer);
+    let seen = Arc::new(Mutex::new(0usize));
+    let counter = seen.clone();
+    let task: partitioned::PartitionTask = Arc::new(move |assigned: Assigned| {
+        let counter = counter.clone();
+        async move {
+            let mut stream = assigned.messages.stream();
+            loop {
+                let m = tokio::select! {
+                    _ = assigned.stop.cancelled() => return,
+                    m = stream.next() => m,
+                };
+                let Some(Ok(m)) = m else { return };
+                *counter.lock().unwrap() += 1;
+                assigned.store_offset(m.offset());
+            }
+        }
+        .boxed()
+    });
+    let shutdown = CancellationToken::new();
+    const DRAIN: Duration = Duration::from_secs(2);
+    let handle = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            partitioned::run(
+                &config,
+                GroupOptions {
+                    group_id: "gone".into(),
+                    topics: vec!["work".into()],
+                    drain_timeout: DRAIN,
+                },
+                task,
+                shutdown,
+            )
+            .await
+        })
+    };
+    wait_until(|| *seen.lock().unwrap() >= 10).await;
+    broker.cluster().broker_down(1).unwrap();
+    let asked = std::time::Instant::now();
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(60), handle)
+        .await
+        .expect("the stop ends")
+        .unwrap();
+    let took = asked.elapsed();
+    eprintln!("stop with the broker down: {took:?}");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        took < DRAIN + Duration::from_secs(5) + Duration::from_secs(3),
+        "took {took:?}"
+    );
+}
+
 async fn wait_until(mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !condition() {
