@@ -93,6 +93,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    settings.metrics.watch_skipped(&subscriptions);
     tokio::spawn(waybill_runtime::metrics::sample_projection_age(
         settings.metrics.clone(),
         subscriptions.clone(),
@@ -113,6 +114,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    settings.metrics.watch_skipped(&catalog);
     let worker = Arc::new(worker::Worker {
         sender,
         producer: producer.clone(),

@@ -209,6 +209,10 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    settings.metrics.watch_skipped(&subscriptions);
+    settings.metrics.watch_skipped(&tenants);
+    settings.metrics.watch_skipped(&catalog);
+    settings.metrics.watch_skipped(&history);
     tokio::spawn(waybill_runtime::metrics::sample_projection_age(
         settings.metrics.clone(),
         subscriptions.clone(),

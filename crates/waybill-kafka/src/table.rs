@@ -18,7 +18,7 @@
 //!   `wait_fresh(now)` is "loaded up to the high watermark".
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +49,7 @@ pub struct Table<S> {
     fresh_as_of: watch::Receiver<u64>,
     demand: Arc<Notify>,
     waiters: Arc<AtomicUsize>,
+    skipped: Arc<AtomicU64>,
 }
 
 impl<S> Clone for Table<S> {
@@ -60,6 +61,7 @@ impl<S> Clone for Table<S> {
             fresh_as_of: self.fresh_as_of.clone(),
             demand: self.demand.clone(),
             waiters: self.waiters.clone(),
+            skipped: self.skipped.clone(),
         }
     }
 }
@@ -106,12 +108,14 @@ impl<S: Fold> Table<S> {
             fresh_as_of,
             demand: Arc::new(Notify::new()),
             waiters: Arc::new(AtomicUsize::new(0)),
+            skipped: Arc::new(AtomicU64::new(0)),
         };
 
         tokio::spawn(apply_loop(
             consumer.clone(),
             table.state.clone(),
             progress_tx,
+            table.skipped.clone(),
             shutdown.clone(),
         ));
         tokio::spawn(freshness_loop(
@@ -162,6 +166,17 @@ impl<S: Fold> Table<S> {
             Ok(Err(_)) => Err(Error::Task("table follower stopped".into())),
             Err(_) => Err(Error::Timeout(format!("{} to catch up", self.topic))),
         }
+    }
+
+    /// The topic this table follows.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Records the fold refused (logged and skipped) since the start: a
+    /// counter to export.
+    pub fn skipped(&self) -> Arc<AtomicU64> {
+        self.skipped.clone()
     }
 
     /// The time (ms since the epoch) up to which the state is known complete.
@@ -227,6 +242,7 @@ async fn apply_loop<S: Fold>(
     consumer: Arc<StreamConsumer>,
     state: Arc<RwLock<S>>,
     progress: watch::Sender<Progress>,
+    skipped: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
     let mut stream = consumer.stream();
@@ -249,6 +265,7 @@ async fn apply_loop<S: Fold>(
             .unwrap_or_else(|e| e.into_inner())
             .apply(key, message.payload());
         if let Err(reason) = result {
+            skipped.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 topic = message.topic(),
                 partition = message.partition(),

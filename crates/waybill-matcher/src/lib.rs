@@ -81,6 +81,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    settings.metrics.watch_skipped(&subscriptions);
     tokio::spawn(waybill_runtime::metrics::sample_projection_age(
         settings.metrics.clone(),
         subscriptions.clone(),
@@ -99,6 +100,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    settings.metrics.watch_skipped(&catalog);
     let producer = Producer::new(&settings.kafka, "waybill-matcher", Duration::from_secs(30))?;
     let worker = Arc::new(worker::Worker {
         producer: producer.clone(),

@@ -97,11 +97,16 @@ pub struct Families {
     pub projection_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `waybill_dlq_records`.
     pub dlq_records: Gauge,
+    /// `waybill_state_records_skipped_total{topic}`.
+    pub state_records_skipped: Family<TopicLabels, Counter>,
 }
 
 struct Inner {
     registry: Registry,
     families: Families,
+    /// Counters kept elsewhere (a table's skipped records), by topic, with
+    /// the value last exported.
+    sources: std::sync::Mutex<Vec<(String, Arc<std::sync::atomic::AtomicU64>, u64)>>,
 }
 
 /// The metrics of one process; clones share them.
@@ -144,6 +149,7 @@ impl Metrics {
             backlog_overdue: Family::default(),
             projection_age: Gauge::default(),
             dlq_records: Gauge::default(),
+            state_records_skipped: Family::default(),
         };
         let f = &families;
         registry.register(
@@ -246,7 +252,16 @@ impl Metrics {
             "Records retained on deliveries.dlq",
             f.dlq_records.clone(),
         );
-        Self(Arc::new(Inner { registry, families }))
+        registry.register(
+            "state_records_skipped",
+            "Records of a state topic (subscriptions, tenants, event_types, delivery_attempts) this process could not use and skipped, e.g. sealed with a key it does not have; the record stays on its topic",
+            f.state_records_skipped.clone(),
+        );
+        Self(Arc::new(Inner {
+            registry,
+            families,
+            sources: std::sync::Mutex::default(),
+        }))
     }
 
     /// The metrics, to update.
@@ -254,8 +269,36 @@ impl Metrics {
         &self.0.families
     }
 
+    /// Exports the skipped-record count of a state table as
+    /// `waybill_state_records_skipped_total{topic}` (read at each render).
+    pub fn watch_skipped<S: waybill_kafka::table::Fold>(
+        &self,
+        table: &waybill_kafka::table::Table<S>,
+    ) {
+        self.0
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((table.topic().to_owned(), table.skipped(), 0));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        for (topic, source, exported) in self
+            .0
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+        {
+            let now = source.load(std::sync::atomic::Ordering::Relaxed);
+            Families::topic_counter_by(
+                &self.0.families.state_records_skipped,
+                topic,
+                now.saturating_sub(*exported),
+            );
+            *exported = now;
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.0.registry)
             .expect("writing to a String cannot fail");
@@ -277,11 +320,17 @@ impl Families {
 
     /// Counts a record written to `topic`.
     pub fn topic_counter(family: &Family<TopicLabels, Counter>, topic: &str) {
+        Self::topic_counter_by(family, topic, 1);
+    }
+
+    /// Adds `n` to a counter labelled by topic (creating it at 0 first, so
+    /// the series exists before anything is counted).
+    pub fn topic_counter_by(family: &Family<TopicLabels, Counter>, topic: &str, n: u64) {
         family
             .get_or_create(&TopicLabels {
                 topic: topic.to_owned(),
             })
-            .inc();
+            .inc_by(n);
     }
 }
 

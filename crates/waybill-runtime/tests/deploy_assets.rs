@@ -34,6 +34,7 @@ fn exported() -> BTreeSet<String> {
         .get_or_create(&HealthLabels { status: "failing" })
         .inc();
     Families::topic_counter(&f.poison_records, "freights");
+    Families::topic_counter(&f.state_records_skipped, "subscriptions");
     f.record_backlog(
         &[PartitionLag {
             topic: "deliveries".into(),

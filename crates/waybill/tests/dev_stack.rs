@@ -638,3 +638,61 @@ async fn overload_answers_503_with_retry_after_and_loses_nothing() {
     );
     stack.stop().await.unwrap();
 }
+
+/// A record of a state topic that cannot be folded (here undecodable on
+/// `subscriptions`) is skipped by every projection, counted in
+/// `waybill_state_records_skipped_total{topic}`, and the records after it
+/// are applied as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_state_records_are_counted_and_skipped() {
+    let stack = start_stack().await;
+    let api = Api::new(stack.api_url(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    subscribe(&api, receiver.url("/a"), json!(["freights.*"]), true).await;
+    let producer =
+        waybill_kafka::Producer::new(&stack.config.kafka, "garbage", Duration::from_secs(10))
+            .unwrap();
+    producer
+        .send(
+            "subscriptions",
+            b"sub_garbage",
+            Some(b"\x0a\xff\xff not a subscription"),
+            waybill_kafka::headers::standard(waybill_proto::SCHEMA_VERSION, None),
+        )
+        .await
+        .unwrap();
+    drop(producer);
+    // Written after the garbage: answered once the projection passed it.
+    subscribe(&api, receiver.url("/b"), json!(["freights.*"]), true).await;
+    let (_, list) = api.get("/v1/subscriptions").await;
+    assert_eq!(list["total_count"], 2, "{list}");
+
+    let series = r#"waybill_state_records_skipped_total{topic="subscriptions"}"#;
+    let skipped = waybill_testkit::wait::until(
+        "the skip to be counted",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(format!("{}/metrics", stack.api_url()))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let n = sample(&text, series);
+            (n >= 1.0).then_some(n)
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!("{series} = {skipped}");
+    // Events still reach both subscriptions.
+    let (status, _) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.freight.create", "entity": {"id": "F-1"}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    receiver.wait_for(2, Duration::from_secs(60)).await.unwrap();
+    stack.stop().await.unwrap();
+}
