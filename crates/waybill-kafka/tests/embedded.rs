@@ -112,15 +112,14 @@ async fn table_barriers_see_what_was_written_before() {
     shutdown.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitioned_consumer_processes_everything_and_commits() {
-    let (_broker, config) = setup(&[("work", 4)]);
-    let producer = Producer::new(&config, "test", Duration::from_secs(5)).unwrap();
-    for i in 0..100 {
+/// Writes records `k{i}` (value `k{i}`) for every `i` of `range`.
+async fn produce(config: &KafkaConfig, topic: &str, range: std::ops::Range<usize>) {
+    let producer = Producer::new(config, "test", Duration::from_secs(5)).unwrap();
+    for i in range {
         let key = format!("k{i}");
         producer
             .send(
-                "work",
+                topic,
                 key.as_bytes(),
                 Some(key.as_bytes()),
                 OwnedHeaders::new(),
@@ -128,44 +127,63 @@ async fn partitioned_consumer_processes_everything_and_commits() {
             .await
             .unwrap();
     }
+}
+
+/// A partition task that records every payload and stores its offset;
+/// `partitions` records each partition it was started for.
+fn recording_task(
+    seen: Arc<Mutex<Vec<String>>>,
+    partitions: Arc<Mutex<Vec<i32>>>,
+) -> partitioned::PartitionTask {
+    Arc::new(move |assigned: Assigned| {
+        let seen = seen.clone();
+        partitions.lock().unwrap().push(assigned.partition);
+        async move {
+            let mut stream = assigned.messages.stream();
+            loop {
+                let m = tokio::select! {
+                    _ = assigned.stop.cancelled() => return,
+                    m = stream.next() => m,
+                };
+                let Some(Ok(m)) = m else { return };
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
+                assigned.store_offset(m.offset());
+            }
+        }
+        .boxed()
+    })
+}
+
+/// Runs `task` in group `group` on `topic` until `shutdown`.
+fn spawn_group(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    drain_timeout: Duration,
+    task: partitioned::PartitionTask,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<waybill_kafka::Result<()>> {
+    let config = config.clone();
+    let options = GroupOptions {
+        group_id: group.into(),
+        topics: vec![topic.into()],
+        drain_timeout,
+    };
+    tokio::spawn(async move { partitioned::run(&config, options, task, shutdown).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_consumer_processes_everything_and_commits() {
+    let (_broker, config) = setup(&[("work", 4)]);
+    produce(&config, "work", 0..100).await;
 
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let partitions_seen: Arc<Mutex<Vec<i32>>> = Arc::default();
     let run_group = |seen: Arc<Mutex<Vec<String>>>, shutdown: CancellationToken| {
-        let partitions_seen = partitions_seen.clone();
-        let task: partitioned::PartitionTask = Arc::new(move |assigned: Assigned| {
-            let seen = seen.clone();
-            partitions_seen.lock().unwrap().push(assigned.partition);
-            async move {
-                let mut stream = assigned.messages.stream();
-                loop {
-                    let m = tokio::select! {
-                        _ = assigned.stop.cancelled() => return,
-                        m = stream.next() => m,
-                    };
-                    let Some(Ok(m)) = m else { return };
-                    seen.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(m.payload().unwrap()).into_owned());
-                    assigned.store_offset(m.offset());
-                }
-            }
-            .boxed()
-        });
-        let config = config.clone();
-        tokio::spawn(async move {
-            partitioned::run(
-                &config,
-                GroupOptions {
-                    group_id: "g".into(),
-                    topics: vec!["work".into()],
-                    drain_timeout: Duration::from_secs(5),
-                },
-                task,
-                shutdown,
-            )
-            .await
-        })
+        let task = recording_task(seen, partitions_seen.clone());
+        spawn_group(&config, "g", "work", Duration::from_secs(5), task, shutdown)
     };
 
     let shutdown = CancellationToken::new();
@@ -182,18 +200,7 @@ async fn partitioned_consumer_processes_everything_and_commits() {
     assert_eq!(parts, [0, 1, 2, 3], "one task per partition");
 
     // A new member of the same group starts after the committed offsets.
-    for i in 100..110 {
-        let key = format!("k{i}");
-        producer
-            .send(
-                "work",
-                key.as_bytes(),
-                Some(key.as_bytes()),
-                OwnedHeaders::new(),
-            )
-            .await
-            .unwrap();
-    }
+    produce(&config, "work", 100..110).await;
     let again: Arc<Mutex<Vec<String>>> = Arc::default();
     let shutdown = CancellationToken::new();
     let handle = run_group(again.clone(), shutdown.clone());
@@ -218,52 +225,13 @@ async fn partitioned_consumer_processes_everything_and_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_with_the_broker_gone_ends_in_bounded_time() {
     let (broker, config) = setup(&[("work", 2)]);
-    let producer = Producer::new(&config, "test", Duration::from_secs(5)).unwrap();
-    for i in 0..10 {
-        let key = format!("k{i}");
-        producer
-            .send("work", key.as_bytes(), Some(b"v"), OwnedHeaders::new())
-            .await
-            .unwrap();
-    }
-    drop(producer);
-    let seen = Arc::new(Mutex::new(0usize));
-    let counter = seen.clone();
-    let task: partitioned::PartitionTask = Arc::new(move |assigned: Assigned| {
-        let counter = counter.clone();
-        async move {
-            let mut stream = assigned.messages.stream();
-            loop {
-                let m = tokio::select! {
-                    _ = assigned.stop.cancelled() => return,
-                    m = stream.next() => m,
-                };
-                let Some(Ok(m)) = m else { return };
-                *counter.lock().unwrap() += 1;
-                assigned.store_offset(m.offset());
-            }
-        }
-        .boxed()
-    });
+    produce(&config, "work", 0..10).await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let task = recording_task(seen.clone(), Arc::default());
     let shutdown = CancellationToken::new();
     const DRAIN: Duration = Duration::from_secs(2);
-    let handle = {
-        let (config, shutdown) = (config.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            partitioned::run(
-                &config,
-                GroupOptions {
-                    group_id: "gone".into(),
-                    topics: vec!["work".into()],
-                    drain_timeout: DRAIN,
-                },
-                task,
-                shutdown,
-            )
-            .await
-        })
-    };
-    wait_until(|| *seen.lock().unwrap() >= 10).await;
+    let handle = spawn_group(&config, "gone", "work", DRAIN, task, shutdown.clone());
+    wait_until(|| seen.lock().unwrap().len() >= 10).await;
     broker.cluster().broker_down(1).unwrap();
     let asked = std::time::Instant::now();
     shutdown.cancel();
