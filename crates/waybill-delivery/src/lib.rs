@@ -98,6 +98,7 @@ pub async fn run(
         settings.metrics.clone(),
         subscriptions.clone(),
         settings.delivery.backlog_sample_interval,
+        readiness.clone(),
         shutdown.clone(),
     ));
     if !projection::wait_loaded(&subscriptions, &shutdown).await {

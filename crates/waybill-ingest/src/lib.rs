@@ -213,13 +213,14 @@ pub async fn run(
     settings.metrics.watch_skipped(&tenants);
     settings.metrics.watch_skipped(&catalog);
     settings.metrics.watch_skipped(&history);
+    let readiness = Readiness::default();
     tokio::spawn(waybill_runtime::metrics::sample_projection_age(
         settings.metrics.clone(),
         subscriptions.clone(),
         PROJECTION_SAMPLE_INTERVAL,
+        readiness.clone(),
         shutdown.clone(),
     ));
-    let readiness = Readiness::default();
     let settings_metrics = settings.metrics.clone();
     let state = Arc::new(AppState {
         producer: producer.clone(),

@@ -86,6 +86,7 @@ pub async fn run(
         settings.metrics.clone(),
         subscriptions.clone(),
         settings.matcher.backlog_sample_interval,
+        readiness.clone(),
         shutdown.clone(),
     ));
     if !waybill_runtime::projection::wait_loaded(&subscriptions, &shutdown).await {

@@ -14,19 +14,46 @@ use crate::metrics::Metrics;
 /// The content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Readiness flag a service raises once it can do its work.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Readiness of a service: raised once its projections are loaded, and
+/// lowered while its subscription projection cannot confirm it is current
+/// (Kafka unreachable, or far behind).
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    loaded: Arc<AtomicBool>,
+    current: Arc<AtomicBool>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            loaded: Arc::new(AtomicBool::new(false)),
+            current: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
 
 impl Readiness {
-    /// Marks the service ready (or not).
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+    /// Marks the service's projections loaded (or not).
+    pub fn set(&self, loaded: bool) {
+        self.loaded.store(loaded, Ordering::SeqCst);
+    }
+
+    /// Records whether the subscription projection is known to be current;
+    /// logs the changes.
+    pub fn set_current(&self, current: bool) {
+        let was = self.current.swap(current, Ordering::SeqCst);
+        match (was, current) {
+            (true, false) => tracing::warn!(
+                "not ready: the subscription projection cannot confirm it is current (is Kafka reachable?)"
+            ),
+            (false, true) => tracing::info!("ready again: the subscription projection is current"),
+            _ => {}
+        }
     }
 
     /// Whether the service is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.loaded.load(Ordering::SeqCst) && self.current.load(Ordering::SeqCst)
     }
 }
 
@@ -81,4 +108,30 @@ pub fn spawn(
         shutdown,
     ));
     (readiness, server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ready_when_loaded_and_current() {
+        let r = Readiness::default();
+        assert!(!r.is_ready(), "not before the load");
+        r.set(true);
+        assert!(r.is_ready());
+        r.set_current(false);
+        assert!(!r.is_ready(), "not while the projection is stale");
+        r.set_current(true);
+        assert!(r.is_ready());
+        assert_eq!(
+            crate::metrics::stale_after(Duration::from_millis(200)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            crate::metrics::stale_after(Duration::from_secs(15)),
+            Duration::from_secs(45)
+        );
+    }
 }

@@ -385,13 +385,16 @@ pub async fn sample_backlog(
 
 /// Every `every`, asks `table` to catch up with its topic and reports how
 /// old its knowledge is (`waybill_projection_age_seconds`), until
-/// `shutdown`.
+/// `shutdown`. A projection older than [`stale_after`]`(every)` makes the
+/// service not ready until it is current again.
 pub async fn sample_projection_age<S: waybill_kafka::table::Fold>(
     metrics: Metrics,
     table: waybill_kafka::table::Table<S>,
     every: Duration,
+    readiness: crate::admin::Readiness,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let stale = stale_after(every);
     loop {
         // Bounded by the interval: a lagging projection shows as a growing age.
         let _ = table.wait_fresh(std::time::SystemTime::now(), every).await;
@@ -400,11 +403,21 @@ pub async fn sample_projection_age<S: waybill_kafka::table::Fold>(
             .map_or(0, |d| d.as_millis() as u64);
         let age = now_ms.saturating_sub(table.fresh_as_of_ms()) as f64 / 1000.0;
         metrics.get().projection_age.set(age);
+        // Before the first load completes, readiness waits for the load.
+        if table.fresh_as_of_ms() > 0 {
+            readiness.set_current(age <= stale.as_secs_f64());
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
     }
+}
+
+/// How old the subscription projection may be before the service stops
+/// being ready: three sampling intervals, at least 10 s.
+pub fn stale_after(every: Duration) -> Duration {
+    (every * 3).max(Duration::from_secs(10))
 }
 
 impl Families {

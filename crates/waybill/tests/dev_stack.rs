@@ -696,3 +696,38 @@ async fn unusable_state_records_are_counted_and_skipped() {
     receiver.wait_for(2, Duration::from_secs(60)).await.unwrap();
     stack.stop().await.unwrap();
 }
+
+/// `/readyz` follows Kafka: with the broker down the subscription
+/// projection cannot confirm it is current, and the service turns not ready
+/// after `stale_after` (10 s here); it is ready again once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_kafka() {
+    let stack = start_stack().await;
+    let readyz = format!("http://{}/readyz", stack.admin[1]);
+    let status = || async { reqwest::get(&readyz).await.unwrap().status().as_u16() };
+    assert_eq!(status().await, 200);
+    stack.broker().cluster().broker_down(1).unwrap();
+    let down = std::time::Instant::now();
+    waybill_testkit::wait::until("not ready", Duration::from_secs(40), || async {
+        (status().await == 503).then_some(())
+    })
+    .await
+    .unwrap();
+    let took = down.elapsed();
+    stack.broker().cluster().broker_up(1).unwrap();
+    let up = std::time::Instant::now();
+    waybill_testkit::wait::until("ready again", Duration::from_secs(40), || async {
+        (status().await == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "readiness: not ready {took:.1?} after the broker went down, ready {:.1?} after it came back",
+        up.elapsed()
+    );
+    assert!(
+        took >= Duration::from_secs(9),
+        "not before stale_after: {took:?}"
+    );
+    stack.stop().await.unwrap();
+}
