@@ -189,22 +189,18 @@ async fn run(scenario: Scenario) -> Outcome {
         .build()
         .unwrap();
     let api = cluster.api();
-    let created: serde_json::Value = http
-        .post(format!("{api}/v1/subscriptions"))
-        .bearer_auth(KEY)
-        .json(&json!({
-            "name": scenario.name,
-            "url": receiver.url("/chaos"),
-            "event_types": ["freights.publication.created"],
-            "retry_policy": {"delays": ["100ms", "200ms", "500ms", "1s", "2s", "5s", "10s"]},
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(created["id"].is_string(), "{created}");
+    let (status, created) = waybill_testkit::api::Api::new(api.clone(), KEY)
+        .post(
+            "/v1/subscriptions",
+            json!({
+                "name": scenario.name,
+                "url": receiver.url("/chaos"),
+                "event_types": ["freights.publication.created"],
+                "retry_policy": {"delays": ["100ms", "200ms", "500ms", "1s", "2s", "5s", "10s"]},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
 
     // Post every event until it is accepted (the same id each time: the
     // API deduplicates within a process, the receiver counts the rest).

@@ -22,16 +22,13 @@ async fn one_event_of_each_domain_arrives_once_through_three_processes_on_tansu(
 
     let receiver = Receiver::start().await.unwrap();
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{api}/v1/subscriptions"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": "e2e", "url": receiver.url("/hook"), "event_types": ["*"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, created) = Api::new(api.clone(), KEY)
+        .post(
+            "/v1/subscriptions",
+            json!({"name": "e2e", "url": receiver.url("/hook"), "event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
     let secret = SigningSecret::parse(created["signing_secret"].as_str().expect("secret")).unwrap();
     let subscription_id = created["id"].as_str().unwrap().to_owned();
 
