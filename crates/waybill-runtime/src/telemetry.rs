@@ -192,7 +192,14 @@ fn install(format: LogFormat, filter: Option<&str>, provider: &SdkTracerProvider
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let traced = Targets::new().with_target("waybill", tracing::Level::INFO);
+    // Parents come from the tracing span tree, not from OpenTelemetry's
+    // thread-local context, which is attached on every span entry (work on
+    // every poll) and is the likely cause of a webhook attempt seen once in
+    // CI, under load, starting a trace of its own instead of continuing
+    // its task's. Waybill uses no other OpenTelemetry instrumentation that
+    // would need that context.
     let otel = tracing_opentelemetry::layer()
+        .with_context_activation(false)
         .with_tracer(provider.tracer("waybill"))
         .with_location(false)
         .with_threads(false)
