@@ -21,13 +21,13 @@ listen: ## Run a local webhook receiver on :9000 that prints what arrives
 build: ## Build every crate
 	$(CARGO) build --locked --workspace
 
-.PHONY: tansu
-tansu: ## Install the tansu broker for end-to-end tests (cached in ~/.cache/waybill)
-	scripts/ensure-tansu.sh
+.PHONY: kafka
+kafka: ## Fetch the Apache Kafka broker's jars for end-to-end tests (Maven; cached in ~/.cache/waybill)
+	scripts/ensure-kafka.sh
 
 .PHONY: test
-test: ## Run every test: unit, in-process (embedded broker), end-to-end (tansu + 3 processes), deploy checks
-	WAYBILL_TANSU_BIN="$$(scripts/ensure-tansu.sh)" $(CARGO) test --locked --workspace
+test: ## Run every test: unit, in-process (embedded broker), end-to-end and chaos (Apache Kafka + 3 processes), deploy checks
+	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" $(CARGO) test --locked --workspace
 	$(MAKE) check-deploy
 
 .PHONY: check-deploy
@@ -36,11 +36,11 @@ check-deploy: ## Render, lint, schema-validate and scan the Helm chart; check co
 	"$$(scripts/ensure-deploy-tools.sh)" scripts/check-deploy.py "$${CARGO_TARGET_DIR:-target}/debug/waybill"
 
 .PHONY: e2e
-e2e: ## Run only the end-to-end tests against tansu
-	WAYBILL_TANSU_BIN="$$(scripts/ensure-tansu.sh)" $(CARGO) test --locked -p waybill --test e2e_tansu
+e2e: ## Run only the end-to-end tests on Apache Kafka
+	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" $(CARGO) test --locked -p waybill --test e2e_kafka
 
 .PHONY: chaos
-chaos: ## Chaos runs on tansu + 3 processes (SCENARIO=kill_matcher|kill_delivery|kill_ingest|restart_broker|receiver_resets, default all)
+chaos: ## Chaos runs on Apache Kafka + 3 processes (SCENARIO=kill_matcher|kill_delivery|kill_ingest|restart_broker|kill_partition_leader|rolling_restart|receiver_resets, default all)
 	scripts/chaos.sh $(or $(SCENARIO),all)
 
 .PHONY: bench

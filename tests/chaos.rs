@@ -1,17 +1,21 @@
-//! Chaos runs: the three services as separate processes on a tansu broker
-//! (with SQLite storage when it restarts), one subscription, a
-//! W1-sized stream of events posted through the API, and faults at random
-//! points of the run:
+//! Chaos runs: Apache Kafka (one KRaft node, or three with replication 3
+//! and `min.insync.replicas` 2) and the three services as separate
+//! processes, one subscription, a W1-sized stream of events posted through
+//! the API, and faults at random points of the run:
 //!
 //! - `kill_matcher`, `kill_delivery`, `kill_ingest`: SIGKILL the service
 //!   three times, restarting it at once;
-//! - `restart_broker`: SIGKILL tansu twice and start it again on its file
-//!   (5,000 events: tansu's SQLite engine slows down as its file grows);
+//! - `restart_broker`: SIGKILL the Kafka node twice and start it again on
+//!   its log directory;
+//! - `kill_partition_leader` (three nodes): SIGKILL the leader of the
+//!   `deliveries` partition the subscription's tasks are on, mid-run, and
+//!   start it again a few seconds later;
+//! - `rolling_restart` (three nodes): SIGTERM every node one after the
+//!   other, each started again and back in every ISR before the next;
 //! - `receiver_resets`: the receiver resets the TCP connection (RST, no
 //!   answer) instead of answering 30 % of first attempts;
 //! - `short_run_with_every_fault` (in `make test`): 1,500 events, one kill
-//!   of the ingest and of the matcher, 10 % resets (see its docs for why
-//!   not the delivery service).
+//!   of each service, 10 % resets.
 //!
 //! Each ends by checking that every event reached the receiver at least
 //! once (0 lost), reporting duplicates, and checking that the failed
@@ -22,8 +26,8 @@
 //! changes the event count. To investigate: `TESTKIT_LOG` sets the services'
 //! `RUST_LOG` (e.g. `warn,waybill=debug,waybill_kafka::partitioned=trace`
 //! logs every stored offset), `TESTKIT_KAFKA_DEBUG` librdkafka's debug
-//! contexts; a run that loses an event keeps every log and prints what the
-//! topics hold of the lost events.
+//! contexts; a run that loses an event keeps every log (the Kafka nodes'
+//! too) and prints what the topics hold of the lost events.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -38,40 +42,52 @@ use waybill_bench::receiver::{BenchReceiver, FailWith};
 use waybill_kafka::{KafkaConfig, Topics};
 use waybill_proto::Message as _;
 use waybill_proto::v1;
-use waybill_testkit::cluster::{Cluster, KEY, Options, Role, Storage};
+use waybill_testkit::cluster::{Cluster, KEY, Options, Role};
 
 /// Events of a full run (W1's size).
 const FULL: usize = 20_000;
 
-struct Scenario {
-    name: &'static str,
-    events: usize,
-    /// Roles hit, one after the other, at random points of the run.
-    faults: Vec<Role>,
-    /// Share of first attempts the receiver resets.
-    reset_percent: u64,
+/// One fault of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGKILL a role (every Kafka node for the broker), start it again at
+    /// once.
+    Kill(Role),
+    /// SIGKILL the leader of the subscription's `deliveries` partition;
+    /// start it again 5 s later.
+    KillDeliveriesLeader,
+    /// SIGTERM each Kafka node in turn, each started again and back in
+    /// every ISR before the next.
+    RollingRestart,
 }
 
-impl Scenario {
-    /// tansu's storage: SQLite when the broker restarts (it must keep its
-    /// log), else memory. (tansu 0.6.0's SQLite engine panicked once here
-    /// on a consumer-group update after a member was killed, leaving the
-    /// broker unable to serve; the memory engine has not.)
-    fn storage(&self, dir: &std::path::Path) -> Storage {
-        if self.faults.contains(&Role::Broker) {
-            Storage::Sqlite(dir.to_owned())
-        } else {
-            Storage::Memory
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Kill(role) => write!(f, "kill {role}"),
+            Fault::KillDeliveriesLeader => f.write_str("kill deliveries leader"),
+            Fault::RollingRestart => f.write_str("rolling restart"),
         }
     }
 }
 
+struct Scenario {
+    name: &'static str,
+    events: usize,
+    /// Faults, one after the other, at random points of the run.
+    faults: Vec<Fault>,
+    /// Share of first attempts the receiver resets.
+    reset_percent: u64,
+    /// Kafka nodes (1 or 3).
+    kafka_nodes: u32,
+}
+
 impl Scenario {
-    fn full(name: &'static str, faults: Vec<Role>, reset_percent: u64) -> Self {
+    fn full(name: &'static str, faults: Vec<Fault>, reset_percent: u64) -> Self {
         Self::sized(name, faults, reset_percent, FULL)
     }
 
-    fn sized(name: &'static str, faults: Vec<Role>, reset_percent: u64, default: usize) -> Self {
+    fn sized(name: &'static str, faults: Vec<Fault>, reset_percent: u64, default: usize) -> Self {
         let events = std::env::var("WAYBILL_CHAOS_EVENTS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -81,7 +97,19 @@ impl Scenario {
             events,
             faults,
             reset_percent,
+            kafka_nodes: 1,
         }
+    }
+
+    fn on_three_nodes(mut self) -> Self {
+        self.kafka_nodes = 3;
+        self
+    }
+
+    /// Whether a delivery process is killed (its in-flight requests have
+    /// no attempt record).
+    fn kills_delivery(&self) -> bool {
+        self.faults.contains(&Fault::Kill(Role::Delivery))
     }
 }
 
@@ -90,6 +118,7 @@ struct Outcome {
     scenario: &'static str,
     events: usize,
     faults: Vec<String>,
+    kafka_nodes: u32,
     /// Distinct deliveries the receiver accepted.
     delivered: usize,
     lost: usize,
@@ -107,56 +136,83 @@ struct Outcome {
     seconds: f64,
 }
 
-/// In `make test`. The delivery service is not killed here: on tansu 0.6.0
-/// a restarted delivery member sometimes resumes a partition at the offset
-/// another group committed for the same partition number of another topic
-/// (seen: `deliveries`/2 resumed at 410, the offset the matcher group had
-/// just stored for `freights`/2, while the delivery group had stored 393),
-/// so the records between are never read: a broker bug that fails about a
-/// third of such runs. Delivery kills are covered by `sigkill.rs` on the
-/// embedded broker (also in `make test`) and by `kill_delivery` here.
+/// In `make test`: every service killed once (the delivery service
+/// included), 10 % of first attempts reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_run_with_every_fault() {
-    run(Scenario {
-        name: "short_run_with_every_fault",
-        events: 1_500,
-        faults: vec![Role::Ingest, Role::Matcher],
-        reset_percent: 10,
-    })
+    run(Scenario::sized(
+        "short_run_with_every_fault",
+        vec![
+            Fault::Kill(Role::Ingest),
+            Fault::Kill(Role::Matcher),
+            Fault::Kill(Role::Delivery),
+        ],
+        10,
+        1_500,
+    ))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a long chaos run: scripts/chaos.sh kill_matcher"]
 async fn kill_matcher() {
-    run(Scenario::full("kill_matcher", vec![Role::Matcher; 3], 0)).await;
+    run(Scenario::full(
+        "kill_matcher",
+        vec![Fault::Kill(Role::Matcher); 3],
+        0,
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a long chaos run: scripts/chaos.sh kill_delivery"]
 async fn kill_delivery() {
-    run(Scenario::full("kill_delivery", vec![Role::Delivery; 3], 0)).await;
+    run(Scenario::full(
+        "kill_delivery",
+        vec![Fault::Kill(Role::Delivery); 3],
+        0,
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a long chaos run: scripts/chaos.sh kill_ingest"]
 async fn kill_ingest() {
-    run(Scenario::full("kill_ingest", vec![Role::Ingest; 3], 0)).await;
+    run(Scenario::full(
+        "kill_ingest",
+        vec![Fault::Kill(Role::Ingest); 3],
+        0,
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a long chaos run: scripts/chaos.sh restart_broker"]
 async fn restart_broker() {
-    // tansu 0.6.0's SQLite engine slows down as its file grows: past
-    // about 10,000 events it spends a core on its queries and requests time
-    // out. 5,000 events keep the run about the restarts.
-    run(Scenario::sized(
+    run(Scenario::full(
         "restart_broker",
-        vec![Role::Broker; 2],
+        vec![Fault::Kill(Role::Broker); 2],
         0,
-        5_000,
     ))
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long chaos run on three Kafka nodes: scripts/chaos.sh kill_partition_leader"]
+async fn kill_partition_leader() {
+    run(Scenario::full(
+        "kill_partition_leader",
+        vec![Fault::KillDeliveriesLeader],
+        0,
+    )
+    .on_three_nodes())
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long chaos run on three Kafka nodes: scripts/chaos.sh rolling_restart"]
+async fn rolling_restart() {
+    run(Scenario::full("rolling_restart", vec![Fault::RollingRestart], 0).on_three_nodes()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,16 +225,8 @@ async fn run(scenario: Scenario) -> Outcome {
     waybill_testkit::wait::watchdog(Duration::from_secs(900));
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    // The broker's SQLite file on a tmpfs when there is one: the restart is
-    // of the process, and a disk's fsyncs would make tansu crawl.
-    let shm = std::path::Path::new("/dev/shm");
-    let db_dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
     let mut options = Options::new(env!("CARGO_BIN_EXE_waybill"));
-    options.storage = scenario.storage(db_dir.path());
+    options.kafka_nodes = scenario.kafka_nodes;
     options.log = std::env::var("TESTKIT_LOG").unwrap_or_else(|_| "warn,waybill=info".into());
     let mut cluster = Cluster::start(dir.path(), options).await;
     let receiver = BenchReceiver::start_with(scenario.reset_percent, FailWith::Reset)
@@ -258,11 +306,11 @@ async fn run(scenario: Scenario) -> Outcome {
         .collect();
     points.sort_by(f64::total_cmp);
     let n = scenario.events;
-    for (role, at) in scenario.faults.iter().zip(&points) {
+    for (fault, at) in scenario.faults.iter().zip(&points) {
         let threshold = (at * n as f64) as usize;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let progress = if *role == Role::Ingest {
+            let progress = if *fault == Fault::Kill(Role::Ingest) {
                 posted.load(Ordering::Relaxed)
             } else {
                 distinct(&receiver)
@@ -272,23 +320,19 @@ async fn run(scenario: Scenario) -> Outcome {
             }
             assert!(
                 Instant::now() < deadline,
-                "no progress to {threshold} before killing {role}\n{}",
+                "no progress to {threshold} before {fault}\n{}",
                 cluster.logs()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         eprintln!(
-            "[{:>5.1}s] SIGKILL {role} at {threshold} of {n} ({} posted, {} delivered)",
+            "[{:>5.1}s] {fault} at {threshold} of {n} ({} posted, {} delivered)",
             started.elapsed().as_secs_f64(),
             posted.load(Ordering::Relaxed),
             distinct(&receiver)
         );
-        cluster.kill(*role);
-        cluster.restart(*role).await;
-        eprintln!(
-            "[{:>5.1}s] {role} ready again",
-            started.elapsed().as_secs_f64()
-        );
+        inject(&mut cluster, *fault, started).await;
+        eprintln!("[{:>5.1}s] {fault}: done", started.elapsed().as_secs_f64());
     }
     posting.await.expect("posting finished");
 
@@ -327,6 +371,7 @@ async fn run(scenario: Scenario) -> Outcome {
         scenario: scenario.name,
         events: n,
         faults: scenario.faults.iter().map(ToString::to_string).collect(),
+        kafka_nodes: scenario.kafka_nodes,
         delivered: ids.len(),
         lost: missing.len(),
         duplicates: accepted.len() - ids.len(),
@@ -366,7 +411,7 @@ async fn run(scenario: Scenario) -> Outcome {
     // The receiver fails first attempts only, and the policy has 8: no
     // delivery dies.
     assert_eq!(dead_letters, 0, "{text}");
-    if scenario.faults.contains(&Role::Delivery) {
+    if scenario.kills_delivery() {
         // A request the receiver reset while its delivery process was
         // killed has no attempt record; the retried one does.
         assert!(recorded_failed <= outcome.receiver_failed, "{text}");
@@ -374,6 +419,77 @@ async fn run(scenario: Scenario) -> Outcome {
         assert_eq!(recorded_failed, outcome.receiver_failed, "{text}");
     }
     outcome
+}
+
+/// Applies one fault.
+async fn inject(cluster: &mut Cluster, fault: Fault, started: Instant) {
+    match fault {
+        Fault::Kill(role) => {
+            cluster.kill(role);
+            cluster.restart(role).await;
+        }
+        Fault::KillDeliveriesLeader => {
+            let topic = Topics::of(&KafkaConfig::default()).deliveries();
+            let brokers = cluster.brokers();
+            let (partition, leader) = busiest_partition_leader(&brokers, &topic);
+            eprintln!(
+                "[{:>5.1}s] SIGKILL Kafka node {leader}, leader of {topic}/{partition}",
+                started.elapsed().as_secs_f64()
+            );
+            cluster.kafka_mut().kill(leader);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            cluster.kafka_mut().restart(leader).await;
+            cluster
+                .kafka()
+                .wait_fully_replicated(Duration::from_secs(120))
+                .await
+                .unwrap();
+        }
+        Fault::RollingRestart => {
+            for node in cluster.kafka().nodes() {
+                let took = cluster
+                    .kafka_mut()
+                    .stop(node, Duration::from_secs(60))
+                    .unwrap();
+                eprintln!(
+                    "[{:>5.1}s] Kafka node {node} stopped (SIGTERM) in {:.1} s",
+                    started.elapsed().as_secs_f64(),
+                    took.as_secs_f64()
+                );
+                cluster.kafka_mut().restart(node).await;
+                cluster
+                    .kafka()
+                    .wait_fully_replicated(Duration::from_secs(120))
+                    .await
+                    .unwrap();
+                eprintln!(
+                    "[{:>5.1}s] Kafka node {node} back in every ISR",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+}
+
+/// The partition of `topic` holding the most records, and its leader.
+fn busiest_partition_leader(brokers: &str, topic: &str) -> (i32, u32) {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout).unwrap();
+            (high - low, p.id(), p.leader() as u32)
+        })
+        .max()
+        .map(|(_, partition, leader)| (partition, leader))
+        .expect("a partition")
 }
 
 /// Distinct deliveries the receiver accepted.

@@ -10,6 +10,10 @@
 //! - [`limits`]: per-subscription rate limits.
 //! - [`sender`]: one HTTP attempt (auth, signing, `Retry-After`, excerpt),
 //!   with name resolution that obeys the URL policy.
+//! - [`takeover`]: what a partition's new owner reads before its first
+//!   record: what its predecessor delivered after the last commit (not sent
+//!   again), and whether the handed offset skips records with no recorded
+//!   outcome (it goes back to them).
 //! - [`worker`]: one task per assigned partition of `deliveries` and of the
 //!   retry tiers: decode the task, wait until it is due, find its
 //!   subscription in the projection, attempt, record the attempt on
@@ -24,6 +28,7 @@ pub mod limits;
 pub mod oauth2;
 pub mod request;
 pub mod sender;
+pub mod takeover;
 pub mod worker;
 
 use std::sync::Arc;
@@ -136,7 +141,7 @@ pub async fn run(
         settings.metrics.clone(),
         settings.kafka.clone(),
         waybill_runtime::metrics::Backlog {
-            group: settings.delivery.group_id.clone(),
+            group: settings.kafka.group_id(&settings.delivery.group_id),
             topics: consumed
                 .iter()
                 .map(|t| (t.clone(), topics.tier_of(t).unwrap_or_default()))
@@ -151,7 +156,10 @@ pub async fn run(
     partitioned::run(
         &settings.kafka,
         GroupOptions {
-            group_id: settings.delivery.group_id.clone(),
+            group_id: settings.kafka.group_id(&settings.delivery.group_id),
+            commits: settings
+                .metrics
+                .watch_commits(&settings.kafka.group_id(&settings.delivery.group_id)),
             topics: consumed,
             drain_timeout: settings.delivery.drain_timeout,
         },

@@ -41,15 +41,16 @@ use crate::config::DeliveryConfig;
 use crate::lanes::{LaneKey, Lanes};
 use crate::limits::RateLimits;
 use crate::sender::{Attempt, Sender};
+use crate::takeover;
+
+/// Milliseconds since the Unix epoch.
+fn millis(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// The policy of subscriptions without one, built once.
 static DEFAULT_RETRY_POLICY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
-
-/// How far back a partition's new owner looks for deliveries its previous
-/// owner made but did not commit.
-const TAKEOVER_LOOKBACK: Duration = Duration::from_secs(300);
-/// Allowance for clocks of different hosts stamping records.
-const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 /// Labels of a delivery not sent: its subscription is gone or disabled.
 const SKIPPED: DeliveryLabels = DeliveryLabels {
@@ -163,6 +164,9 @@ impl Worker {
         let mut held: Option<(Job, SystemTime)> = None;
         // Records the previous owner delivered after its last commit.
         let mut delivered_before: Option<HashSet<i64>> = None;
+        // Set after going back below the handed offset: until the record
+        // gone back to arrives, what arrives was fetched before.
+        let mut rewound_to: Option<i64> = None;
         let spawn = |running: &mut JoinSet<_>, lane: LaneKey, job: Job| {
             let worker = self.clone();
             let stop = stop.clone();
@@ -217,16 +221,40 @@ impl Worker {
                         }
                         None => break,
                     };
-                    offsets.read(message.offset());
+                    if let Some(to) = rewound_to {
+                        // Records fetched before the rewind's seek took effect.
+                        if message.offset() > to {
+                            continue;
+                        }
+                        rewound_to = None;
+                    }
                     // Retry tiers carry few records: their duplicates
                     // after a crash are not worth the scan.
                     if delivered_before.is_none() && tier.is_none() {
                         tracing::debug!(topic = %assigned.topic, partition = assigned.partition, offset = message.offset(), "first record of the assignment");
-                        delivered_before = Some(
-                            self.delivered_before(&assigned.topic, assigned.partition, message.offset(), waybill_kafka::produced_at(&message))
-                                .await,
-                        );
+                        let plan = self
+                            .takeover(&assigned.topic, assigned.partition, message.offset(), waybill_kafka::produced_at(&message))
+                            .await;
+                        delivered_before = Some(plan.delivered);
+                        if let Some(to) = plan.rewind_to {
+                            tracing::warn!(
+                                topic = %assigned.topic,
+                                partition = assigned.partition,
+                                handed = message.offset(),
+                                rewind_to = to,
+                                "the group's offset is past records with no recorded outcome; going back to the first of them (what was delivered since is not sent again)"
+                            );
+                            Families::topic_counter(&self.metrics.get().takeover_rewinds, &assigned.topic);
+                            match assigned.rewind(to) {
+                                Ok(()) => {
+                                    rewound_to = Some(to);
+                                    continue;
+                                }
+                                Err(e) => tracing::error!(topic = %assigned.topic, partition = assigned.partition, rewind_to = to, error = %e, "cannot go back; the records before the handed offset are not delivered"),
+                            }
+                        }
                     }
+                    offsets.read(message.offset());
                     if delivered_before.as_ref().is_some_and(|d| d.contains(&message.offset())) {
                         tracing::debug!(topic = %assigned.topic, partition = assigned.partition, offset = message.offset(), "delivered by the previous owner; not sent again");
                         self.metrics.get().takeover_skipped.inc();
@@ -273,78 +301,110 @@ impl Worker {
         }
     }
 
-    /// The offsets (from `first` on) of this partition's records that a
-    /// previous owner delivered with success but did not commit before it
-    /// died: their success is on `delivery_attempts`, which is read from
-    /// shortly before `written` (the first record's time), looking back at
-    /// most [`TAKEOVER_LOOKBACK`]. Skipping them avoids most duplicates
-    /// after a crash; anything not found is delivered again (at least once).
-    async fn delivered_before(
+    /// The takeover plan of a `deliveries` partition whose first record is
+    /// at `first`, written at `written` (see [`crate::takeover`]): the
+    /// records its previous owner delivered after its last commit, and
+    /// whether the handed offset skips records with no recorded outcome.
+    /// A log that cannot be read gives the plain plan (deliver from
+    /// `first`, skip nothing).
+    async fn takeover(
         &self,
         topic: &str,
         partition: i32,
         first: i64,
         written: SystemTime,
-    ) -> HashSet<i64> {
-        let now = SystemTime::now();
-        let since = (written - CLOCK_SKEW).max(now - TAKEOVER_LOOKBACK);
-        let since_ms = since
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let (kafka, attempts, topic_owned) = (
-            self.kafka.clone(),
-            self.topics.delivery_attempts(),
-            topic.to_owned(),
-        );
-        let window = waybill_kafka::log::Window {
-            since_ms,
-            until_ms: None,
-        };
+    ) -> takeover::Takeover {
+        let kafka = self.kafka.clone();
+        let attempts = self.topics.delivery_attempts();
+        let topic_owned = topic.to_owned();
         let scanned = tokio::task::spawn_blocking(move || {
-            let mut found = HashSet::new();
-            let mut succeeded = Vec::new();
+            let now = SystemTime::now();
+            let recent_ms = millis(now - takeover::LOOKBACK);
+            let mut below = Vec::new();
+            let mut oldest: Option<i64> = None;
+            waybill_kafka::log::scan_range(
+                &kafka,
+                &topic_owned,
+                partition,
+                first - takeover::BAND,
+                first,
+                |m| {
+                    let at = m.timestamp().to_millis().unwrap_or(0);
+                    if at < recent_ms {
+                        return;
+                    }
+                    oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                    let task = m
+                        .payload()
+                        .and_then(|p| v1::DeliveryTask::decode(p).ok())
+                        .map(|t| (t.delivery_id, t.attempt.max(1)));
+                    below.push(takeover::Below {
+                        offset: m.offset(),
+                        task,
+                    });
+                },
+            )?;
+            let since = takeover::since(
+                now,
+                written,
+                oldest.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)),
+            );
+            let window = waybill_kafka::log::Window {
+                since_ms: millis(since),
+                until_ms: None,
+            };
+            let mut settled = takeover::Settled::default();
             waybill_kafka::log::scan(&kafka, &attempts, window, |m| {
-                if let Some(record) = m
+                let Some(record) = m
                     .payload()
                     .and_then(|p| v1::DeliveryAttempt::decode(p).ok())
-                    && record.outcome == v1::AttemptOutcome::Succeeded as i32
+                else {
+                    return true;
+                };
+                let succeeded = record.outcome == v1::AttemptOutcome::Succeeded as i32;
+                if let Some(place) = &record.task
+                    && place.topic == topic_owned
+                    && place.partition == partition
                 {
-                    if let Some(place) = &record.task
-                        && place.topic == topic_owned
-                        && place.partition == partition
-                        && place.offset >= first
-                    {
-                        found.insert(place.offset);
+                    settled.places.insert(place.offset);
+                    if succeeded {
+                        settled.succeeded_places.insert(place.offset);
                     }
-                    succeeded.push(record.delivery_id);
                 }
+                if succeeded {
+                    settled.succeeded.insert(record.delivery_id.clone());
+                }
+                settled
+                    .attempts
+                    .insert((record.delivery_id, record.attempt.max(1)));
                 true
-            })
-            .map(|_| (found, succeeded))
+            })?;
+            Ok::<_, waybill_kafka::Error>((below, settled))
         })
         .await;
         match scanned {
-            Ok(Ok((found, succeeded))) => {
-                for id in succeeded {
-                    self.succeeded.insert(id, ()).await;
+            Ok(Ok((below, settled))) => {
+                for id in &settled.succeeded {
+                    self.succeeded.insert(id.clone(), ()).await;
                 }
-                if !found.is_empty() {
+                let plan = takeover::plan(first, &below, &settled);
+                if !plan.delivered.is_empty() {
                     tracing::info!(
                         topic,
                         partition,
-                        skipped = found.len(),
+                        skipped = plan.delivered.len(),
                         "records delivered by the previous owner after its last commit are not sent again"
                     );
                 }
-                found
+                plan
             }
             Ok(Err(e)) => {
-                tracing::warn!(topic, partition, error = %e, "cannot read delivery_attempts; uncommitted records are delivered again");
-                HashSet::new()
+                tracing::warn!(topic, partition, error = %e, "cannot read the partition's recent log or delivery_attempts; uncommitted records are delivered again, and the handed offset is not checked");
+                takeover::Takeover::default()
             }
             Err(e) => {
                 tracing::warn!(topic, partition, error = %e, "takeover scan failed");
-                HashSet::new()
+                takeover::Takeover::default()
             }
         }
     }

@@ -22,6 +22,12 @@ pub struct KafkaConfig {
     pub subscriptions_partitions: i32,
     /// Replication factor of created topics.
     pub replication_factor: i32,
+    /// `min.insync.replicas` of created topics: how many replicas must have
+    /// a record before the broker acknowledges it to a producer with
+    /// `acks=all` (every Waybill producer). Default `min(2,
+    /// replication_factor)`: with 3 replicas, one broker may be down and no
+    /// acknowledged record is lost when another one dies.
+    pub min_insync_replicas: Option<i32>,
     /// Delays of the retry tier topics (`deliveries.retry.<delay>`), shortest
     /// first. A retry waits in the longest tier not longer than its wait;
     /// longer waits hop tiers. Tests use millisecond tiers.
@@ -85,6 +91,7 @@ impl Default for KafkaConfig {
             partitions: 12,
             subscriptions_partitions: 3,
             replication_factor: 1,
+            min_insync_replicas: None,
             retry_tiers: default_retry_tiers(),
             properties: BTreeMap::new(),
         }
@@ -109,6 +116,14 @@ impl KafkaConfig {
                 ));
             }
         }
+        if let Some(min) = self.min_insync_replicas
+            && !(1..=self.replication_factor.max(1)).contains(&min)
+        {
+            out.push(format!(
+                "kafka.min_insync_replicas: must be between 1 and kafka.replication_factor ({}), not {min}",
+                self.replication_factor
+            ));
+        }
         if !self
             .topic_prefix
             .chars()
@@ -132,6 +147,19 @@ impl KafkaConfig {
             }
         }
         out
+    }
+
+    /// The consumer group id of a service's `group_id`: with the topic
+    /// prefix in front, so two deployments sharing a cluster (`prod.`,
+    /// `staging.`) never share a group, as they never share a topic.
+    pub fn group_id(&self, base: &str) -> String {
+        format!("{}{base}", self.topic_prefix)
+    }
+
+    /// `min.insync.replicas` of created topics (see the field).
+    pub fn effective_min_insync_replicas(&self) -> i32 {
+        self.min_insync_replicas
+            .unwrap_or_else(|| self.replication_factor.min(2))
     }
 
     /// A librdkafka config for one kind of client, with the brokers and the

@@ -185,6 +185,54 @@ pub fn scan(
     Ok(scanned)
 }
 
+/// Hands every record of one partition from offset `from` (or the log
+/// start, if later) up to, not including, `until` (or the high watermark,
+/// if lower) to `visit`, in offset order.
+pub fn scan_range(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    until: i64,
+    mut visit: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64> {
+    let consumer = reader(config, topic)?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
+    let (start, end) = (from.max(low), until.min(high));
+    if start >= end {
+        return Ok(0);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&assignment)?;
+    let mut read = 0;
+    let mut idle_since = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.partition() != partition => {}
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                if m.offset() >= end {
+                    break;
+                }
+                read += 1;
+                visit(&m);
+                if m.offset() + 1 >= end {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None if idle_since.elapsed() > CALL_TIMEOUT => {
+                return Err(Error::Timeout(format!(
+                    "{topic}/{partition} to return records up to offset {end}"
+                )));
+            }
+            None => {}
+        }
+    }
+    Ok(read)
+}
+
 /// The timestamp of the record at `offset` (`None`: no such record).
 pub(crate) fn timestamp_at(
     consumer: &BaseConsumer,

@@ -12,9 +12,14 @@
 //!
 //! Offsets are stored by the partition tasks, only when their outcome is
 //! durable, and committed by librdkafka's auto-commit timer, on revoke, and
-//! at shutdown.
+//! at shutdown. Every commit's result reaches [`GroupContext`]'s commit
+//! callback (librdkafka posts it for auto and manual commits alike): a
+//! refused commit, or a partition the broker refused in it, is logged at
+//! WARN and counted in [`CommitStats`], and the offsets that were committed
+//! are kept there per partition (the metrics export both).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -24,7 +29,9 @@ use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::{ClientContext, Message, Offset};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::set_default;
@@ -79,6 +86,73 @@ impl Assigned {
     }
 }
 
+/// Commit results of one consumer group member, for metrics.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    failures: AtomicU64,
+    committed: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl CommitStats {
+    /// Commits (or partitions of a commit) the broker refused or that
+    /// failed, since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The last offset committed per partition (the next record the group
+    /// reads there).
+    pub fn committed(&self) -> BTreeMap<(String, i32), i64> {
+        self.committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Folds one commit result in (what the commit callback sees); returns
+    /// the failures it counted. A commit with nothing to commit
+    /// (`NoOffset`) is not a failure.
+    pub fn record(
+        &self,
+        group: &str,
+        result: &KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) -> u64 {
+        let mut failed = 0;
+        if let Err(e) = result {
+            let benign = matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset));
+            if !benign {
+                failed += 1;
+                tracing::warn!(group, error = %e, partitions = ?partition_list(offsets), "offset commit failed");
+            }
+        }
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        for element in offsets.elements() {
+            match (element.error(), element.offset()) {
+                // Counted once per commit when the whole commit failed.
+                (Err(e), offset) if result.is_ok() => {
+                    failed += 1;
+                    tracing::warn!(group, topic = element.topic(), partition = element.partition(), ?offset, error = %e, "offset commit refused for a partition");
+                }
+                (Ok(()), Offset::Offset(o)) if result.is_ok() => {
+                    committed.insert((element.topic().to_owned(), element.partition()), o);
+                }
+                _ => {}
+            }
+        }
+        self.failures.fetch_add(failed, Ordering::Relaxed);
+        failed
+    }
+}
+
+fn partition_list(offsets: &TopicPartitionList) -> Vec<String> {
+    offsets
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
+        .collect()
+}
+
 /// What runs for each assigned partition.
 pub type PartitionTask = Arc<dyn Fn(Assigned) -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -95,11 +169,17 @@ pub struct GroupContext {
     running: Mutex<HashMap<(String, i32), Running>>,
     drain_timeout: Duration,
     shutdown: CancellationToken,
+    group: String,
+    commits: Arc<CommitStats>,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        self.commits.record(&self.group, &result, offsets);
+    }
+
     fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked: Vec<(String, i32)> = list
@@ -110,7 +190,9 @@ impl ConsumerContext for GroupContext {
             tracing::info!(partitions = ?revoked, "partitions revoked; draining");
             self.stop_and_drain(&revoked);
             if let Err(e) = base.commit_consumer_state(CommitMode::Sync) {
-                // Nothing stored since the last commit is the common case.
+                // Nothing stored since the last commit is the common case;
+                // a real failure reaches the commit callback too (counted
+                // and logged there).
                 tracing::debug!(error = %e, "commit on revoke");
             }
         }
@@ -206,6 +288,8 @@ pub struct GroupOptions {
     pub topics: Vec<String>,
     /// How long a revoked partition may take to finish its current record.
     pub drain_timeout: Duration,
+    /// Where commit results are counted (shared with the metrics).
+    pub commits: Arc<CommitStats>,
 }
 
 /// Joins the group and runs `task` for every assigned partition until
@@ -239,6 +323,8 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
         drain_timeout: options.drain_timeout,
         shutdown: shutdown.clone(),
+        group: options.group_id.clone(),
+        commits: options.commits.clone(),
     };
     let consumer: Arc<GroupConsumer> = Arc::new(client.create_with_context(context)?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
@@ -309,6 +395,8 @@ fn drive(consumer: Arc<GroupConsumer>, shutdown: CancellationToken) -> Result<()
     // Drain every partition, commit what they stored, then leave the group.
     consumer.context().stop_all();
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // Its result also reaches the commit callback while the consumer
+        // closes (counted and logged there, when the broker answers).
         tracing::debug!(error = %e, "final commit");
     }
     consumer.unsubscribe();

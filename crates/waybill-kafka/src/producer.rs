@@ -35,6 +35,11 @@ impl Producer {
     /// A producer with idempotence (no duplicates or reordering from its own
     /// retries), `acks=all`, and a short linger so concurrent sends batch.
     ///
+    /// Keys are placed by `murmur2_random`, the Java client's partitioner
+    /// (librdkafka's default is CRC32): an entity written by a JVM producer
+    /// and through the ingest API lands on one partition, so its events
+    /// stay in order. `kafka.properties.partitioner` overrides it.
+    ///
     /// When librdkafka's local queue is full, a send waits up to
     /// `queue_timeout` for room and then fails: callers see backpressure
     /// instead of unbounded buffering.
@@ -43,6 +48,7 @@ impl Producer {
         client.set("client.id", client_id);
         set_default(&mut client, "enable.idempotence", "true");
         set_default(&mut client, "acks", "all");
+        set_default(&mut client, "partitioner", "murmur2_random");
         set_default(&mut client, "linger.ms", "2");
         set_default(&mut client, "message.timeout.ms", "30000");
         Ok(Self {

@@ -153,21 +153,104 @@ impl Topics {
 }
 
 /// The deployment's topic names; creates the missing topics first when
-/// `kafka.create_topics` is set.
+/// `kafka.create_topics` is set, and warns about existing topics whose
+/// layout differs from the configuration.
 pub async fn prepare(config: &KafkaConfig) -> Result<Topics> {
     let topics = Topics::of(config);
     if config.create_topics {
-        ensure_topics(config, &topics.specs(config)).await?;
+        for drift in ensure_topics(config, &topics.specs(config)).await? {
+            tracing::warn!(topic = %drift.topic, "{drift}");
+        }
     }
     Ok(topics)
 }
 
-/// Creates the missing topics through the admin API. Topics that already
-/// exist are left as they are (their partition count is never changed).
-pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<()> {
+/// A setting of an existing topic that differs from what the configuration
+/// would create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The topic.
+    pub topic: String,
+    /// The setting (`partitions`, `replication factor`, or a topic config
+    /// such as `min.insync.replicas`).
+    pub setting: &'static str,
+    /// What the configuration asks for.
+    pub configured: String,
+    /// What the topic has.
+    pub actual: String,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "topic {} exists with {} {}, the configuration says {} (left as it is: change the topic, or the configuration)",
+            self.topic, self.setting, self.actual, self.configured
+        )
+    }
+}
+
+/// What an existing topic has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    /// Partition count.
+    pub partitions: i32,
+    /// Replicas of its first partition.
+    pub replication_factor: i32,
+    /// Topic configs (`cleanup.policy`, `min.insync.replicas`), with the
+    /// broker's defaults filled in.
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+/// How `existing` differs from `spec` under `config` (pure).
+pub fn drift(config: &KafkaConfig, spec: &TopicSpec, existing: &Existing) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let mut check = |setting: &'static str, configured: String, actual: Option<&String>| {
+        if let Some(actual) = actual
+            && *actual != configured
+        {
+            out.push(Drift {
+                topic: spec.name.clone(),
+                setting,
+                configured,
+                actual: actual.clone(),
+            });
+        }
+    };
+    check(
+        "partitions",
+        spec.partitions.to_string(),
+        Some(&existing.partitions.to_string()),
+    );
+    check(
+        "replication factor",
+        config.replication_factor.to_string(),
+        Some(&existing.replication_factor.to_string()),
+    );
+    let policy = if spec.compacted { "compact" } else { "delete" };
+    check(
+        "cleanup.policy",
+        policy.to_owned(),
+        existing.configs.get("cleanup.policy"),
+    );
+    check(
+        "min.insync.replicas",
+        config.effective_min_insync_replicas().to_string(),
+        existing.configs.get("min.insync.replicas"),
+    );
+    out
+}
+
+/// Creates the missing topics through the admin API (with the configured
+/// replication factor, `min.insync.replicas`, and `cleanup.policy=compact`
+/// for the state topics). Topics that already exist are left as they are
+/// (their partition count is never changed); how each differs from the
+/// configuration is returned.
+pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<Vec<Drift>> {
     let admin: AdminClient<DefaultClientContext> = config
         .client_config(crate::config::ClientRole::Admin)
         .create()?;
+    let min_insync = config.effective_min_insync_replicas().to_string();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
@@ -175,7 +258,8 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
                 &s.name,
                 s.partitions,
                 TopicReplication::Fixed(config.replication_factor),
-            );
+            )
+            .set("min.insync.replicas", &min_insync);
             if s.compacted {
                 topic.set("cleanup.policy", "compact")
             } else {
@@ -185,10 +269,11 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics(&new_topics, &options).await?;
+    let mut existing = Vec::new();
     for result in results {
         match result {
             Ok(name) => tracing::info!(topic = %name, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => existing.push(topic),
             Err((topic, code)) => {
                 return Err(Error::Topic {
                     topic,
@@ -197,7 +282,65 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
             }
         }
     }
-    Ok(())
+    if existing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = describe(config, &admin, &existing).await?;
+    Ok(specs
+        .iter()
+        .filter_map(|spec| found.get(&spec.name).map(|e| drift(config, spec, e)))
+        .flatten()
+        .collect())
+}
+
+/// Partitions, replication and configs of existing topics.
+async fn describe(
+    config: &KafkaConfig,
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[String],
+) -> Result<std::collections::HashMap<String, Existing>> {
+    use rdkafka::admin::ResourceSpecifier;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let client: BaseConsumer = config
+        .client_config(crate::config::ClientRole::Consumer)
+        .create()?;
+    let metadata =
+        tokio::task::spawn_blocking(move || client.fetch_metadata(None, Duration::from_secs(10)))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+    let mut out = std::collections::HashMap::new();
+    for topic in metadata.topics() {
+        if names.iter().any(|n| n == topic.name()) {
+            out.insert(
+                topic.name().to_owned(),
+                Existing {
+                    partitions: topic.partitions().len() as i32,
+                    replication_factor: topic
+                        .partitions()
+                        .first()
+                        .map_or(0, |p| p.replicas().len() as i32),
+                    configs: Default::default(),
+                },
+            );
+        }
+    }
+    let resources: Vec<ResourceSpecifier<'_>> =
+        names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    for resource in admin.describe_configs(&resources, &options).await? {
+        let Ok(resource) = resource else { continue };
+        let rdkafka::admin::OwnedResourceSpecifier::Topic(name) = &resource.specifier else {
+            continue;
+        };
+        if let Some(e) = out.get_mut(name) {
+            for key in ["cleanup.policy", "min.insync.replicas"] {
+                if let Some(value) = resource.get(key).and_then(|c| c.value.clone()) {
+                    e.configs.insert(key.to_owned(), value);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -232,5 +375,74 @@ mod tests {
             ["prod.subscriptions", "prod.tenants", "prod.event_types"]
         );
         assert_eq!(specs.len(), 4 + 3 + 1 + 6 + 4);
+    }
+
+    #[test]
+    fn drift_names_every_setting_that_differs() {
+        let config = KafkaConfig {
+            replication_factor: 3,
+            ..KafkaConfig::default()
+        };
+        let spec = TopicSpec {
+            name: "subscriptions".into(),
+            partitions: 3,
+            compacted: true,
+        };
+        let same = Existing {
+            partitions: 3,
+            replication_factor: 3,
+            configs: [
+                ("cleanup.policy".to_owned(), "compact".to_owned()),
+                ("min.insync.replicas".to_owned(), "2".to_owned()),
+            ]
+            .into(),
+        };
+        assert_eq!(drift(&config, &spec, &same), []);
+        let other = Existing {
+            partitions: 1,
+            replication_factor: 1,
+            configs: [
+                ("cleanup.policy".to_owned(), "delete".to_owned()),
+                ("min.insync.replicas".to_owned(), "1".to_owned()),
+            ]
+            .into(),
+        };
+        let found: Vec<String> = drift(&config, &spec, &other)
+            .iter()
+            .map(|d| format!("{}={}/{}", d.setting, d.actual, d.configured))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "partitions=1/3",
+                "replication factor=1/3",
+                "cleanup.policy=delete/compact",
+                "min.insync.replicas=1/2"
+            ]
+        );
+        // A config the broker did not describe is not a difference.
+        let unknown = Existing {
+            configs: Default::default(),
+            ..same
+        };
+        assert_eq!(drift(&config, &spec, &unknown), []);
+        assert!(
+            drift(&config, &spec, &other)[0]
+                .to_string()
+                .contains("topic subscriptions exists with partitions 1, the configuration says 3")
+        );
+    }
+
+    #[test]
+    fn min_insync_replicas_defaults_to_two_at_most() {
+        let mut config = KafkaConfig::default();
+        assert_eq!(config.effective_min_insync_replicas(), 1);
+        config.replication_factor = 3;
+        assert_eq!(config.effective_min_insync_replicas(), 2);
+        config.min_insync_replicas = Some(3);
+        assert_eq!(config.effective_min_insync_replicas(), 3);
+        assert!(config.problems().is_empty());
+        config.min_insync_replicas = Some(4);
+        assert!(config.problems()[0].contains("kafka.min_insync_replicas"));
     }
 }

@@ -170,6 +170,7 @@ fn spawn_group(
         group_id: group.into(),
         topics: vec![topic.into()],
         drain_timeout,
+        commits: Default::default(),
     };
     tokio::spawn(async move { partitioned::run(&config, options, task, shutdown).await })
 }

@@ -115,7 +115,7 @@ pub async fn run(
         settings.metrics.clone(),
         settings.kafka.clone(),
         waybill_runtime::metrics::Backlog {
-            group: settings.matcher.group_id.clone(),
+            group: settings.kafka.group_id(&settings.matcher.group_id),
             topics: topics
                 .domains()
                 .into_iter()
@@ -131,7 +131,10 @@ pub async fn run(
     partitioned::run(
         &settings.kafka,
         GroupOptions {
-            group_id: settings.matcher.group_id.clone(),
+            group_id: settings.kafka.group_id(&settings.matcher.group_id),
+            commits: settings
+                .metrics
+                .watch_commits(&settings.kafka.group_id(&settings.matcher.group_id)),
             topics: topics.domains(),
             drain_timeout: settings.matcher.drain_timeout,
         },

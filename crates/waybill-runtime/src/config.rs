@@ -18,7 +18,13 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 /// Environment variables that are not configuration keys.
-pub const NOT_CONFIG: &[&str] = &["WAYBILL_LOG_FORMAT", "WAYBILL_CONFIG"];
+pub const NOT_CONFIG: &[&str] = &[
+    "WAYBILL_LOG_FORMAT",
+    "WAYBILL_CONFIG",
+    // The test tools' Apache Kafka jars (`scripts/ensure-kafka.sh`), which
+    // `make test` passes to every process it starts.
+    "WAYBILL_KAFKA_LIBS",
+];
 
 /// Every problem found while loading configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

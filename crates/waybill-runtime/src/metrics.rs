@@ -50,6 +50,24 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
+/// A consumer group.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Group id (from configuration: bounded).
+    pub group: String,
+}
+
+/// One partition a consumer group commits.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupPartitionLabels {
+    /// Group id (from configuration: bounded).
+    pub group: String,
+    /// Topic (from configuration: bounded).
+    pub topic: String,
+    /// Partition number (bounded by the partition count).
+    pub partition: i32,
+}
+
 /// A subscription health change.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HealthLabels {
@@ -99,6 +117,12 @@ pub struct Families {
     pub dlq_records: Gauge,
     /// `waybill_state_records_skipped_total{topic}`.
     pub state_records_skipped: Family<TopicLabels, Counter>,
+    /// `waybill_kafka_commit_failures_total{group}`.
+    pub commit_failures: Family<GroupLabels, Counter>,
+    /// `waybill_kafka_committed_offset{group, topic, partition}`.
+    pub committed_offset: Family<GroupPartitionLabels, Gauge>,
+    /// `waybill_takeover_rewinds_total{topic}`.
+    pub takeover_rewinds: Family<TopicLabels, Counter>,
 }
 
 struct Inner {
@@ -107,6 +131,9 @@ struct Inner {
     /// Counters kept elsewhere (a table's skipped records), by topic, with
     /// the value last exported.
     sources: std::sync::Mutex<Vec<(String, Arc<std::sync::atomic::AtomicU64>, u64)>>,
+    /// Commit results of the process's group members, by group, with the
+    /// failure count last exported.
+    commits: std::sync::Mutex<Vec<(String, Arc<waybill_kafka::partitioned::CommitStats>, u64)>>,
 }
 
 /// The metrics of one process; clones share them.
@@ -150,6 +177,9 @@ impl Metrics {
             projection_age: Gauge::default(),
             dlq_records: Gauge::default(),
             state_records_skipped: Family::default(),
+            commit_failures: Family::default(),
+            committed_offset: Family::default(),
+            takeover_rewinds: Family::default(),
         };
         let f = &families;
         registry.register(
@@ -257,10 +287,26 @@ impl Metrics {
             "Records of a state topic (subscriptions, tenants, event_types, delivery_attempts) this process could not use and skipped, e.g. sealed with a key it does not have; the record stays on its topic",
             f.state_records_skipped.clone(),
         );
+        registry.register(
+            "kafka_commit_failures",
+            "Offset commits (auto, on revoke, final) that failed, and partitions a commit had refused, by consumer group",
+            f.commit_failures.clone(),
+        );
+        registry.register(
+            "kafka_committed_offset",
+            "The offset a consumer group last committed for a partition (the next record it reads there), as this process committed it",
+            f.committed_offset.clone(),
+        );
+        registry.register(
+            "takeover_rewinds",
+            "Partitions whose new owner was handed an offset past records with no recorded outcome, and went back to the first of them",
+            f.takeover_rewinds.clone(),
+        );
         Self(Arc::new(Inner {
             registry,
             families,
             sources: std::sync::Mutex::default(),
+            commits: std::sync::Mutex::default(),
         }))
     }
 
@@ -271,6 +317,20 @@ impl Metrics {
 
     /// Exports the skipped-record count of a state table as
     /// `waybill_state_records_skipped_total{topic}` (read at each render).
+    /// Commit results of a consumer group member of this process, exported
+    /// as `waybill_kafka_commit_failures_total{group}` and
+    /// `waybill_kafka_committed_offset{group, topic, partition}` at each
+    /// render. Pass the returned stats to the member's `GroupOptions`.
+    pub fn watch_commits(&self, group: &str) -> Arc<waybill_kafka::partitioned::CommitStats> {
+        let stats = Arc::<waybill_kafka::partitioned::CommitStats>::default();
+        self.0
+            .commits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((group.to_owned(), stats.clone(), 0));
+        stats
+    }
+
     pub fn watch_skipped<S: waybill_kafka::table::Fold>(
         &self,
         table: &waybill_kafka::table::Table<S>,
@@ -298,6 +358,34 @@ impl Metrics {
                 now.saturating_sub(*exported),
             );
             *exported = now;
+        }
+        for (group, stats, exported) in self
+            .0
+            .commits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+        {
+            let now = stats.failures();
+            self.0
+                .families
+                .commit_failures
+                .get_or_create(&GroupLabels {
+                    group: group.clone(),
+                })
+                .inc_by(now.saturating_sub(*exported));
+            *exported = now;
+            for ((topic, partition), offset) in stats.committed() {
+                self.0
+                    .families
+                    .committed_offset
+                    .get_or_create(&GroupPartitionLabels {
+                        group: group.clone(),
+                        topic,
+                        partition,
+                    })
+                    .set(offset);
+            }
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.0.registry)

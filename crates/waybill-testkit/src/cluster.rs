@@ -1,11 +1,8 @@
-//! A Waybill deployment as separate processes: a tansu broker and the
+//! A Waybill deployment as separate processes: Apache Kafka (one KRaft node,
+//! or three with replication 3, see [`crate::kafka`]) and the
 //! `waybill ingest`, `waybill matcher` and `waybill delivery` services, each
 //! of which can be killed, stopped and restarted (the end-to-end and chaos
 //! tests).
-//!
-//! tansu is found through `WAYBILL_TANSU_BIN`, else at
-//! `$HOME/.cache/waybill/tansu-0.6.0/bin/tansu` (`scripts/ensure-tansu.sh`
-//! installs it there).
 
 use std::fmt;
 use std::net::TcpListener;
@@ -13,27 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::kafka::KafkaCluster;
+
 /// The tenant API key of the cluster's tenant.
 pub const KEY: &str = "wb_e2e_key_0123456789";
 /// The cluster's tenant.
 pub const TENANT: &str = "ten_e2e";
 /// The operator token.
 pub const OPERATOR: &str = "wbop_e2e_operator_token_0123456789";
-
-/// The tansu binary (see the module docs).
-pub fn tansu_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("WAYBILL_TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let path = Path::new(&home).join(".cache/waybill/tansu-0.6.0/bin/tansu");
-    assert!(
-        path.exists(),
-        "tansu 0.6.0 not found at {}; run `scripts/ensure-tansu.sh` (or `make test`), or set WAYBILL_TANSU_BIN",
-        path.display()
-    );
-    path
-}
 
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
@@ -47,7 +31,7 @@ pub fn free_port() -> u16 {
 /// One process of the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// The tansu broker.
+    /// Every Kafka node at once (see [`Cluster::kafka_mut`] for one).
     Broker,
     /// `waybill ingest`.
     Ingest,
@@ -78,24 +62,13 @@ impl fmt::Display for Role {
     }
 }
 
-/// Where tansu keeps its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Storage {
-    /// In memory: lost when the broker stops.
-    Memory,
-    /// A SQLite file (`tansu.db`) in this directory: survives a broker
-    /// restart. (On a tmpfs such as `/dev/shm`, its fsyncs cost nothing:
-    /// on a disk, tansu 0.6.0 writes a few dozen records per second.)
-    Sqlite(PathBuf),
-}
-
 /// How to build the cluster.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The `waybill` binary.
     pub waybill: PathBuf,
-    /// tansu's storage.
-    pub storage: Storage,
+    /// Kafka nodes: 1, or 3 (replication factor 3, `min.insync.replicas` 2).
+    pub kafka_nodes: u32,
     /// Partitions of the domain topics and `deliveries`.
     pub partitions: u32,
     /// More TOML appended to the configuration.
@@ -105,11 +78,11 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults: in-memory broker, 3 partitions.
+    /// Defaults: one Kafka node, 3 partitions.
     pub fn new(waybill: impl Into<PathBuf>) -> Self {
         Self {
             waybill: waybill.into(),
-            storage: Storage::Memory,
+            kafka_nodes: 1,
             partitions: 3,
             extra_config: String::new(),
             log: "info".into(),
@@ -122,13 +95,14 @@ pub struct Cluster {
     options: Options,
     dir: PathBuf,
     config: PathBuf,
-    broker_port: u16,
     ports: [u16; 3],
     procs: Vec<(Role, Child)>,
+    kafka: Option<KafkaCluster>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // The services first, so none logs the broker's disappearance.
         for (_, child) in &mut self.procs {
             let _ = child.kill();
             let _ = child.wait();
@@ -137,11 +111,12 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    /// Starts the broker, creates the topics (`waybill create-topics`, as the
+    /// Starts Kafka, creates the topics (`waybill create-topics`, as the
     /// Helm chart's Job does), and starts the three services, waiting until
-    /// each is ready. Logs go to `<dir>/<role>.log`.
+    /// each is ready. Logs go to `<dir>/<role>.log` and
+    /// `<dir>/kafka-<node>.log`.
     pub async fn start(dir: &Path, options: Options) -> Self {
-        let broker_port = free_port();
+        let kafka = KafkaCluster::start(dir, options.kafka_nodes).await;
         let ports = [free_port(), free_port(), free_port()];
         let config = dir.join("waybill.toml");
         std::fs::write(
@@ -149,12 +124,12 @@ impl Cluster {
             format!(
                 r#"
 [kafka]
-brokers = "127.0.0.1:{broker_port}"
+brokers = "{brokers}"
 partitions = {partitions}
 retry_tiers = ["100ms", "1s", "10s"]
 subscriptions_partitions = 1
 create_topics = false
-replication_factor = 1
+replication_factor = {replication}
 
 [kafka.properties]
 # A killed member's partitions move after 6 s, not librdkafka's 45 s.
@@ -181,6 +156,8 @@ listen = "127.0.0.1:{matcher}"
 listen = "127.0.0.1:{delivery}"
 {extra}
 "#,
+                brokers = kafka.bootstrap(),
+                replication = options.kafka_nodes.min(3),
                 partitions = options.partitions,
                 key = waybill_core::sealing::Keyring::generate_key(),
                 api = ports[0],
@@ -198,11 +175,10 @@ listen = "127.0.0.1:{delivery}"
             options,
             dir: dir.to_owned(),
             config,
-            broker_port,
             ports,
             procs: Vec::new(),
+            kafka: Some(kafka),
         };
-        cluster.restart(Role::Broker).await;
         // Twice: it is idempotent.
         for _ in 0..2 {
             let out = cluster
@@ -237,9 +213,24 @@ listen = "127.0.0.1:{delivery}"
         Some(format!("http://127.0.0.1:{port}"))
     }
 
-    /// `127.0.0.1:<port>` of the broker.
+    /// The bootstrap servers of the Kafka cluster.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.broker_port)
+        self.kafka().bootstrap()
+    }
+
+    /// The Kafka nodes.
+    pub fn kafka(&self) -> &KafkaCluster {
+        self.kafka.as_ref().expect("the Kafka cluster")
+    }
+
+    /// The Kafka nodes, to kill, stop or restart one of them.
+    pub fn kafka_mut(&mut self) -> &mut KafkaCluster {
+        self.kafka.as_mut().expect("the Kafka cluster")
+    }
+
+    /// The directory of the logs (and of the Kafka nodes' data).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A `waybill <subcommand> --config <file>` command.
@@ -264,11 +255,17 @@ listen = "127.0.0.1:{delivery}"
 
     /// The last lines of every log.
     pub fn logs(&self) -> String {
-        Role::ALL
+        let mut out: Vec<String> = Role::ALL[1..]
             .iter()
             .map(|r| format!("--- {r}\n{}", self.log_tail(*r, 40)))
-            .collect::<Vec<_>>()
-            .join("\n")
+            .collect();
+        for node in self.kafka().nodes() {
+            out.push(format!(
+                "--- kafka node {node}\n{}",
+                self.kafka().log_tail(node, 20)
+            ));
+        }
+        out.join("\n")
     }
 
     /// Whether the role has a running process.
@@ -278,8 +275,15 @@ listen = "127.0.0.1:{delivery}"
             .any(|(r, child)| *r == role && matches!(child.try_wait(), Ok(None)))
     }
 
-    /// SIGKILL: the process dies at once, without draining or committing.
+    /// SIGKILL: the process dies at once, without draining or committing
+    /// (every Kafka node for [`Role::Broker`]).
     pub fn kill(&mut self, role: Role) {
+        if role == Role::Broker {
+            for node in self.kafka().nodes() {
+                self.kafka_mut().kill(node);
+            }
+            return;
+        }
         if let Some(i) = self.procs.iter().position(|(r, _)| *r == role) {
             let (_, mut child) = self.procs.remove(i);
             let _ = child.kill();
@@ -289,6 +293,12 @@ listen = "127.0.0.1:{delivery}"
 
     /// SIGTERM, then waits up to `grace` for a clean exit (status 0).
     pub fn terminate(&mut self, role: Role, grace: Duration) -> Result<(), String> {
+        if role == Role::Broker {
+            for node in self.kafka().nodes() {
+                self.kafka_mut().stop(node, grace)?;
+            }
+            return Ok(());
+        }
         let Some(i) = self.procs.iter().position(|(r, _)| *r == role) else {
             return Ok(());
         };
@@ -325,8 +335,19 @@ listen = "127.0.0.1:{delivery}"
     }
 
     /// Starts the role (killing a running process of it first) and waits
-    /// until it is ready: the broker listens, a service answers `/readyz`.
+    /// until it is ready: every Kafka node serves, a service answers
+    /// `/readyz`.
     pub async fn restart(&mut self, role: Role) {
+        if role == Role::Broker {
+            let kafka = self.kafka_mut();
+            for node in kafka.nodes() {
+                kafka.kill(node);
+            }
+            for node in kafka.nodes() {
+                kafka.restart(node).await;
+            }
+            return;
+        }
         self.kill(role);
         let log_path = self.log_path(role);
         let log = std::fs::OpenOptions::new()
@@ -334,30 +355,8 @@ listen = "127.0.0.1:{delivery}"
             .append(true)
             .open(&log_path)
             .expect("log file");
-        let mut command = match role {
-            Role::Broker => {
-                let url = format!("tcp://127.0.0.1:{}", self.broker_port);
-                let (storage, workdir) = match &self.options.storage {
-                    Storage::Memory => ("memory://tansu/".to_owned(), self.dir.clone()),
-                    // Relative to the broker's working directory (tansu
-                    // reads `sqlite:///tmp/x` as `tmp/x`).
-                    Storage::Sqlite(dir) => ("sqlite://tansu.db".to_owned(), dir.clone()),
-                };
-                let mut c = Command::new(tansu_bin());
-                c.current_dir(workdir).args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                    "--storage-engine",
-                    &storage,
-                ]);
-                c
-            }
-            service => self.command(service.name()),
-        };
-        let child = command
+        let child = self
+            .command(role.name())
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -373,7 +372,13 @@ listen = "127.0.0.1:{delivery}"
         let client = reqwest::Client::new();
         loop {
             let ready = match self.health_url(role) {
-                None => tokio::net::TcpStream::connect(self.brokers()).await.is_ok(),
+                None => {
+                    let kafka = self.kafka_mut();
+                    for node in kafka.nodes() {
+                        kafka.wait_serving(node).await;
+                    }
+                    true
+                }
                 Some(base) => client
                     .get(format!("{base}/readyz"))
                     .timeout(Duration::from_secs(2))

@@ -4,8 +4,9 @@
 //! # Layout
 //!
 //! - [`api`]: a client of the HTTP API returning status and JSON.
-//! - [`cluster`]: a tansu broker and the three services as processes that
+//! - [`cluster`]: Apache Kafka and the three services as processes that
 //!   can be killed and restarted.
+//! - [`kafka`]: Apache Kafka KRaft nodes (one, or three) as child processes.
 //! - [`otlp`]: an OTLP/HTTP trace collector that keeps the spans it receives.
 //! - [`receiver`]: an HTTP server that records every webhook it receives,
 //!   answers with a configurable status, and checks signatures.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod kafka;
 pub mod otlp;
 pub mod receiver;
 pub mod schema;

@@ -67,8 +67,9 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<RawRecord> {
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => panic!("unreadable record: {e}"),
                 None => {
-                    // tansu 0.6.0, restarted on its SQLite file, can leave a
-                    // stretch of offsets it never serves: report, go on.
+                    // Nothing for 10 s below the high watermark: a broker
+                    // that lost records it had acknowledged (or a stretch
+                    // of offsets it does not serve). Report, go on.
                     eprintln!(
                         "{topic}/{}: nothing served from offset {next} (high watermark {high}); {} records of the partition not read",
                         partition.id(),

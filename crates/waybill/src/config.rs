@@ -134,6 +134,10 @@ mod tests {
                 ("WAYBILL_KAFKA__PARTITIONS", "0"),
                 ("WAYBILL_INGEST__LISTN", "x"),
                 ("WAYBILL_DELIVERY__TIMEOUT", "1s"),
+                (
+                    "WAYBILL_KAFKA_LIBS",
+                    "/root/.cache/waybill/kafka-4.1.1/libs",
+                ),
                 ("WAYBILL_TANSU_BIN", "/usr/bin/tansu"),
                 ("WAYBILL_INGEST_LISTEN", "0.0.0.0:1"),
             ]),
@@ -146,6 +150,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("TANSU"), "{text}");
+        assert!(!text.contains("KAFKA_LIBS"), "{text}");
         assert!(text.contains("delivery.timeout: unknown key"), "{text}");
         assert!(
             text.contains("kafka.partitions: must be between 1 and 10000"),

@@ -199,7 +199,10 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
             let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;
             let topics = waybill_kafka::Topics::of(&config.kafka);
             let specs = topics.specs(&config.kafka);
-            waybill_kafka::topics::ensure_topics(&config.kafka, &specs).await?;
+            let drifts = waybill_kafka::topics::ensure_topics(&config.kafka, &specs).await?;
+            for drift in &drifts {
+                tracing::warn!(topic = %drift.topic, "{drift}");
+            }
             for spec in &specs {
                 tracing::info!(
                     topic = %spec.name,

@@ -1,11 +1,12 @@
-//! End to end: a separate tansu broker process, the three services as three
+//! End to end: an Apache Kafka broker process, the three services as three
 //! separate `waybill` processes, a subscription pointing at a local
 //! receiver, and one event of each domain that must arrive exactly once,
 //! signed, with the right body. Then SIGTERM stops every service cleanly.
 //!
-//! tansu is found as [`waybill_testkit::cluster::tansu_bin`] says
-//! (`make test` installs it first).
+//! Kafka's jars are found as [`waybill_testkit::kafka::libs`] says
+//! (`make test` fetches them first, `scripts/ensure-kafka.sh`).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -15,7 +16,7 @@ use waybill_testkit::cluster::{Cluster, KEY, OPERATOR, Options, Role};
 use waybill_testkit::receiver::{Options as ReceiverOptions, Receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_event_of_each_domain_arrives_once_through_three_processes_on_tansu() {
+async fn one_event_of_each_domain_arrives_once_through_three_processes_on_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
     let api = cluster.api();
@@ -85,7 +86,7 @@ async fn one_event_of_each_domain_arrives_once_through_three_processes_on_tansu(
         );
     }
 
-    // On tansu too: a failed attempt is retried through a retry tier, the
+    // A failed attempt is retried through a retry tier, the
     // history shows both attempts, a retry through the API reads the task
     // back from the log, and a replay finds the event by time.
     let tenant_api = Api::new(api.clone(), KEY);
@@ -227,4 +228,140 @@ async fn one_event_of_each_domain_arrives_once_through_three_processes_on_tansu(
     for role in [Role::Delivery, Role::Matcher, Role::Ingest] {
         cluster.terminate(role, Duration::from_secs(30)).unwrap();
     }
+}
+
+/// An upstream JVM producer (Apache Kafka's own Java client, default
+/// partitioner) and the ingest API write events of the same entities: each
+/// entity's records land on one partition whichever wrote them, and its
+/// webhooks arrive in the order they were written. `create-topics` reports
+/// an existing topic whose layout differs from the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_java_producer_and_the_api_put_an_entity_on_one_partition() {
+    use waybill_proto::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let (status, created) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": receiver.url("/order"), "event_types": ["freights.*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+
+    // 24 entities, three events each: the first and the third from Java,
+    // the second through the API (each step waits for the previous one).
+    let entities: Vec<String> = (0..24).map(|i| format!("FR-{i:04}")).collect();
+    let java_records = |step: u32| {
+        entities
+            .iter()
+            .map(|entity| {
+                let event = waybill_proto::v1::DomainEvent {
+                    id: format!("evt-{entity}-{step}"),
+                    event_name: "freights.publication.created".into(),
+                    tenant_id: waybill_testkit::cluster::TENANT.into(),
+                    occurred_at: Some(waybill_proto::convert::timestamp(
+                        time::OffsetDateTime::now_utc(),
+                    )),
+                    entity: Some(waybill_proto::v1::EntityRef {
+                        r#type: "freight".into(),
+                        id: entity.clone(),
+                    }),
+                    payload: format!("{{\"step\": {step}}}").into_bytes(),
+                    ..Default::default()
+                };
+                let hex: String = event
+                    .encode_to_vec()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                format!("{entity} {hex}\n")
+            })
+            .collect::<String>()
+    };
+    let mut partitions: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    let java = |step: u32, partitions: &mut std::collections::HashMap<String, Vec<i64>>| {
+        let file = dir.path().join(format!("java-records-{step}.txt"));
+        std::fs::write(&file, java_records(step)).unwrap();
+        let out = waybill_testkit::kafka::run_java(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/java/JavaProducer.java"),
+            &[&cluster.brokers(), "freights", &file.display().to_string()],
+        );
+        assert!(
+            out.status.success(),
+            "JavaProducer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut parts = line.split(' ');
+            let (key, partition) = (parts.next().unwrap(), parts.next().unwrap());
+            partitions
+                .entry(key.to_owned())
+                .or_default()
+                .push(partition.parse().unwrap());
+        }
+    };
+    java(1, &mut partitions);
+    for entity in &entities {
+        let (status, answer) = api
+            .post(
+                "/v1/events",
+                json!({"id": format!("evt-{entity}-2"), "event_name": "freights.publication.created",
+                       "entity": {"type": "freight", "id": entity}, "data": {"step": 2}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["topic"], "freights");
+        partitions
+            .get_mut(entity)
+            .expect("written by Java first")
+            .push(answer["partition"].as_i64().unwrap());
+    }
+    java(3, &mut partitions);
+    for (entity, seen) in &partitions {
+        assert_eq!(seen.len(), 3, "{entity}: {seen:?}");
+        assert!(
+            seen.iter().all(|p| *p == seen[0]),
+            "{entity} was written to partitions {seen:?} (Java, API, Java)"
+        );
+    }
+    let used: HashSet<i64> = partitions.values().map(|p| p[0]).collect();
+    assert!(used.len() > 1, "24 entities all on one partition: {used:?}");
+
+    let got = match receiver
+        .wait_for(3 * entities.len(), Duration::from_secs(60))
+        .await
+    {
+        Ok(got) => got,
+        Err(e) => panic!("{e}\n{}", cluster.logs()),
+    };
+    for entity in &entities {
+        let steps: Vec<i64> = got
+            .iter()
+            .filter(|r| r.json()["entity"]["id"] == entity.as_str())
+            .map(|r| r.json()["data"]["step"].as_i64().unwrap())
+            .collect();
+        assert_eq!(steps, [1, 2, 3], "{entity}: arrival order");
+    }
+
+    // create-topics against topics laid out otherwise than configured.
+    let out = cluster
+        .command("create-topics")
+        .env("WAYBILL_KAFKA__PARTITIONS", "5")
+        .env("WAYBILL_KAFKA__MIN_INSYNC_REPLICAS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "topic freights exists with partitions 3, the configuration says 5 (left as it is"
+        ),
+        "{stderr}"
+    );
+    let out = cluster.command("create-topics").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("exists with"), "{stderr}");
 }
