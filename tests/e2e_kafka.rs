@@ -365,3 +365,126 @@ async fn a_java_producer_and_the_api_put_an_entity_on_one_partition() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("exists with"), "{stderr}");
 }
+
+/// The delivery group's offset is moved past undelivered tasks by hand (as
+/// a faulty commit, or a broker serving a wrong offset, would): the
+/// partition's next owner finds those tasks have no recorded outcome, goes
+/// back to the first of them, counts it, and delivers every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_high_committed_offset_loses_nothing() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::{Offset, TopicPartitionList};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let (status, created) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": receiver.url("/skip"), "event_types": ["freights.*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let post = |i: usize| {
+        let api = api.clone();
+        async move {
+            let (status, answer) = api
+                .post(
+                    "/v1/events",
+                    json!({"id": format!("evt-skip-{i}"), "event_name": "freights.publication.created",
+                           "entity": {"type": "freight", "id": format!("F-{i}")}, "data": {"i": i}}),
+                )
+                .await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    };
+    for i in 0..5 {
+        post(i).await;
+    }
+    receiver.wait_for(5, Duration::from_secs(60)).await.unwrap();
+    // The delivery group is left empty, then 40 tasks wait on `deliveries`.
+    cluster
+        .terminate(Role::Delivery, Duration::from_secs(30))
+        .unwrap();
+    for i in 5..45 {
+        post(i).await;
+    }
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.brokers())
+        .set("group.id", "waybill-delivery")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (partition, high) = loop {
+        let busiest = (0..3)
+            .map(|p| {
+                let (low, high) = reader.fetch_watermarks("deliveries", p, timeout).unwrap();
+                (high - low, p, high)
+            })
+            .max()
+            .unwrap();
+        if busiest.0 >= 45 {
+            break (busiest.1, busiest.2);
+        }
+        assert!(Instant::now() < deadline, "the matcher wrote {busiest:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut committed = TopicPartitionList::new();
+    committed
+        .add_partition_offset("deliveries", partition, Offset::Offset(high - 10))
+        .unwrap();
+    reader.commit(&committed, CommitMode::Sync).unwrap();
+    let back = reader
+        .committed_offsets(committed.clone(), timeout)
+        .unwrap();
+    assert_eq!(
+        back.find_partition("deliveries", partition)
+            .unwrap()
+            .offset(),
+        Offset::Offset(high - 10),
+        "the too-high offset is the group's"
+    );
+    drop(reader);
+
+    cluster.restart(Role::Delivery).await;
+    let got = match receiver.wait_for(45, Duration::from_secs(60)).await {
+        Ok(got) => got,
+        Err(e) => panic!("{e}\n{}", cluster.logs()),
+    };
+    let ids: HashSet<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 45, "every event delivered");
+    // Nothing delivered twice: the 5 delivered before had settled.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.received().len(), 45, "no duplicates");
+    let metrics = reqwest::get(format!(
+        "{}/metrics",
+        cluster.health_url(Role::Delivery).unwrap()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("waybill_takeover_rewinds_total{topic=\"deliveries\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        cluster
+            .log_tail(Role::Delivery, 200)
+            .contains("the group's offset is past records with no recorded outcome"),
+        "{}",
+        cluster.log_tail(Role::Delivery, 50)
+    );
+    assert!(
+        metrics.contains(&format!(
+            "waybill_kafka_committed_offset{{group=\"waybill-delivery\",topic=\"deliveries\",partition=\"{partition}\"}} {high}"
+        )),
+        "{metrics}"
+    );
+}

@@ -259,3 +259,51 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A commit the broker refuses is counted (and logged at WARN); once the
+/// broker accepts commits again, the committed offset is what the
+/// partition task stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_is_counted_and_committed_offsets_are_kept() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (broker, config) = setup(&[("work", 1)]);
+    produce(&config, "work", 0..10).await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let commits = Arc::<partitioned::CommitStats>::default();
+    let shutdown = CancellationToken::new();
+    let options = GroupOptions {
+        group_id: "refused".into(),
+        topics: vec!["work".into()],
+        drain_timeout: Duration::from_secs(5),
+        commits: commits.clone(),
+    };
+    let task = recording_task(seen.clone(), Arc::default());
+    let group_config = config.clone();
+    let handle = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { partitioned::run(&group_config, options, task, shutdown).await }
+    });
+    wait_until(|| commits.committed().get(&("work".to_owned(), 0)) == Some(&10)).await;
+    assert_eq!(commits.failures(), 0);
+
+    // The next commits are refused (an ACL the group lacks).
+    broker.cluster().request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 3],
+    );
+    produce(&config, "work", 10..15).await;
+    wait_until(|| commits.failures() >= 1).await;
+    assert_eq!(
+        commits.committed().get(&("work".to_owned(), 0)),
+        Some(&10),
+        "a refused commit does not move the committed offset"
+    );
+    wait_until(|| commits.committed().get(&("work".to_owned(), 0)) == Some(&15)).await;
+    assert!(
+        (1..=3).contains(&commits.failures()),
+        "{}",
+        commits.failures()
+    );
+    shutdown.cancel();
+    handle.await.unwrap().unwrap();
+}

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use waybill_kafka::lag::PartitionLag;
-use waybill_runtime::metrics::{Families, HealthLabels, Metrics, RequestLabels};
+use waybill_runtime::metrics::{
+    Families, GroupLabels, GroupPartitionLabels, HealthLabels, Metrics, RequestLabels,
+};
 
 fn repo_file(path: &str) -> String {
     let full = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,6 +37,19 @@ fn exported() -> BTreeSet<String> {
         .inc();
     Families::topic_counter(&f.poison_records, "freights");
     Families::topic_counter(&f.state_records_skipped, "subscriptions");
+    Families::topic_counter(&f.takeover_rewinds, "deliveries");
+    f.commit_failures
+        .get_or_create(&GroupLabels {
+            group: "waybill-delivery".into(),
+        })
+        .inc();
+    f.committed_offset
+        .get_or_create(&GroupPartitionLabels {
+            group: "waybill-delivery".into(),
+            topic: "deliveries".into(),
+            partition: 0,
+        })
+        .set(1);
     f.record_backlog(
         &[PartitionLag {
             topic: "deliveries".into(),

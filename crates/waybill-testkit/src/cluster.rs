@@ -202,8 +202,9 @@ listen = "127.0.0.1:{delivery}"
         format!("http://127.0.0.1:{}", self.ports[0])
     }
 
-    /// The health port of a service.
-    fn health_url(&self, role: Role) -> Option<String> {
+    /// `http://127.0.0.1:<port>` of a service's API or health port
+    /// (`/healthz`, `/readyz`, `/metrics`); `None` for the broker.
+    pub fn health_url(&self, role: Role) -> Option<String> {
         let port = match role {
             Role::Broker => return None,
             Role::Ingest => self.ports[0],
