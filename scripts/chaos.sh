@@ -36,17 +36,17 @@ if [[ "$runs" == 1 ]]; then
   exit 0
 fi
 # Repeated runs: one JSON result per run, a summary line at the end.
-out="target/chaos/runs-$want"
+out="$PWD/target/chaos/runs-$want"
 mkdir -p "$out"
 cargo test --locked -p waybill --test chaos --no-run -q 2>/dev/null
 failed=0
 for i in $(seq 1 "$runs"); do
   if WAYBILL_KAFKA_LIBS="$libs" WAYBILL_CHAOS_OUT="$out/$i" cargo test --locked -q -p waybill --test chaos -- \
     --ignored --nocapture --test-threads 1 "${filter[@]}" >"$out/$i.log" 2>&1; then
-    echo "run $i: passed $(grep -ho '"lost": [0-9]*' "$out/$i"/*.json | tr '\n' ' ')"
+    echo "run $i: passed $(grep -hoE '"(lost|duplicates|takeover_rewinds|commit_failures)": [0-9]+' "$out/$i"/*.json | tr '\n' ' ')"
   else
     failed=$((failed + 1))
-    echo "run $i: FAILED $(grep -ho '"lost": [0-9]*' "$out/$i"/*.json 2>/dev/null | tr '\n' ' ') (log: $out/$i.log)"
+    echo "run $i: FAILED $(grep -hoE '"(lost|duplicates|takeover_rewinds|commit_failures)": [0-9]+' "$out/$i"/*.json 2>/dev/null | tr '\n' ' ') (log: $out/$i.log)"
   fi
 done
 echo "$runs runs of $want, $failed failed; logs and results in $out"

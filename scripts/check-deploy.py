@@ -210,7 +210,12 @@ def check_compose(commands: set[str]) -> None:
     for name in ("waybill-ingest", "waybill-matcher", "waybill-delivery", "kafka"):
         if name not in services:
             fail(f"compose.yaml: no `{name}` service")
-    print(f"ok   compose.yaml: {len(services)} services", flush=True)
+    pinned = re.search(r"^version=(\S+)$", (ROOT / "scripts" / "ensure-kafka.sh").read_text(), re.M)
+    image = services.get("kafka", {}).get("image", "")
+    if not pinned or image != f"apache/kafka:{pinned.group(1)}":
+        fail(f"compose.yaml: kafka runs {image!r}, the tests pin Apache Kafka "
+             f"{pinned.group(1) if pinned else '?'} (scripts/ensure-kafka.sh)")
+    print(f"ok   compose.yaml: {len(services)} services, {image} as the tests pin", flush=True)
 
 
 def main() -> int:

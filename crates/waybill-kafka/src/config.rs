@@ -275,6 +275,17 @@ mod tests {
     use super::*;
     use rdkafka::producer::BaseProducer;
 
+    #[test]
+    fn group_ids_take_the_topic_prefix() {
+        let mut config = KafkaConfig::default();
+        assert_eq!(config.group_id("waybill-delivery"), "waybill-delivery");
+        config.topic_prefix = "staging.".into();
+        assert_eq!(
+            config.group_id("waybill-delivery"),
+            "staging.waybill-delivery"
+        );
+    }
+
     /// Shared properties reach only the clients they apply to.
     #[test]
     fn properties_go_to_the_clients_they_apply_to() {

@@ -107,6 +107,42 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
+    }
+}
+
+impl Cluster {
+    /// A failing test's logs outlive its temporary directory: every `*.log`
+    /// of the cluster (the services', each Kafka node's) is copied to
+    /// `$WAYBILL_TEST_LOGS` (default: the system's temp dir) under
+    /// `waybill-failed-<pid>-<n>/`, whose path is printed.
+    fn keep_logs(&self) {
+        static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let base =
+            std::env::var_os("WAYBILL_TEST_LOGS").map_or_else(std::env::temp_dir, PathBuf::from);
+        let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let kept = base.join(format!("waybill-failed-{}-{n}", std::process::id()));
+        if std::fs::create_dir_all(&kept).is_err() {
+            return;
+        }
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "log" || e == "toml" || e == "properties")
+            {
+                let _ = std::fs::copy(&path, kept.join(entry.file_name()));
+            }
+        }
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "the cluster's logs (services and Kafka nodes) are kept in {}",
+                kept.display()
+            );
+        }
     }
 }
 
