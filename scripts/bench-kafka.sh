@@ -2,8 +2,11 @@
 # Runs `waybill bench` against a deployment of three separate processes
 # (`waybill ingest`, `waybill matcher`, `waybill delivery`, release build) on
 # an Apache Kafka broker (one KRaft node, started by the testkit's `kafka`
-# example as the tests start it), all on this machine. Every run of every
-# workload gets a fresh deployment, so runs do not inherit each other's logs.
+# example as the tests start it), all on this machine. The broker runs for
+# the whole measurement, as a production broker does (its JIT warmed by a
+# W1 run that is not counted); every run of every workload gets fresh
+# services and fresh topics and groups (a topic prefix of its own), so runs
+# do not inherit each other's logs or offsets.
 #
 #   scripts/bench-kafka.sh [--runs 3] [--workloads W1,W2,W3,W4] [--scale 1] [--out bench-kafka.json]
 #   FETCH_WAIT_MS=10 scripts/bench-kafka.sh --workloads W3   # the services'
@@ -33,17 +36,20 @@ kafka="${CARGO_TARGET_DIR:-target}/release/examples/kafka"
 dir="$(mktemp -d -t waybill-bench-kafka.XXXXXX)"
 pids=()
 stop_deployment() {
-  # The services first, then Kafka (its launcher stops the nodes on SIGTERM).
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
+}
+stop_all() {
+  stop_deployment
+  # The launcher stops the Kafka node on SIGTERM.
   if [[ -n "${kafka_pid:-}" ]]; then
     kill "$kafka_pid" 2>/dev/null || true
     wait "$kafka_pid" 2>/dev/null || true
     kafka_pid=
   fi
 }
-trap stop_deployment EXIT
+trap stop_all EXIT
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -65,24 +71,33 @@ while True:
 PY
 }
 
-# Starts Kafka and the three services, logging into $1; sets $api and $key.
-start_deployment() {
-  local logs="$1" brokers matcher delivery
+# Starts the Kafka node, logging into $1; sets $brokers.
+start_kafka() {
+  local logs="$1"
   mkdir -p "$logs"
-  "$kafka" "$logs/kafka" 1 >"$logs/kafka.out" 2>&1 &
+  "$kafka" "$logs" 1 >"$logs/kafka.out" 2>&1 &
   kafka_pid=$!
+  brokers=
   for _ in $(seq 1 1200); do
     brokers="$(sed -n 's/^bootstrap: //p' "$logs/kafka.out")"
     [[ -n "$brokers" ]] && break
     kill -0 "$kafka_pid" 2>/dev/null || { cat "$logs/kafka.out" >&2; exit 1; }
     sleep 0.1
   done
-  [[ -n "$brokers" ]] || { echo "Kafka did not start (see $logs/kafka)" >&2; exit 1; }
+  [[ -n "$brokers" ]] || { echo "Kafka did not start (see $logs)" >&2; exit 1; }
+}
+
+# Starts the three services with topics prefixed $2, logging into $1; sets
+# $api and $key.
+start_deployment() {
+  local logs="$1" prefix="$2" matcher delivery
+  mkdir -p "$logs"
   api=$(free_port) matcher=$(free_port) delivery=$(free_port)
   key="wb_bench_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
   cat >"$logs/waybill.toml" <<TOML
 [kafka]
 brokers = "$brokers"
+topic_prefix = "$prefix"
 partitions = 3
 subscriptions_partitions = 1
 create_topics = false
@@ -122,10 +137,16 @@ TOML
 }
 
 echo "Kafka and the services log to $dir" >&2
+start_kafka "$dir/kafka"
+echo "warm-up (not counted): W1 at scale 0.5" >&2
+start_deployment "$dir/warmup" "warmup."
+RUST_LOG=error "$bin" bench --api "http://127.0.0.1:$api" --key "$key" \
+  --workloads W1 --scale 0.5 --out "$dir/warmup.json" >/dev/null
+stop_deployment
 for run in $(seq 1 "$runs"); do
   for workload in ${workloads//,/ }; do
-    echo "run $run, $workload: fresh deployment" >&2
-    start_deployment "$dir/run$run-$workload"
+    echo "run $run, $workload: fresh services and topics" >&2
+    start_deployment "$dir/run$run-$workload" "run$run$workload."
     RUST_LOG=error "$bin" bench --api "http://127.0.0.1:$api" --key "$key" \
       --workloads "$workload" --scale "$scale" --out "$dir/run$run-$workload.json" >/dev/null
     stop_deployment

@@ -89,6 +89,12 @@ impl<S: Fold> Table<S> {
             .set("enable.partition.eof", "false");
         set_default(&mut client, "fetch.wait.max.ms", "100");
         let consumer: Arc<StreamConsumer> = Arc::new(client.create()?);
+        // The freshness lookups (ListOffsets) go through a client of their
+        // own: a broker answers one connection's requests in order, so on
+        // the follower's connection a lookup would wait behind its long-poll
+        // fetch of an idle topic (up to fetch.wait.max.ms, 100 ms, on
+        // Apache Kafka at every event).
+        let lookups: Arc<StreamConsumer> = Arc::new(client.create()?);
 
         let partitions = partitions_of(&consumer, topic).await?;
         let mut assignment = TopicPartitionList::new();
@@ -119,7 +125,7 @@ impl<S: Fold> Table<S> {
             shutdown.clone(),
         ));
         tokio::spawn(freshness_loop(
-            consumer,
+            lookups,
             topic.to_owned(),
             partitions,
             table.progress.clone(),
@@ -228,14 +234,34 @@ async fn watermarks(
     tokio::task::spawn_blocking(move || {
         partitions
             .iter()
-            .map(|p| {
-                let marks = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(10))?;
-                Ok((*p, marks))
-            })
+            .map(|p| Ok((*p, watermarks_of(&consumer, &topic, *p)?)))
             .collect()
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// How long a watermark lookup is retried: a topic created a moment ago
+/// has no leader yet (`NotLeaderForPartition`, `LeaderNotAvailable`), a
+/// leader moves during a broker restart; neither must stop a service.
+const WATERMARK_RETRY: Duration = Duration::from_secs(20);
+
+/// The low and high watermarks of one partition, retried with a growing
+/// pause (50 ms to 1 s) for up to [`WATERMARK_RETRY`].
+fn watermarks_of(consumer: &StreamConsumer, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    let deadline = std::time::Instant::now() + WATERMARK_RETRY;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(marks) => return Ok(marks),
+            Err(e) if std::time::Instant::now() + pause < deadline => {
+                tracing::debug!(topic, partition, error = %e, "watermarks not available yet; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn apply_loop<S: Fold>(
