@@ -147,42 +147,63 @@ pub fn scan(
         if start >= high {
             continue;
         }
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-        consumer.assign(&assignment)?;
-        let mut idle_since = Instant::now();
-        loop {
-            match consumer.poll(Duration::from_millis(200)) {
-                // A record fetched for a previous assignment.
-                Some(Ok(m)) if m.partition() != partition => {}
-                Some(Ok(m)) => {
-                    idle_since = Instant::now();
-                    scanned.read += 1;
-                    let at = m.timestamp().to_millis().unwrap_or(0);
-                    if window.until_ms.is_some_and(|until| at > until) {
-                        break;
-                    }
-                    if window.contains(at) {
-                        scanned.visited += 1;
-                        if !visit(&m) {
-                            return Ok(scanned);
-                        }
-                    }
-                    if m.offset() + 1 >= high {
-                        break;
-                    }
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None if idle_since.elapsed() > CALL_TIMEOUT => {
-                    return Err(Error::Timeout(format!(
-                        "{topic}/{partition} to return records up to offset {high}"
-                    )));
-                }
-                None => {}
+        let mut stopped = false;
+        read_partition(&consumer, topic, partition, start, high, |m| {
+            scanned.read += 1;
+            let at = m.timestamp().to_millis().unwrap_or(0);
+            if window.until_ms.is_some_and(|until| at > until) {
+                return false;
             }
+            if window.contains(at) {
+                scanned.visited += 1;
+                if !visit(m) {
+                    stopped = true;
+                    return false;
+                }
+            }
+            true
+        })?;
+        if stopped {
+            return Ok(scanned);
         }
     }
     Ok(scanned)
+}
+
+/// Reads one partition from `start` up to, not including, `end`, handing
+/// each record to `on` until it returns `false`; fails when the broker
+/// returns nothing for [`CALL_TIMEOUT`].
+fn read_partition(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    end: i64,
+    mut on: impl FnMut(&BorrowedMessage<'_>) -> bool,
+) -> Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&assignment)?;
+    let mut idle_since = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            // A record fetched for a previous assignment.
+            Some(Ok(m)) if m.partition() != partition => {}
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                if m.offset() >= end || !on(&m) || m.offset() + 1 >= end {
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None if idle_since.elapsed() > CALL_TIMEOUT => {
+                return Err(Error::Timeout(format!(
+                    "{topic}/{partition} to return records up to offset {end}"
+                )));
+            }
+            None => {}
+        }
+    }
 }
 
 /// Hands every record of one partition from offset `from` (or the log
@@ -202,34 +223,12 @@ pub fn scan_range(
     if start >= end {
         return Ok(0);
     }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
-    consumer.assign(&assignment)?;
     let mut read = 0;
-    let mut idle_since = Instant::now();
-    loop {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.partition() != partition => {}
-            Some(Ok(m)) => {
-                idle_since = Instant::now();
-                if m.offset() >= end {
-                    break;
-                }
-                read += 1;
-                visit(&m);
-                if m.offset() + 1 >= end {
-                    break;
-                }
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None if idle_since.elapsed() > CALL_TIMEOUT => {
-                return Err(Error::Timeout(format!(
-                    "{topic}/{partition} to return records up to offset {end}"
-                )));
-            }
-            None => {}
-        }
-    }
+    read_partition(&consumer, topic, partition, start, end, |m| {
+        read += 1;
+        visit(m);
+        true
+    })?;
     Ok(read)
 }
 
