@@ -195,7 +195,22 @@ async fn partitions_of(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Ve
     let consumer = consumer.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        // Retried like the watermarks: a broker restarting or unreachable
+        // for a moment (seen: the embedded broker down while a service
+        // loaded its catalog) must not stop the service.
+        let deadline = std::time::Instant::now() + WATERMARK_RETRY;
+        let mut pause = Duration::from_millis(50);
+        let metadata = loop {
+            match consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
+                Ok(m) => break m,
+                Err(e) if std::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(topic, error = %e, "metadata not available yet; retrying");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let t = metadata
             .topics()
             .iter()
