@@ -28,6 +28,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
+use rdkafka::Message as _;
+use waybill_kafka::KafkaConfig;
+use waybill_kafka::log::{Window, scan, scan_range};
+use waybill_proto::Message as _;
+use waybill_proto::v1;
+
 /// Records below the handed offset whose outcome is checked.
 pub const BAND: i64 = 10_000;
 /// How far back the new owner looks (records written, attempts recorded).
@@ -111,6 +117,80 @@ pub fn since(
 ) -> SystemTime {
     let oldest = oldest_below.map_or(first_written, |b| b.min(first_written));
     (oldest - CLOCK_SKEW).max(now - LOOKBACK)
+}
+
+/// Milliseconds since the Unix epoch.
+fn millis(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Reads what [`plan`] decides on (blocking): the records of `topic`/
+/// `partition` just below `first` (at most [`BAND`], written within the
+/// lookback), and what `attempts` (the `delivery_attempts` topic) holds for
+/// them since [`since`].
+pub fn read_log(
+    kafka: &KafkaConfig,
+    attempts: &str,
+    topic: &str,
+    partition: i32,
+    first: i64,
+    written: SystemTime,
+) -> waybill_kafka::Result<(Vec<Below>, Settled)> {
+    let now = SystemTime::now();
+    let mut below = Vec::new();
+    let mut oldest: Option<i64> = None;
+    scan_range(
+        kafka,
+        topic,
+        partition,
+        first - BAND,
+        first,
+        millis(now - LOOKBACK),
+        |m| {
+            let at = m.timestamp().to_millis().unwrap_or(0);
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            below.push(Below {
+                offset: m.offset(),
+                task: m
+                    .payload()
+                    .and_then(|p| v1::DeliveryTask::decode(p).ok())
+                    .map(|t| (t.delivery_id, t.attempt.max(1))),
+            });
+        },
+    )?;
+    let oldest = oldest.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64));
+    let window = Window {
+        since_ms: millis(since(now, written, oldest)),
+        until_ms: None,
+    };
+    let mut settled = Settled::default();
+    scan(kafka, attempts, window, |m| {
+        let Some(record) = m
+            .payload()
+            .and_then(|p| v1::DeliveryAttempt::decode(p).ok())
+        else {
+            return true;
+        };
+        let succeeded = record.outcome == v1::AttemptOutcome::Succeeded as i32;
+        if let Some(place) = &record.task
+            && place.topic == topic
+            && place.partition == partition
+        {
+            settled.places.insert(place.offset);
+            if succeeded {
+                settled.succeeded_places.insert(place.offset);
+            }
+        }
+        if succeeded {
+            settled.succeeded.insert(record.delivery_id.clone());
+        }
+        settled
+            .attempts
+            .insert((record.delivery_id, record.attempt.max(1)));
+        true
+    })?;
+    Ok((below, settled))
 }
 
 #[cfg(test)]

@@ -43,12 +43,6 @@ use crate::limits::RateLimits;
 use crate::sender::{Attempt, Sender};
 use crate::takeover;
 
-/// Milliseconds since the Unix epoch.
-fn millis(at: SystemTime) -> i64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The policy of subscriptions without one, built once.
 static DEFAULT_RETRY_POLICY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
 
@@ -314,72 +308,13 @@ impl Worker {
         first: i64,
         written: SystemTime,
     ) -> takeover::Takeover {
-        let kafka = self.kafka.clone();
-        let attempts = self.topics.delivery_attempts();
-        let topic_owned = topic.to_owned();
+        let (kafka, attempts, topic_owned) = (
+            self.kafka.clone(),
+            self.topics.delivery_attempts(),
+            topic.to_owned(),
+        );
         let scanned = tokio::task::spawn_blocking(move || {
-            let now = SystemTime::now();
-            let recent_ms = millis(now - takeover::LOOKBACK);
-            let mut below = Vec::new();
-            let mut oldest: Option<i64> = None;
-            waybill_kafka::log::scan_range(
-                &kafka,
-                &topic_owned,
-                partition,
-                first - takeover::BAND,
-                first,
-                |m| {
-                    let at = m.timestamp().to_millis().unwrap_or(0);
-                    if at < recent_ms {
-                        return;
-                    }
-                    oldest = Some(oldest.map_or(at, |o| o.min(at)));
-                    let task = m
-                        .payload()
-                        .and_then(|p| v1::DeliveryTask::decode(p).ok())
-                        .map(|t| (t.delivery_id, t.attempt.max(1)));
-                    below.push(takeover::Below {
-                        offset: m.offset(),
-                        task,
-                    });
-                },
-            )?;
-            let since = takeover::since(
-                now,
-                written,
-                oldest.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)),
-            );
-            let window = waybill_kafka::log::Window {
-                since_ms: millis(since),
-                until_ms: None,
-            };
-            let mut settled = takeover::Settled::default();
-            waybill_kafka::log::scan(&kafka, &attempts, window, |m| {
-                let Some(record) = m
-                    .payload()
-                    .and_then(|p| v1::DeliveryAttempt::decode(p).ok())
-                else {
-                    return true;
-                };
-                let succeeded = record.outcome == v1::AttemptOutcome::Succeeded as i32;
-                if let Some(place) = &record.task
-                    && place.topic == topic_owned
-                    && place.partition == partition
-                {
-                    settled.places.insert(place.offset);
-                    if succeeded {
-                        settled.succeeded_places.insert(place.offset);
-                    }
-                }
-                if succeeded {
-                    settled.succeeded.insert(record.delivery_id.clone());
-                }
-                settled
-                    .attempts
-                    .insert((record.delivery_id, record.attempt.max(1)));
-                true
-            })?;
-            Ok::<_, waybill_kafka::Error>((below, settled))
+            takeover::read_log(&kafka, &attempts, &topic_owned, partition, first, written)
         })
         .await;
         match scanned {

@@ -207,19 +207,34 @@ fn read_partition(
 }
 
 /// Hands every record of one partition from offset `from` (or the log
-/// start, if later) up to, not including, `until` (or the high watermark,
-/// if lower) to `visit`, in offset order.
+/// start, or the first record written at or after `since_ms`, if later) up
+/// to, not including, `until` (or the high watermark, if lower) to `visit`,
+/// in offset order.
 pub fn scan_range(
     config: &KafkaConfig,
     topic: &str,
     partition: i32,
     from: i64,
     until: i64,
+    since_ms: i64,
     mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64> {
     let consumer = reader(config, topic)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
-    let (start, end) = (from.max(low), until.min(high));
+    let since = match start_offset(&consumer, topic, partition, since_ms) {
+        Some(Offset::Offset(o)) => o,
+        // Nothing written since then, believed as in `scan`; a broker that
+        // cannot look up by time leaves the offsets to bound the read.
+        Some(Offset::End)
+            if high > low
+                && timestamp_at(&consumer, topic, partition, high - 1)?
+                    .is_some_and(|last| last < since_ms) =>
+        {
+            high
+        }
+        _ => low,
+    };
+    let (start, end) = (from.max(low).max(since), until.min(high));
     if start >= end {
         return Ok(0);
     }

@@ -195,22 +195,9 @@ async fn partitions_of(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Ve
     let consumer = consumer.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        // Retried like the watermarks: a broker restarting or unreachable
-        // for a moment (seen: the embedded broker down while a service
-        // loaded its catalog) must not stop the service.
-        let deadline = std::time::Instant::now() + WATERMARK_RETRY;
-        let mut pause = Duration::from_millis(50);
-        let metadata = loop {
-            match consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
-                Ok(m) => break m,
-                Err(e) if std::time::Instant::now() + pause < deadline => {
-                    tracing::debug!(topic, error = %e, "metadata not available yet; retrying");
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let metadata = retrying(&topic, "metadata", || {
+            consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))
+        })?;
         let t = metadata
             .topics()
             .iter()
@@ -256,21 +243,33 @@ async fn watermarks(
     .map_err(|e| Error::Task(e.to_string()))?
 }
 
-/// How long a watermark lookup is retried: a topic created a moment ago
-/// has no leader yet (`NotLeaderForPartition`, `LeaderNotAvailable`), a
-/// leader moves during a broker restart; neither must stop a service.
-const WATERMARK_RETRY: Duration = Duration::from_secs(20);
+/// How long a metadata or watermark lookup is retried: a topic created a
+/// moment ago has no leader yet (`NotLeaderForPartition`,
+/// `LeaderNotAvailable`), a leader moves during a broker restart, a broker
+/// is unreachable for a moment; none of them must stop a service.
+const LOOKUP_RETRY: Duration = Duration::from_secs(20);
 
-/// The low and high watermarks of one partition, retried with a growing
-/// pause (50 ms to 1 s) for up to [`WATERMARK_RETRY`].
+/// The low and high watermarks of one partition, retried (see [`retrying`]).
 fn watermarks_of(consumer: &StreamConsumer, topic: &str, partition: i32) -> Result<(i64, i64)> {
-    let deadline = std::time::Instant::now() + WATERMARK_RETRY;
+    retrying(topic, "watermarks", || {
+        consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))
+    })
+}
+
+/// Runs a blocking lookup until it succeeds, pausing 50 ms to 1 s between
+/// tries, for up to [`LOOKUP_RETRY`]; then returns its last error.
+fn retrying<T>(
+    topic: &str,
+    what: &str,
+    mut lookup: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
+    let deadline = std::time::Instant::now() + LOOKUP_RETRY;
     let mut pause = Duration::from_millis(50);
     loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-            Ok(marks) => return Ok(marks),
+        match lookup() {
+            Ok(found) => return Ok(found),
             Err(e) if std::time::Instant::now() + pause < deadline => {
-                tracing::debug!(topic, partition, error = %e, "watermarks not available yet; retrying");
+                tracing::debug!(topic, what, error = %e, "lookup failed; retrying");
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(1));
             }

@@ -340,34 +340,16 @@ listen = "127.0.0.1:{delivery}"
             return Ok(());
         };
         let (_, mut child) = self.procs.remove(i);
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("kill -TERM {role} failed"));
-        }
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{role} exited with {status}\n{}",
-                        self.log_tail(role, 40)
-                    ))
-                };
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{role} did not exit within {grace:?}\n{}",
-                    self.log_tail(role, 40)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match crate::kafka::terminate(&mut child, grace) {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!(
+                "{role} exited with {status}\n{}",
+                self.log_tail(role, 40)
+            )),
+            None => Err(format!(
+                "{role} did not exit within {grace:?}\n{}",
+                self.log_tail(role, 40)
+            )),
         }
     }
 

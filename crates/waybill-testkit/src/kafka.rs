@@ -15,10 +15,11 @@
 //! `<dir>/kafka-<node>.log`, beside the services' logs, so a failing run
 //! keeps them (the chaos tests keep the whole directory).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::cluster::free_port;
 
 /// The pinned Apache Kafka version (`scripts/ensure-kafka.sh`).
 pub const VERSION: &str = "4.1.1";
@@ -61,15 +62,6 @@ pub fn run_java(source: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run java ({}): {e}", java().display()))
-}
-
-/// A free TCP port on the loopback interface.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address")
-        .port()
 }
 
 /// One KRaft node.
@@ -375,22 +367,12 @@ log.cleaner.threads=1
         let Some(mut child) = self.node_mut(id).child.take() else {
             return Ok(Duration::ZERO);
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > grace {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "Kafka node {id} did not stop within {grace:?}; killed\n{}",
-                    self.log_tail(id, 30)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match terminate(&mut child, grace) {
+            Some(_) => Ok(started.elapsed()),
+            None => Err(format!(
+                "Kafka node {id} did not stop within {grace:?}; killed\n{}",
+                self.log_tail(id, 30)
+            )),
         }
     }
 
@@ -464,6 +446,26 @@ log.cleaner.threads=1
     /// The controller port of a node (for tests of the quorum).
     pub fn controller_port(&self, id: u32) -> u16 {
         self.node(id).controller_port
+    }
+}
+
+/// Sends SIGTERM and waits up to `grace` for the process to exit; kills it
+/// after that. The exit status, or `None` when it had to be killed.
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
