@@ -17,6 +17,12 @@ pub fn new_subscription_id() -> String {
     prefixed_v7("sub")
 }
 
+/// A new write id, `w_<32 hex>`: names one write of a subscription state,
+/// so its writer can tell whether that write won.
+pub fn new_write_id() -> String {
+    format!("w_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A new tenant id, `ten_<32 hex>`.
 pub fn new_tenant_id() -> String {
     prefixed_v7("ten")

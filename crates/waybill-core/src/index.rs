@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::event::Event;
 use crate::filter::{Comparator, Filter, TENANT_ATTRIBUTE};
 use crate::pattern::EventTypePattern;
-use crate::subscription::Subscription;
+use crate::subscription::{Status, Subscription};
 
 /// The subscriptions of every tenant, indexed for matching.
 #[derive(Debug, Default)]
@@ -41,6 +41,8 @@ struct Slot {
     filter: Option<Box<Filter>>,
     /// The `attribute\0value` keys it is listed under; empty = unkeyed.
     keys: Box<[Box<str>]>,
+    /// Disabled by its health (a `410`, failing too long): matches nothing.
+    suspended: bool,
 }
 
 /// The subscriptions of one pattern.
@@ -201,11 +203,12 @@ impl MatchIndex {
     }
 
     /// Adds or replaces a subscription (a disabled one is known but matches
-    /// nothing).
+    /// nothing; one disabled by its health is indexed but suspended, so
+    /// that a health change needs no re-indexing).
     pub fn upsert(&mut self, subscription: &Subscription) {
         self.remove(&subscription.id);
         let id: Arc<str> = subscription.id.as_str().into();
-        if !subscription.is_deliverable() {
+        if !subscription.spec.enabled {
             self.by_id.insert(id, None);
             return;
         }
@@ -237,8 +240,18 @@ impl MatchIndex {
             patterns,
             filter,
             keys,
+            suspended: subscription.status == Status::Disabled,
         });
         self.by_id.insert(id, Some(slot));
+    }
+
+    /// Suspends (disabled by its health) or resumes a subscription.
+    pub fn set_suspended(&mut self, id: &str, suspended: bool) {
+        if let Some(Some(slot)) = self.by_id.get(id)
+            && let Some(entry) = &mut self.slots[*slot as usize]
+        {
+            entry.suspended = suspended;
+        }
     }
 
     /// Forgets a subscription (deleted).
@@ -286,6 +299,7 @@ impl MatchIndex {
             let keyed = keys.iter().filter_map(|k| bucket.keyed.get(k)).flatten();
             for slot in bucket.unkeyed.iter().chain(keyed) {
                 if let Some(entry) = &self.slots[*slot as usize]
+                    && !entry.suspended
                     && entry
                         .filter
                         .as_ref()

@@ -6,6 +6,7 @@
 //! - [`pattern`]: event-type patterns of a subscription (`exact`, `prefix.*`, `*`).
 //! - [`event`]: the domain event model and the webhook body rendered from it.
 //! - [`subscription`]: the subscription model and the validation of create, replace and patch bodies.
+//! - [`ledger`]: which records of the subscription log count (revisions, deletions, health).
 //! - [`auth`]: callback authentication (none, basic, api_key, bearer, oauth2).
 //! - [`filter`]: attribute filters (scopes OR'ed, predicates AND'ed).
 //! - [`retry`]: retry policies (explicit delays or exponential).
@@ -33,6 +34,7 @@ pub mod fields;
 pub mod filter;
 pub mod ids;
 pub mod index;
+pub mod ledger;
 pub mod matching;
 pub mod outcome;
 pub mod pattern;

@@ -166,8 +166,17 @@ pub struct Subscription {
     pub created_by: String,
     /// API key id of the last writer.
     pub updated_by: String,
-    /// Incremented by every change.
+    /// `1` on create, one more with every change a user makes (health
+    /// changes Waybill makes by itself do not count).
     pub revision: u64,
+    /// The unique id of the write that produced this revision: a writer
+    /// asks the projection whether its own record won (see
+    /// [`crate::ledger`]).
+    pub write_id: String,
+    /// The revision of the last user change that cleared the health
+    /// (`reset`, switching a disabled subscription back on): health
+    /// recorded on an older revision no longer counts.
+    pub health_reset_revision: u64,
 }
 
 impl Subscription {
@@ -187,6 +196,8 @@ impl Subscription {
             created_by: by.to_owned(),
             updated_by: by.to_owned(),
             revision: 1,
+            write_id: crate::ids::new_write_id(),
+            health_reset_revision: 1,
         }
     }
 
@@ -195,19 +206,71 @@ impl Subscription {
         self.spec.enabled && self.status != Status::Disabled
     }
 
-    /// Marks a change by `by` at `now`.
+    /// Marks a user's change by `by` at `now`: the next revision, written
+    /// by a new write.
     pub fn touch(&mut self, by: &str, now: OffsetDateTime) {
         self.updated_at = now;
         self.updated_by = by.to_owned();
         self.revision += 1;
+        self.write_id = crate::ids::new_write_id();
     }
 
-    /// Clears the failure state and switches it on (`reset`).
+    /// Clears the failure state and switches it on (`reset`); call
+    /// [`touch`](Self::touch) first, so that the health recorded before
+    /// this revision stops counting.
     pub fn reset(&mut self) {
         self.spec.enabled = true;
+        self.clear_health();
+        self.health_reset_revision = self.revision;
+    }
+
+    fn clear_health(&mut self) {
         self.status = Status::Active;
         self.disabled_reason = None;
         self.failing_since = None;
+    }
+
+    /// Sets the health fields from the last health record, if it was
+    /// recorded on this revision or later than the last reset; else the
+    /// subscription is healthy (`active`).
+    pub fn set_health(&mut self, health: Option<&Health>) {
+        match health.filter(|h| h.revision >= self.health_reset_revision) {
+            Some(h) => {
+                self.status = h.status;
+                self.failing_since = h.failing_since;
+                self.disabled_reason = h.disabled_reason.clone();
+            }
+            None => self.clear_health(),
+        }
+    }
+
+    /// The health record of this subscription after `change`, judged on
+    /// this revision at `now`.
+    pub fn health_record(&self, change: &HealthChange, now: OffsetDateTime) -> Health {
+        let mut health = Health {
+            status: self.status,
+            failing_since: self.failing_since,
+            disabled_reason: self.disabled_reason.clone(),
+            revision: self.revision,
+            recorded_at: now,
+        };
+        match change {
+            HealthChange::Failing { since } => {
+                health.status = Status::Failing;
+                health.failing_since = Some(*since);
+                health.disabled_reason = None;
+            }
+            HealthChange::Recovered => {
+                health.status = Status::Active;
+                health.failing_since = None;
+                health.disabled_reason = None;
+            }
+            HealthChange::Disabled { reason } => {
+                health.status = Status::Disabled;
+                health.disabled_reason = Some(reason.clone());
+            }
+        }
+        health
     }
 
     /// The health change one attempt outcome at `at` brings, if any: the
@@ -239,24 +302,11 @@ impl Subscription {
         }
     }
 
-    /// Applies a health change (the caller marks the change with [`touch`]).
-    ///
-    /// [`touch`]: Self::touch
+    /// Applies a health change to this copy (what the fold does with the
+    /// record [`health_record`](Self::health_record) makes).
     pub fn apply_health(&mut self, change: &HealthChange) {
-        match change {
-            HealthChange::Failing { since } => {
-                self.status = Status::Failing;
-                self.failing_since = Some(*since);
-            }
-            HealthChange::Recovered => {
-                self.status = Status::Active;
-                self.failing_since = None;
-            }
-            HealthChange::Disabled { reason } => {
-                self.status = Status::Disabled;
-                self.disabled_reason = Some(reason.clone());
-            }
-        }
+        let health = self.health_record(change, OffsetDateTime::now_utc());
+        self.set_health(Some(&health));
     }
 
     /// Replaces the signing secret; the old one keeps signing until
@@ -280,6 +330,25 @@ impl Subscription {
         }
         secrets
     }
+}
+
+/// A subscription's delivery health as the delivery service records it:
+/// its own record, apart from what the user set, so that a health change
+/// and a user's edit never overwrite each other.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// `active`, `failing` or `disabled` (by Waybill: a `410`, or failing
+    /// for too long).
+    pub status: Status,
+    /// Since when every attempt failed.
+    pub failing_since: Option<OffsetDateTime>,
+    /// Why Waybill disabled it.
+    pub disabled_reason: Option<String>,
+    /// The subscription revision the delivery service judged on: health
+    /// older than the last reset does not count.
+    pub revision: u64,
+    /// When it was recorded.
+    pub recorded_at: OffsetDateTime,
 }
 
 /// A change of a subscription's delivery health.

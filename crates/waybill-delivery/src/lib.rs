@@ -94,7 +94,7 @@ pub async fn run(
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,
-        settings.keys.clone(),
+        projection::Log::new(settings.keys.clone(), projection::Subscriptions::new()),
         shutdown.clone(),
     )
     .await?;

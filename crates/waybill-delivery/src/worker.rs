@@ -31,10 +31,10 @@ use waybill_kafka::producer::Acked;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
 use waybill_proto::Message as _;
-use waybill_proto::convert::{from_timestamp, subscription_to_proto, timestamp};
+use waybill_proto::convert::{from_timestamp, health_to_proto, timestamp};
 use waybill_proto::v1;
 use waybill_runtime::metrics::{DeliveryLabels, Families, HealthLabels};
-use waybill_runtime::projection::Subscriptions;
+use waybill_runtime::projection::AllSubscriptions;
 use waybill_runtime::telemetry;
 
 use crate::config::DeliveryConfig;
@@ -80,7 +80,7 @@ pub struct Worker {
     /// Known event types.
     pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     /// The subscription projection.
-    pub subscriptions: Table<Subscriptions>,
+    pub subscriptions: Table<AllSubscriptions>,
     /// Seals secrets of the subscription records this service writes.
     pub keys: Keyring,
     /// The `[delivery]` section.
@@ -92,9 +92,9 @@ pub struct Worker {
     pub kafka: waybill_kafka::KafkaConfig,
     /// The process's metrics.
     pub metrics: waybill_runtime::metrics::Metrics,
-    /// The revision each subscription had when this process last wrote a
-    /// health change of it (so concurrent failures write it once).
-    pub health_written: Mutex<HashMap<String, u64>>,
+    /// The health status and revision this process last recorded for each
+    /// subscription (so concurrent failures write it once).
+    pub health_written: Mutex<HashMap<String, (&'static str, u64)>>,
     /// Delivery ids that succeeded recently (here, or by a previous owner
     /// of a partition taken over): a first attempt of one of them that no
     /// user asked for again is a duplicate.
@@ -718,62 +718,70 @@ impl Worker {
         outcome
     }
 
-    /// Writes the subscription's new state after a health change; a
-    /// disabled subscription is also announced on `operational_events`.
-    /// A change already written from the same revision is not written
-    /// again while the projection catches up.
+    /// Records a health change: the subscription's health record, under
+    /// its own key, so the user's state is never rewritten (and a user's
+    /// edit never rewrites the health). A disabled subscription is also
+    /// announced on `operational_events`. The same change is not written
+    /// twice while the projection catches up.
     async fn change_health(
         &self,
         subscription: &Subscription,
         change: &HealthChange,
         stop: &CancellationToken,
     ) -> Finished {
+        // Judge on the latest state: a user's delete or disable wins, and a
+        // change another attempt already recorded is not recorded again.
+        let Some(current) = self.subscription(&subscription.id, SystemTime::now()).await else {
+            return Finished::Done;
+        };
+        let already = match change {
+            HealthChange::Failing { .. } => current.status == Status::Failing,
+            HealthChange::Recovered => current.status == Status::Active,
+            HealthChange::Disabled { .. } => false,
+        };
+        if already || current.status == Status::Disabled || !current.spec.enabled {
+            return Finished::Done;
+        }
+        let now = OffsetDateTime::now_utc();
+        let health = current.health_record(change, now);
         {
             let mut written = self.health_written.lock().expect("health writes");
-            if written.get(&subscription.id) == Some(&subscription.revision) {
+            let this = (health.status.as_str(), health.revision);
+            if written.get(&current.id) == Some(&this) {
                 return Finished::Done;
             }
             if written.len() > 100_000 {
                 written.clear();
             }
-            written.insert(subscription.id.clone(), subscription.revision);
+            written.insert(current.id.clone(), this);
         }
-        // Change the latest state, and only if it still exists and is not
-        // disabled meanwhile (a user's delete or disable wins).
-        let now = OffsetDateTime::now_utc();
-        let Some(mut changed) = self.subscription(&subscription.id, SystemTime::now()).await else {
-            return Finished::Done;
-        };
-        if changed.status == Status::Disabled || !changed.spec.enabled {
-            return Finished::Done;
-        }
-        changed.apply_health(change);
-        changed.touch("waybill-delivery", now);
         self.metrics
             .get()
             .health_changes
             .get_or_create(&HealthLabels {
-                status: changed.status.as_str(),
+                status: health.status.as_str(),
             })
             .inc();
         tracing::info!(
-            subscription_id = %changed.id,
-            status = changed.status.as_str(),
-            reason = changed.disabled_reason.as_deref().unwrap_or(""),
+            subscription_id = %current.id,
+            status = health.status.as_str(),
+            reason = health.disabled_reason.as_deref().unwrap_or(""),
             "subscription health changed"
         );
-        let value = subscription_to_proto(&changed, &self.keys).encode_to_vec();
+        let value = health_to_proto(&current.id, &current.tenant_id, &health).encode_to_vec();
+        let key = waybill_runtime::projection::health_key(&current.id);
         let topic = self.topics.subscriptions();
         let written = self
-            .until_acked(stop, "subscription state", || {
+            .until_acked(stop, "subscription health", || {
                 self.producer.send(
                     &topic,
-                    changed.id.as_bytes(),
+                    key.as_bytes(),
                     Some(&value),
                     headers::standard(waybill_proto::SCHEMA_VERSION, None),
                 )
             })
             .await;
+        let changed = current;
         let HealthChange::Disabled { reason } = change else {
             return written.into();
         };

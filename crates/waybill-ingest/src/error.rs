@@ -45,6 +45,24 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message, with every field error when there are several.
+    pub fn message(&self) -> String {
+        if self.details.len() > 1 {
+            self.details
+                .iter()
+                .map(|d| format!("{}: {}", d.field, d.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            self.message.clone()
+        }
+    }
+
     /// 401: missing or unknown API key.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -58,6 +76,20 @@ impl ApiError {
     /// 409: the request conflicts with the state (or another request).
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// `412`: `If-Match` names a revision that is not the current one.
+    pub fn precondition_failed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            message,
+        )
+    }
+
+    /// `403`: the caller may not make this change.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// 403 is never used for objects (another tenant's object is a 404);

@@ -36,6 +36,7 @@ pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod openapi;
+pub mod revisions;
 pub mod subscriptions;
 pub mod tenants;
 
@@ -53,7 +54,7 @@ use waybill_core::url_policy::UrlPolicy;
 use waybill_kafka::table::Table;
 use waybill_kafka::{KafkaConfig, Producer, Topics};
 use waybill_runtime::admin::{self, Readiness};
-use waybill_runtime::projection::{self, Subscriptions};
+use waybill_runtime::projection::{self, AllSubscriptions};
 
 pub use config::IngestConfig;
 
@@ -96,7 +97,7 @@ pub(crate) struct AppState {
     pub keys: Keyring,
     pub url_policy: UrlPolicy,
     pub api_keys: auth::ApiKeys,
-    pub subscriptions: Table<Subscriptions>,
+    pub subscriptions: Table<AllSubscriptions>,
     pub tenants: Table<tenants::Tenants>,
     pub history: Table<history::History>,
     pub kafka: KafkaConfig,
@@ -181,7 +182,7 @@ pub async fn run(
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,
-        settings.keys.clone(),
+        projection::Log::writer(settings.keys.clone(), projection::Subscriptions::new()),
         shutdown.clone(),
     )
     .await?;
@@ -250,6 +251,7 @@ pub async fn run(
     // Ready once the projection holds everything written before start-up.
     let ready = readiness.clone();
     let loading = shutdown.clone();
+    let repairing = state.clone();
     tokio::spawn(async move {
         let started = std::time::SystemTime::now();
         if projection::wait_loaded(&subscriptions, &loading).await
@@ -259,6 +261,9 @@ pub async fn run(
                 .is_ok()
         {
             ready.set(true);
+            // Keys whose last record does not count are repaired once the
+            // projection holds the winners (see `revisions`).
+            revisions::repair_loop(repairing, loading).await;
         }
     });
 

@@ -435,6 +435,13 @@ fn operation(op: Op, spec: &Operation) -> Value {
             json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
         ]);
     }
+    if conditional(op) {
+        params.push(json!({
+            "name": "If-Match", "in": "header", "required": false,
+            "description": "`\"<revision>\"` (the subscription's ETag): the call changes nothing and answers 412 unless it is the current revision; `*` or no header: any revision.",
+            "schema": {"type": "string"},
+        }));
+    }
     if spec.idempotent {
         params.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
@@ -456,6 +463,14 @@ fn operation(op: Op, spec: &Operation) -> Value {
     responses.insert(
         status.to_string(),
         match body {
+            Some(schema) if tagged(op) => json!({
+                "description": "Success",
+                "headers": {"ETag": {
+                    "description": "`\"<revision>\"` of the subscription, for If-Match",
+                    "schema": {"type": "string"},
+                }},
+                "content": {"application/json": {"schema": schema_ref(schema)}},
+            }),
             Some(schema) => json!({
                 "description": "Success",
                 "content": {"application/json": {"schema": schema_ref(schema)}},
@@ -512,7 +527,16 @@ fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
     if spec.path.contains('{') {
         out.push((404, "`not_found`: no such object for this caller"));
     }
-    if matches!(op, Op::RetryDelivery | Op::ReplaySubscription) {
+    if conditional(op) {
+        out.push((
+            409,
+            "`conflict`: concurrent writes kept changing the subscription, or the change no longer applies to its new state; send it again",
+        ));
+        out.push((
+            412,
+            "`precondition_failed`: If-Match does not name the current revision; nothing changed",
+        ));
+    } else if matches!(op, Op::RetryDelivery | Op::ReplaySubscription) {
         out.push((
             409,
             "`conflict`: the subscription is disabled, the task is no longer in the log, or the Idempotency-Key is used",
@@ -535,6 +559,24 @@ fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
     }
     out.push((500, "`internal`"));
     out
+}
+
+/// Calls that take `If-Match`.
+fn conditional(op: Op) -> bool {
+    matches!(
+        op,
+        Op::UpdateSubscription
+            | Op::ReplaceSubscription
+            | Op::DeleteSubscription
+            | Op::ResetSubscription
+            | Op::RotateSigningSecret
+    )
+}
+
+/// Calls whose answer carries the subscription's `ETag`.
+fn tagged(op: Op) -> bool {
+    conditional(op) && op != Op::DeleteSubscription
+        || matches!(op, Op::CreateSubscription | Op::GetSubscription)
 }
 
 fn list_parameters() -> Vec<Value> {
@@ -637,6 +679,10 @@ fn schemas(catalog: &Catalog) -> Value {
         (
             "updated_by",
             json!({"type": "string", "description": "API key id"}),
+        ),
+        (
+            "revision",
+            json!({"type": "integer", "minimum": 1, "description": "1 on create, one more with every change a user makes (health changes do not count); the ETag of the answer, for If-Match"}),
         ),
     ] {
         subscription_props.insert(field.to_owned(), schema);

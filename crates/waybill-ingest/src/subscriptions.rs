@@ -19,7 +19,7 @@ use waybill_core::pattern::EventTypePattern;
 use waybill_core::subscription::{Mode, Spec, Status, Subscription, parse_spec};
 use waybill_core::{FieldError, catalog, ids};
 use waybill_proto::Message;
-use waybill_proto::convert::{event_to_proto, subscription_to_proto, timestamp};
+use waybill_proto::convert::{event_to_proto, timestamp};
 use waybill_proto::v1;
 
 use crate::AppState;
@@ -27,6 +27,7 @@ use crate::auth::Principal;
 use crate::body::read_json;
 use crate::error::ApiError;
 use crate::idempotency::Idempotent;
+use crate::revisions::{self, Precondition, Revisioned, publish};
 
 /// Largest subscription body accepted.
 const MAX_SUBSCRIPTION_BYTES: usize = 64 * 1024;
@@ -64,6 +65,7 @@ pub fn view(s: &Subscription) -> Value {
         "updated_at": format_rfc3339(s.updated_at),
         "created_by": s.created_by,
         "updated_by": s.updated_by,
+        "revision": s.revision,
     })
 }
 
@@ -73,7 +75,7 @@ pub(crate) async fn create(
     principal: Principal,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Revisioned, ApiError> {
     let body = read_json(&headers, body, MAX_SUBSCRIPTION_BYTES).await?;
     let idem = Idempotent::begin(
         &state,
@@ -82,8 +84,8 @@ pub(crate) async fn create(
         "POST /v1/subscriptions",
         &body,
     )?;
-    if let Some(replay) = idem.replay() {
-        return Ok(replay);
+    if let Some((status, Json(body))) = idem.replay() {
+        return Ok(Revisioned(status, body));
     }
     let result = async {
         let parsed = {
@@ -111,6 +113,7 @@ pub(crate) async fn create(
     }
     .await;
     idem.finish(result)
+        .map(|(status, Json(body))| Revisioned(status, body))
 }
 
 /// `GET /v1/subscriptions?limit&offset&enabled&status&event_type`.
@@ -251,8 +254,8 @@ pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    find(&state, &principal, &id).map(|s| Json(view(&s)))
+) -> Result<Revisioned, ApiError> {
+    find(&state, &principal, &id).map(|s| Revisioned(StatusCode::OK, view(&s)))
 }
 
 /// `PATCH /v1/subscriptions/{id}`: present fields replace, absent stay.
@@ -262,9 +265,9 @@ pub(crate) async fn patch(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Revisioned, ApiError> {
     let body = read_json(&headers, body, MAX_SUBSCRIPTION_BYTES).await?;
-    update(&state, &principal, &id, &body, true).await
+    update(&state, &principal, &id, &headers, &body, true).await
 }
 
 /// `PUT /v1/subscriptions/{id}`: full replacement (the create body).
@@ -274,46 +277,58 @@ pub(crate) async fn replace(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Revisioned, ApiError> {
     let body = read_json(&headers, body, MAX_SUBSCRIPTION_BYTES).await?;
-    update(&state, &principal, &id, &body, false).await
+    update(&state, &principal, &id, &headers, &body, false).await
 }
 
+/// A change of the spec (`PATCH`, `PUT`), applied on the current state;
+/// applied again on a newer state if another write won meanwhile.
 async fn update(
     state: &AppState,
     principal: &Principal,
     id: &str,
+    headers: &HeaderMap,
     body: &[u8],
     patch: bool,
-) -> Result<Json<Value>, ApiError> {
-    let _guard = state.write_lock(id).await;
-    let mut s = find(state, principal, id)?;
-    let mode = if patch {
-        Mode::Patch(&s.spec)
-    } else {
-        Mode::Replace(&s.spec)
-    };
-    let spec = parse_spec(
-        body,
-        mode,
-        state.catalog.read().catalog(),
-        &state.url_policy,
+) -> Result<Revisioned, ApiError> {
+    let precondition = Precondition::from_headers(headers)?;
+    let s = revisions::commit(
+        state,
+        principal,
+        id,
+        &precondition,
+        |mut s| async move {
+            let mode = if patch {
+                Mode::Patch(&s.spec)
+            } else {
+                Mode::Replace(&s.spec)
+            };
+            let spec = parse_spec(
+                body,
+                mode,
+                state.catalog.read().catalog(),
+                &state.url_policy,
+            )
+            .map_err(ApiError::validation)?;
+            if spec.url != s.spec.url || spec.auth != s.spec.auth {
+                check_resolved(state, &spec.url, "url").await?;
+            }
+            let switched_on = spec.enabled && !s.spec.enabled;
+            s.spec = spec;
+            // Switching a subscription back on clears a disable by the system
+            // too (as `reset` does): the user asked for deliveries.
+            Ok((s, switched_on))
+        },
+        |s, switched_on| {
+            if switched_on && s.status == Status::Disabled {
+                s.reset();
+            }
+        },
     )
-    .map_err(ApiError::validation)?;
-    if spec.url != s.spec.url || spec.auth != s.spec.auth {
-        check_resolved(state, &spec.url, "url").await?;
-    }
-    let was_enabled = s.spec.enabled;
-    s.spec = spec;
-    if s.spec.enabled && !was_enabled && s.status == Status::Disabled {
-        // Switching a subscription back on clears a disable by the system
-        // too (as `reset` does): the user asked for deliveries.
-        s.reset();
-    }
-    s.touch(&principal.key_id, OffsetDateTime::now_utc());
-    publish(state, &s).await?;
+    .await?;
     tracing::info!(subscription_id = %s.id, revision = s.revision, "subscription updated");
-    Ok(Json(view(&s)))
+    Ok(Revisioned(StatusCode::OK, view(&s)))
 }
 
 /// `DELETE /v1/subscriptions/{id}` → `204`; a tombstone on the topic.
@@ -321,11 +336,11 @@ pub(crate) async fn delete(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let _guard = state.write_lock(&id).await;
-    let s = find(&state, &principal, &id)?;
-    write(&state, &s.id, None).await?;
-    tracing::info!(subscription_id = %s.id, "subscription deleted");
+    let precondition = Precondition::from_headers(&headers)?;
+    revisions::delete(&state, &principal, &id, &precondition).await?;
+    tracing::info!(subscription_id = %id, "subscription deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,14 +349,20 @@ pub(crate) async fn reset(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let _guard = state.write_lock(&id).await;
-    let mut s = find(&state, &principal, &id)?;
-    s.reset();
-    s.touch(&principal.key_id, OffsetDateTime::now_utc());
-    publish(&state, &s).await?;
+    headers: HeaderMap,
+) -> Result<Revisioned, ApiError> {
+    let precondition = Precondition::from_headers(&headers)?;
+    let s = revisions::commit(
+        &state,
+        &principal,
+        &id,
+        &precondition,
+        |s| async move { Ok((s, ())) },
+        |s, ()| s.reset(),
+    )
+    .await?;
     tracing::info!(subscription_id = %s.id, "subscription reset");
-    Ok(Json(view(&s)))
+    Ok(Revisioned(StatusCode::OK, view(&s)))
 }
 
 /// `GET /v1/subscriptions/{id}/secret`.
@@ -408,15 +429,24 @@ pub(crate) async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let _guard = state.write_lock(&id).await;
-    let mut s = find(&state, &principal, &id)?;
-    let now = OffsetDateTime::now_utc();
-    s.rotate_secret(now, state.config.secret_overlap);
-    s.touch(&principal.key_id, now);
-    publish(&state, &s).await?;
+    headers: HeaderMap,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let precondition = Precondition::from_headers(&headers)?;
+    let overlap = state.config.secret_overlap;
+    let s = revisions::commit(
+        &state,
+        &principal,
+        &id,
+        &precondition,
+        |s| async move { Ok((s, ())) },
+        |s, ()| s.rotate_secret(OffsetDateTime::now_utc(), overlap),
+    )
+    .await?;
     tracing::info!(subscription_id = %s.id, "signing secret rotated");
-    Ok(Json(secret_view(&s)))
+    Ok((
+        [(axum::http::header::ETAG, revisions::etag(s.revision))],
+        Json(secret_view(&s)),
+    ))
 }
 
 fn secret_view(s: &Subscription) -> Value {
@@ -541,22 +571,4 @@ pub(crate) async fn check_resolved(
         }
     }
     Ok(())
-}
-
-/// Writes the full state of `subscription` to the compacted topic and waits
-/// until this service's projection has applied it.
-async fn publish(state: &AppState, subscription: &Subscription) -> Result<(), ApiError> {
-    let record = subscription_to_proto(subscription, &state.keys).encode_to_vec();
-    write(state, &subscription.id, Some(&record)).await
-}
-
-async fn write(state: &AppState, id: &str, record: Option<&[u8]>) -> Result<(), ApiError> {
-    state
-        .write_through(
-            &state.subscriptions,
-            &state.topics.subscriptions(),
-            id.as_bytes(),
-            record,
-        )
-        .await
 }

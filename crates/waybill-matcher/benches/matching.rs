@@ -36,7 +36,6 @@ use waybill_core::pattern::EventTypePattern;
 use waybill_core::sealing::Keyring;
 use waybill_core::subscription::{Spec, Subscription};
 use waybill_kafka::table::Fold;
-use waybill_matcher::projection::Indexed;
 use waybill_matcher::tasks::tasks_for;
 use waybill_proto::Message as _;
 use waybill_proto::convert::{event_to_proto, subscription_to_proto};
@@ -148,7 +147,7 @@ fn main() {
 
     let before = ALLOCATOR.allocated();
     let started = Instant::now();
-    let mut projection = Indexed::new(keyring.clone());
+    let mut projection = waybill_matcher::projection::new(keyring.clone());
     for (id, record) in &records {
         projection.apply(id.as_bytes(), Some(record)).unwrap();
     }

@@ -77,7 +77,7 @@ pub async fn run(
     let subscriptions = Table::follow(
         &settings.kafka,
         &topics.subscriptions(),
-        crate::projection::Indexed::new(settings.keys.clone()),
+        crate::projection::new(settings.keys.clone()),
         shutdown.clone(),
     )
     .await?;

@@ -3,24 +3,21 @@
 //! removes it), keeping only what matching needs.
 
 use waybill_core::index::MatchIndex;
-use waybill_core::sealing::Keyring;
-use waybill_kafka::table::Fold;
-use waybill_runtime::projection::{Record, decode_record};
+use waybill_core::subscription::{Health, Status, Subscription};
+use waybill_runtime::projection::Sink;
 
-/// Every subscription, indexed for matching.
+/// Every subscription, indexed for matching (the sink of a
+/// [`Log`](waybill_runtime::projection::Log), which decides which records
+/// count).
+#[derive(Default)]
 pub struct Indexed {
-    keys: Keyring,
     index: MatchIndex,
 }
 
 impl Indexed {
-    /// An empty projection; `keys` open the records (which are validated
-    /// as every service does).
-    pub fn new(keys: Keyring) -> Self {
-        Self {
-            keys,
-            index: MatchIndex::new(),
-        }
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The index.
@@ -35,12 +32,26 @@ impl waybill_runtime::projection::Counted for Indexed {
     }
 }
 
-impl Fold for Indexed {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        match decode_record(key, value, &self.keys)? {
-            Record::Delete(id) => self.index.remove(id),
-            Record::Upsert(subscription) => self.index.upsert(&subscription),
-        }
-        Ok(())
+impl Sink for Indexed {
+    fn upsert(&mut self, subscription: Subscription) {
+        self.index.upsert(&subscription);
     }
+
+    fn set_health(&mut self, id: &str, health: Option<&Health>) {
+        self.index
+            .set_suspended(id, health.is_some_and(|h| h.status == Status::Disabled));
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.index.remove(id);
+    }
+}
+
+/// The matcher's projection: the index, behind the ledger.
+pub type Projection = waybill_runtime::projection::Log<Indexed>;
+
+/// An empty projection; `keys` open the records (which are validated as
+/// every service does).
+pub fn new(keys: waybill_core::sealing::Keyring) -> Projection {
+    Projection::new(keys, Indexed::new())
 }

@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn one_task_per_matching_subscription_with_stable_ids() {
         let keys = keyring();
-        let mut subs = crate::projection::Indexed::new(keys.clone());
+        let mut subs = crate::projection::new(keys.clone());
         for s in [
             subscription("sub_a", "t1", &["*"], true),
             subscription("sub_b", "t1", &["freights.publication.*"], true),

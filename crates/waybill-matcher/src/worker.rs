@@ -34,7 +34,7 @@ pub struct Worker {
     /// Known event types.
     pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     /// The subscription projection.
-    pub subscriptions: Table<crate::projection::Indexed>,
+    pub subscriptions: Table<crate::projection::Projection>,
     /// The `[matcher]` section.
     pub config: MatcherConfig,
     /// The process's metrics.

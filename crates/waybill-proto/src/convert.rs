@@ -12,7 +12,7 @@ use waybill_core::pattern::EventTypePattern;
 use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::{Keyring, SealError, Sealed};
 use waybill_core::signing::SigningSecret;
-use waybill_core::subscription::{Method, PreviousSecret, Spec, Status, Subscription};
+use waybill_core::subscription::{Health, Method, PreviousSecret, Spec, Status, Subscription};
 
 use crate::v1;
 
@@ -254,12 +254,10 @@ pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscripti
         } as i32,
         event_types: spec.event_types.iter().map(ToString::to_string).collect(),
         enabled: spec.enabled,
-        status: match s.status {
-            Status::Active => v1::SubscriptionStatus::Active,
-            Status::Disabled => v1::SubscriptionStatus::Disabled,
-            Status::Failing => v1::SubscriptionStatus::Failing,
-        } as i32,
-        disabled_reason: s.disabled_reason.clone().unwrap_or_default(),
+        // Health is not part of the user's state: it has its own record
+        // (`health_to_proto`), written by the delivery service only.
+        status: v1::SubscriptionStatus::Active as i32,
+        disabled_reason: String::new(),
         headers: spec.headers.clone().into_iter().collect(),
         metadata: spec.metadata.clone().into_iter().collect(),
         signing_secret: Some(seal(
@@ -282,8 +280,64 @@ pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscripti
             .as_ref()
             .map(|p| seal(keys, id, "previous_signing_secret", p.secret.as_bytes())),
         previous_secret_expires_at: s.previous_secret.as_ref().map(|p| timestamp(p.expires_at)),
-        failing_since: s.failing_since.map(timestamp),
+        failing_since: None,
+        write_id: s.write_id.clone(),
+        health_reset_revision: s.health_reset_revision,
+        deleted: false,
     }
+}
+
+fn status_to_proto(status: Status) -> v1::SubscriptionStatus {
+    match status {
+        Status::Active => v1::SubscriptionStatus::Active,
+        Status::Disabled => v1::SubscriptionStatus::Disabled,
+        Status::Failing => v1::SubscriptionStatus::Failing,
+    }
+}
+
+fn status_from_proto(status: i32) -> Result<Status, RecordError> {
+    match v1::SubscriptionStatus::try_from(status) {
+        Ok(v1::SubscriptionStatus::Disabled) => Ok(Status::Disabled),
+        Ok(v1::SubscriptionStatus::Failing) => Ok(Status::Failing),
+        Ok(v1::SubscriptionStatus::Active | v1::SubscriptionStatus::Unspecified) => {
+            Ok(Status::Active)
+        }
+        Err(_) => Err(RecordError::Invalid {
+            field: "status",
+            message: format!("unknown value {status}"),
+        }),
+    }
+}
+
+/// The health record of subscription `id` of `tenant_id`.
+pub fn health_to_proto(id: &str, tenant_id: &str, h: &Health) -> v1::SubscriptionHealth {
+    v1::SubscriptionHealth {
+        subscription_id: id.to_owned(),
+        tenant_id: tenant_id.to_owned(),
+        status: status_to_proto(h.status) as i32,
+        failing_since: h.failing_since.map(timestamp),
+        disabled_reason: h.disabled_reason.clone().unwrap_or_default(),
+        revision: h.revision,
+        recorded_at: Some(timestamp(h.recorded_at)),
+    }
+}
+
+/// The domain form of a health record.
+pub fn health_from_proto(p: v1::SubscriptionHealth) -> Result<Health, RecordError> {
+    if p.subscription_id.is_empty() {
+        return Err(RecordError::Missing("subscription_id"));
+    }
+    Ok(Health {
+        status: status_from_proto(p.status)?,
+        failing_since: p
+            .failing_since
+            .as_ref()
+            .map(|t| from_timestamp(Some(t), "failing_since"))
+            .transpose()?,
+        disabled_reason: (!p.disabled_reason.is_empty()).then_some(p.disabled_reason),
+        revision: p.revision,
+        recorded_at: from_timestamp(p.recorded_at.as_ref(), "recorded_at")?,
+    })
 }
 
 /// The domain form of a subscription record, with its secrets opened.
@@ -319,17 +373,8 @@ pub fn subscription_from_proto(
             });
         }
     };
-    let status = match v1::SubscriptionStatus::try_from(p.status) {
-        Ok(v1::SubscriptionStatus::Disabled) => Status::Disabled,
-        Ok(v1::SubscriptionStatus::Failing) => Status::Failing,
-        Ok(v1::SubscriptionStatus::Active | v1::SubscriptionStatus::Unspecified) => Status::Active,
-        Err(_) => {
-            return Err(RecordError::Invalid {
-                field: "status",
-                message: format!("unknown value {}", p.status),
-            });
-        }
-    };
+    // Records written before health had its own key carry it here.
+    let status = status_from_proto(p.status)?;
     let event_types = p
         .event_types
         .iter()
@@ -446,6 +491,8 @@ pub fn subscription_from_proto(
         created_by: p.created_by,
         updated_by: p.updated_by,
         revision: p.revision,
+        write_id: p.write_id,
+        health_reset_revision: p.health_reset_revision,
     })
 }
 
@@ -509,10 +556,28 @@ mod tests {
             "key_1",
             datetime!(2026-11-23 10:00:00.123456789 UTC),
         );
-        s.status = Status::Failing;
         s.rotate_secret(datetime!(2026-11-23 10:00 UTC), Duration::from_secs(3600));
         s.revision = 3;
         s
+    }
+
+    #[test]
+    fn health_round_trips_and_is_not_part_of_the_state_record() {
+        let mut s = subscription();
+        let health = Health {
+            status: Status::Disabled,
+            failing_since: Some(datetime!(2026-11-23 10:00:00.5 UTC)),
+            disabled_reason: Some("gone".into()),
+            revision: 3,
+            recorded_at: datetime!(2026-11-23 10:01 UTC),
+        };
+        let wire = health_to_proto(&s.id, &s.tenant_id, &health).encode_to_vec();
+        let back = health_from_proto(v1::SubscriptionHealth::decode(&wire[..]).unwrap());
+        assert_eq!(back.unwrap(), health);
+        s.set_health(Some(&health));
+        let state = subscription_to_proto(&s, &keyring());
+        assert_eq!(state.status, v1::SubscriptionStatus::Active as i32);
+        assert!(state.disabled_reason.is_empty() && state.failing_since.is_none());
     }
 
     #[test]

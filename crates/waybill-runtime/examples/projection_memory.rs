@@ -20,7 +20,7 @@ use waybill_core::subscription::{Spec, Subscription};
 use waybill_kafka::table::Fold;
 use waybill_proto::Message;
 use waybill_proto::convert::subscription_to_proto;
-use waybill_runtime::projection::Subscriptions;
+use waybill_runtime::projection::{Log, Subscriptions};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -98,7 +98,7 @@ fn main() {
 
     let before = resident_bytes();
     let started = Instant::now();
-    let mut projection = Subscriptions::new(keys);
+    let mut projection = Log::new(keys, Subscriptions::new());
     for (id, record) in &records {
         projection
             .apply(id.as_bytes(), Some(record))

@@ -1,34 +1,36 @@
 //! The subscription projection: every subscription, folded from the
 //! compacted `subscriptions` topic (secrets opened with the operator keys).
+//!
+//! [`Log`] is the fold every service shares: the ledger of
+//! `waybill-core` decides which records count (revisions, final
+//! deletions, health under its own key), and a [`Sink`] keeps what one
+//! service needs ([`Subscriptions`]: every subscription in full; the
+//! matcher: its index). A writing service's projection ([`Log::writer`])
+//! also tells a writer whether its write won and which keys to repair.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use waybill_kafka::table::Table;
 use waybill_kafka::{KafkaConfig, Topics};
 
+use waybill_core::ledger::{HealthVerdict, Ledger, Verdict};
 use waybill_core::sealing::Keyring;
-use waybill_core::subscription::Subscription;
+use waybill_core::subscription::{Health, Subscription};
 use waybill_kafka::table::Fold;
 use waybill_proto::Message;
-use waybill_proto::convert::subscription_from_proto;
+use waybill_proto::convert::{health_from_proto, subscription_from_proto};
 use waybill_proto::v1;
 
-/// Starts following the `subscriptions` topic into a projection.
-pub async fn follow(
+/// Starts following the `subscriptions` topic into `projection`.
+pub async fn follow<S: Sink>(
     kafka: &KafkaConfig,
     topics: &Topics,
-    keys: Keyring,
+    projection: Log<S>,
     shutdown: CancellationToken,
-) -> waybill_kafka::Result<Table<Subscriptions>> {
-    Table::follow(
-        kafka,
-        &topics.subscriptions(),
-        Subscriptions::new(keys),
-        shutdown,
-    )
-    .await
+) -> waybill_kafka::Result<Table<Log<S>>> {
+    Table::follow(kafka, &topics.subscriptions(), projection, shutdown).await
 }
 
 /// Waits until the projection holds every subscription written before this
@@ -66,21 +68,23 @@ impl Counted for Subscriptions {
     }
 }
 
+impl<S: Counted> Counted for Log<S> {
+    fn count(&self) -> usize {
+        self.sink.count()
+    }
+}
+
 /// Subscriptions by tenant, then id.
+#[derive(Default)]
 pub struct Subscriptions {
-    keys: Keyring,
     by_tenant: BTreeMap<String, BTreeMap<String, Subscription>>,
     tenant_of: BTreeMap<String, String>,
 }
 
 impl Subscriptions {
-    /// An empty projection that opens secrets with `keys`.
-    pub fn new(keys: Keyring) -> Self {
-        Self {
-            keys,
-            by_tenant: BTreeMap::new(),
-            tenant_of: BTreeMap::new(),
-        }
+    /// An empty projection.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// One subscription by id.
@@ -119,12 +123,33 @@ impl Subscriptions {
     }
 }
 
+/// Key prefix of the health records on the `subscriptions` topic.
+pub const HEALTH_KEY_PREFIX: &str = "health/";
+
+/// The key of subscription `id`'s health record.
+pub fn health_key(id: &str) -> String {
+    format!("{HEALTH_KEY_PREFIX}{id}")
+}
+
 /// One record of the `subscriptions` topic.
 pub enum Record<'a> {
-    /// The subscription's full new state.
+    /// A state of the subscription (counts if the ledger says so).
     Upsert(Box<Subscription>),
-    /// The subscription of this id was deleted.
+    /// The subscription of this id was deleted (a tombstone).
     Delete(&'a str),
+    /// A delete marker: a deletion written on a revision.
+    DeleteMarker {
+        /// The subscription.
+        id: &'a str,
+        /// The revision it deletes at.
+        revision: u64,
+        /// Its write.
+        write_id: String,
+    },
+    /// The subscription's health.
+    Health(&'a str, Health),
+    /// The tombstone of a health record.
+    HealthCleared(&'a str),
 }
 
 /// Decodes one record of the `subscriptions` topic (every projection of it
@@ -134,30 +159,252 @@ pub fn decode_record<'a>(
     value: Option<&[u8]>,
     keys: &Keyring,
 ) -> Result<Record<'a>, String> {
-    let id = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
+    let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
+    if let Some(id) = key.strip_prefix(HEALTH_KEY_PREFIX) {
+        let Some(value) = value else {
+            return Ok(Record::HealthCleared(id));
+        };
+        let record = v1::SubscriptionHealth::decode(value).map_err(|e| e.to_string())?;
+        if record.subscription_id != id {
+            return Err(format!(
+                "health record of `{}` under the key of `{id}`",
+                record.subscription_id
+            ));
+        }
+        let health = health_from_proto(record).map_err(|e| e.to_string())?;
+        return Ok(Record::Health(id, health));
+    }
+    let id = key;
     let Some(value) = value else {
         return Ok(Record::Delete(id));
     };
     let record = v1::Subscription::decode(value).map_err(|e| e.to_string())?;
-    let subscription = subscription_from_proto(record, keys).map_err(|e| e.to_string())?;
-    if subscription.id != id {
-        return Err(format!(
-            "record id `{}` differs from its key",
-            subscription.id
-        ));
+    if record.id != id {
+        return Err(format!("record id `{}` differs from its key", record.id));
     }
+    if record.deleted {
+        return Ok(Record::DeleteMarker {
+            id,
+            revision: record.revision,
+            write_id: record.write_id,
+        });
+    }
+    let subscription = subscription_from_proto(record, keys).map_err(|e| e.to_string())?;
     Ok(Record::Upsert(Box::new(subscription)))
 }
 
-impl Fold for Subscriptions {
-    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        let subscription = match decode_record(key, value, &self.keys)? {
-            Record::Delete(id) => {
-                self.remove(id);
-                return Ok(());
+/// What a projection keeps of the subscriptions the ledger lets through.
+pub trait Sink: Send + Sync + 'static {
+    /// A subscription's new state (its health fields set from the health
+    /// that counts).
+    fn upsert(&mut self, subscription: Subscription);
+    /// A subscription's health changed (`None`: healthy).
+    fn set_health(&mut self, id: &str, health: Option<&Health>);
+    /// A subscription was deleted.
+    fn remove(&mut self, id: &str);
+}
+
+/// What a writer of the topic must write again so that the last record of
+/// a key is one that counts (see [`waybill_core::ledger`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Write the current state again.
+    Restate,
+    /// Write a tombstone (the subscription was deleted).
+    Tombstone,
+    /// Write a tombstone for the health key (its subscription was deleted).
+    ClearHealth,
+}
+
+/// How many write verdicts a writing projection remembers.
+const REMEMBERED_WRITES: usize = 65_536;
+
+/// What a writer needs from its projection: whether its write counted,
+/// and which keys end with a record that does not.
+#[derive(Default)]
+struct Writes {
+    verdicts: HashMap<String, Verdict>,
+    order: VecDeque<String>,
+    repairs: BTreeMap<String, (Repair, Instant)>,
+}
+
+impl Writes {
+    fn remember(&mut self, write_id: &str, verdict: Verdict) {
+        if self.verdicts.insert(write_id.to_owned(), verdict).is_none() {
+            self.order.push_back(write_id.to_owned());
+            if self.order.len() > REMEMBERED_WRITES
+                && let Some(old) = self.order.pop_front()
+            {
+                self.verdicts.remove(&old);
             }
-            Record::Upsert(s) => *s,
+        }
+    }
+
+    fn needs(&mut self, id: &str, repair: Option<Repair>) {
+        match repair {
+            Some(r) => {
+                self.repairs
+                    .entry(id.to_owned())
+                    .or_insert((r, Instant::now()))
+                    .0 = r;
+            }
+            None => {
+                self.repairs.remove(id);
+            }
+        }
+    }
+}
+
+/// A projection of the `subscriptions` topic: the [`Ledger`] decides which
+/// records count, the sink keeps what this service needs of them.
+pub struct Log<S> {
+    keys: Keyring,
+    ledger: Ledger,
+    sink: S,
+    writes: Option<Writes>,
+}
+
+impl<S> std::ops::Deref for Log<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.sink
+    }
+}
+
+impl<S: Sink> Log<S> {
+    /// A projection into `sink`, opening secrets with `keys`.
+    pub fn new(keys: Keyring, sink: S) -> Self {
+        Self {
+            keys,
+            ledger: Ledger::new(),
+            sink,
+            writes: None,
+        }
+    }
+
+    /// A projection of a service that writes the topic: it remembers the
+    /// verdicts of recent writes and the keys to repair.
+    pub fn writer(keys: Keyring, sink: S) -> Self {
+        Self {
+            writes: Some(Writes::default()),
+            ..Self::new(keys, sink)
+        }
+    }
+
+    /// The verdict on the write `write_id`, once folded (writers only).
+    pub fn verdict(&self, write_id: &str) -> Option<Verdict> {
+        self.writes.as_ref()?.verdicts.get(write_id).copied()
+    }
+
+    /// Keys whose last record does not count and nobody repaired for
+    /// `grace` (writers only).
+    pub fn repairs_due(&self, grace: Duration) -> Vec<(String, Repair)> {
+        let Some(writes) = &self.writes else {
+            return Vec::new();
         };
+        writes
+            .repairs
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() >= grace)
+            .map(|(id, (r, _))| (id.clone(), *r))
+            .collect()
+    }
+
+    /// The revision folded for `id`.
+    pub fn revision(&self, id: &str) -> Option<u64> {
+        self.ledger.revision(id)
+    }
+
+    /// Whether `id` was deleted (as far as this projection remembers).
+    pub fn is_deleted(&self, id: &str) -> bool {
+        self.ledger.is_deleted(id)
+    }
+
+    fn judged(&mut self, id: &str, write_id: &str, verdict: Verdict) {
+        if let Some(w) = &mut self.writes {
+            w.remember(write_id, verdict);
+            w.needs(
+                id,
+                match verdict {
+                    Verdict::Applied | Verdict::Restated => None,
+                    Verdict::Stale { .. } => Some(Repair::Restate),
+                    Verdict::Deleted => Some(Repair::Tombstone),
+                },
+            );
+        }
+    }
+}
+
+impl<S: Sink> Fold for Log<S> {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        match decode_record(key, value, &self.keys)? {
+            Record::Upsert(s) => {
+                let mut s = *s;
+                let verdict = self.ledger.judge(&s);
+                if verdict == Verdict::Applied {
+                    s.set_health(self.ledger.health(&s.id));
+                    let (id, write_id) = (s.id.clone(), s.write_id.clone());
+                    self.sink.upsert(s);
+                    self.judged(&id, &write_id, verdict);
+                } else {
+                    let (id, write_id) = (s.id.clone(), s.write_id.clone());
+                    self.judged(&id, &write_id, verdict);
+                }
+            }
+            Record::DeleteMarker {
+                id,
+                revision,
+                write_id,
+            } => {
+                let verdict = self.ledger.judge_write(id, revision, &write_id, 0);
+                if verdict == Verdict::Applied {
+                    self.ledger.delete(id);
+                    self.sink.remove(id);
+                    // The tombstone follows (the marker's writer writes
+                    // it; a repair does if it cannot).
+                    self.judged(id, &write_id, verdict);
+                    if let Some(w) = &mut self.writes {
+                        w.needs(id, Some(Repair::Tombstone));
+                    }
+                } else {
+                    self.judged(id, &write_id, verdict);
+                }
+            }
+            Record::Delete(id) => {
+                self.ledger.delete(id);
+                self.sink.remove(id);
+                if let Some(w) = &mut self.writes {
+                    w.needs(id, None);
+                }
+            }
+            Record::Health(id, health) => match self.ledger.record_health(id, health) {
+                HealthVerdict::Applied => {
+                    let health = self.ledger.effective_health(id).cloned();
+                    self.sink.set_health(id, health.as_ref());
+                    if let Some(w) = &mut self.writes {
+                        w.needs(&health_key(id), None);
+                    }
+                }
+                HealthVerdict::Deleted => {
+                    if let Some(w) = &mut self.writes {
+                        w.needs(&health_key(id), Some(Repair::ClearHealth));
+                    }
+                }
+            },
+            Record::HealthCleared(id) => {
+                self.ledger.clear_health(id);
+                self.sink.set_health(id, None);
+                if let Some(w) = &mut self.writes {
+                    w.needs(&health_key(id), None);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Subscriptions {
+    fn upsert(&mut self, subscription: Subscription) {
         let id = subscription.id.clone();
         self.remove(&id);
         self.tenant_of
@@ -166,6 +413,24 @@ impl Fold for Subscriptions {
             .entry(subscription.tenant_id.clone())
             .or_default()
             .insert(subscription.id.clone(), subscription);
-        Ok(())
+    }
+
+    fn set_health(&mut self, id: &str, health: Option<&Health>) {
+        if let Some(tenant) = self.tenant_of.get(id)
+            && let Some(s) = self
+                .by_tenant
+                .get_mut(tenant)
+                .and_then(|subs| subs.get_mut(id))
+        {
+            s.set_health(health);
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        Subscriptions::remove(self, id);
     }
 }
+
+/// Every subscription in full, behind the ledger (the ingest and delivery
+/// services' projection).
+pub type AllSubscriptions = Log<Subscriptions>;

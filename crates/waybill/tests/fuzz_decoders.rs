@@ -111,8 +111,8 @@ fn valid_records(keys: &Keyring) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
 /// Feeds one record to every decoder the services run.
 struct Decoders {
     keys: Keyring,
-    subscriptions: waybill_runtime::projection::Subscriptions,
-    indexed: waybill_matcher::projection::Indexed,
+    subscriptions: waybill_runtime::projection::Log<waybill_runtime::projection::Subscriptions>,
+    indexed: waybill_matcher::projection::Projection,
     tenants: waybill_ingest::tenants::Tenants,
     catalogue: waybill_runtime::catalog::Catalogue,
     history: waybill_ingest::history::History,
@@ -122,8 +122,11 @@ impl Decoders {
     fn new() -> Self {
         let keys = keyring();
         Self {
-            subscriptions: waybill_runtime::projection::Subscriptions::new(keys.clone()),
-            indexed: waybill_matcher::projection::Indexed::new(keys.clone()),
+            subscriptions: waybill_runtime::projection::Log::writer(
+                keys.clone(),
+                waybill_runtime::projection::Subscriptions::new(),
+            ),
+            indexed: waybill_matcher::projection::new(keys.clone()),
             tenants: waybill_ingest::tenants::Tenants::default(),
             catalogue: waybill_runtime::catalog::Catalogue::new(Catalog::builtin()),
             history: waybill_ingest::history::History::new(100, Duration::from_secs(3600)),
