@@ -168,7 +168,7 @@ where
                 )));
             }
             Some(Verdict::Stale { current }) => {
-                tracing::debug!(
+                tracing::info!(
                     subscription_id = id,
                     written = next.revision,
                     current,

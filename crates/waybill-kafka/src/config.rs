@@ -28,6 +28,13 @@ pub struct KafkaConfig {
     /// replication_factor)`: with 3 replicas, one broker may be down and no
     /// acknowledged record is lost when another one dies.
     pub min_insync_replicas: Option<i32>,
+    /// `min.compaction.lag.ms` of the compacted state topics: how long every
+    /// record stays uncompacted (and does not yet supersede older ones).
+    /// A subscription record that lost to a concurrent write is repaired
+    /// within seconds; until then the winner before it must survive
+    /// compaction. Default 1 h.
+    #[serde(deserialize_with = "duration")]
+    pub state_min_compaction_lag: Duration,
     /// Delays of the retry tier topics (`deliveries.retry.<delay>`), shortest
     /// first. A retry waits in the longest tier not longer than its wait;
     /// longer waits hop tiers. Tests use millisecond tiers.
@@ -46,6 +53,11 @@ pub fn default_retry_tiers() -> Vec<Duration> {
         .into_iter()
         .map(Duration::from_secs)
         .collect()
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    waybill_core::duration::parse(&String::deserialize(deserializer)?)
+        .map_err(serde::de::Error::custom)
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
@@ -92,6 +104,7 @@ impl Default for KafkaConfig {
             subscriptions_partitions: 3,
             replication_factor: 1,
             min_insync_replicas: None,
+            state_min_compaction_lag: Duration::from_secs(3600),
             retry_tiers: default_retry_tiers(),
             properties: BTreeMap::new(),
         }

@@ -233,6 +233,13 @@ pub fn drift(config: &KafkaConfig, spec: &TopicSpec, existing: &Existing) -> Vec
         policy.to_owned(),
         existing.configs.get("cleanup.policy"),
     );
+    if spec.compacted {
+        check(
+            "min.compaction.lag.ms",
+            config.state_min_compaction_lag.as_millis().to_string(),
+            existing.configs.get("min.compaction.lag.ms"),
+        );
+    }
     check(
         "min.insync.replicas",
         config.effective_min_insync_replicas().to_string(),
@@ -251,6 +258,7 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
         .client_config(crate::config::ClientRole::Admin)
         .create()?;
     let min_insync = config.effective_min_insync_replicas().to_string();
+    let compaction_lag = config.state_min_compaction_lag.as_millis().to_string();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
@@ -261,7 +269,9 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
             )
             .set("min.insync.replicas", &min_insync);
             if s.compacted {
-                topic.set("cleanup.policy", "compact")
+                topic
+                    .set("cleanup.policy", "compact")
+                    .set("min.compaction.lag.ms", &compaction_lag)
             } else {
                 topic
             }
@@ -333,7 +343,11 @@ async fn describe(
             continue;
         };
         if let Some(e) = out.get_mut(name) {
-            for key in ["cleanup.policy", "min.insync.replicas"] {
+            for key in [
+                "cleanup.policy",
+                "min.insync.replicas",
+                "min.compaction.lag.ms",
+            ] {
                 if let Some(value) = resource.get(key).and_then(|c| c.value.clone()) {
                     e.configs.insert(key.to_owned(), value);
                 }

@@ -97,13 +97,20 @@ pub struct Cluster {
     config: PathBuf,
     ports: [u16; 3],
     procs: Vec<(Role, Child)>,
+    /// More `waybill ingest` processes, with their ports.
+    replicas: Vec<(u16, Child)>,
     kafka: Option<KafkaCluster>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         // The services first, so none logs the broker's disappearance.
-        for (_, child) in &mut self.procs {
+        for child in self
+            .procs
+            .iter_mut()
+            .map(|(_, c)| c)
+            .chain(self.replicas.iter_mut().map(|(_, c)| c))
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -213,6 +220,7 @@ listen = "127.0.0.1:{delivery}"
             config,
             ports,
             procs: Vec::new(),
+            replicas: Vec::new(),
             kafka: Some(kafka),
         };
         // Twice: it is idempotent.
@@ -236,6 +244,46 @@ listen = "127.0.0.1:{delivery}"
     /// `http://127.0.0.1:<port>` of the ingest API.
     pub fn api(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// Starts one more ingest replica (same configuration, its own port,
+    /// log `ingest-<n>.log`) and returns its API's URL once it is ready.
+    pub async fn start_ingest_replica(&mut self) -> String {
+        let port = free_port();
+        let n = self.replicas.len() + 2;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("ingest-{n}.log")))
+            .expect("log file");
+        let mut child = self
+            .command("ingest")
+            .env("WAYBILL_INGEST__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start ingest replica: {e}"));
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .get(format!("{url}/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            assert!(
+                matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline,
+                "ingest replica {n} not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.replicas.push((port, child));
+        url
     }
 
     /// `http://127.0.0.1:<port>` of a service's API or health port

@@ -61,7 +61,7 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     /// Statuses to answer, in order; when exhausted, `default_status`.
     script: Mutex<Vec<u16>>,
-    default_status: u16,
+    default_status: std::sync::atomic::AtomicU16,
     body: Option<String>,
     answer_headers: Vec<(String, String)>,
     delay: Option<Duration>,
@@ -115,7 +115,7 @@ impl Receiver {
         let shared = Arc::new(Shared {
             received: Mutex::new(Vec::new()),
             script: Mutex::new(script),
-            default_status: options.default_status.unwrap_or(200),
+            default_status: options.default_status.unwrap_or(200).into(),
             body: options.body,
             answer_headers: options.answer_headers,
             delay: options.delay,
@@ -124,6 +124,14 @@ impl Receiver {
         let app = Router::new().fallback(record).with_state(shared.clone());
         let (addr, stop) = crate::serve::spawn(bind, app).await?;
         Ok(Self { addr, shared, stop })
+    }
+
+    /// Answers every request after the script with `status` from now on
+    /// (an endpoint that goes down or comes back).
+    pub fn set_status(&self, status: u16) {
+        self.shared
+            .default_status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Answers the next requests with `statuses`, in order, then the
@@ -209,7 +217,11 @@ async fn record(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .pop()
-        .unwrap_or(shared.default_status);
+        .unwrap_or_else(|| {
+            shared
+                .default_status
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
     if let Some(delay) = shared.delay {
         tokio::time::sleep(delay).await;
     }

@@ -985,3 +985,123 @@ fn standard_webhooks_verify(request: &waybill_testkit::receiver::Received, secre
         .verify(&request.body, &headers)
         .unwrap_or_else(|e| panic!("standardwebhooks rejects the request: {e:?}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_etags_and_if_match() {
+    let (_stack, api) = start_stack().await;
+    let receiver = Receiver::start().await.unwrap();
+    let created = create(&api, sub_body(&receiver.url("/rev"))).await;
+    assert_eq!(created["revision"], 1);
+    let path = format!("/v1/subscriptions/{}", created["id"].as_str().unwrap());
+    let etag = |h: &reqwest::header::HeaderMap| h["etag"].to_str().unwrap().to_owned();
+
+    let (status, got, headers) = api.call_full(reqwest::Method::GET, &path, None, &[]).await;
+    assert_eq!((status, got["revision"].as_u64()), (200, Some(1)));
+    assert_eq!(etag(&headers), "\"1\"");
+
+    // The current revision: applied, one more.
+    let (status, patched, headers) = api
+        .call_full(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&json!({"name": "first"})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["revision"], 2);
+    assert_eq!(etag(&headers), "\"2\"");
+
+    // A stale revision: 412, nothing changed.
+    for (method, body) in [
+        (reqwest::Method::PATCH, Some(json!({"name": "stale"}))),
+        (
+            reqwest::Method::PUT,
+            Some(sub_body(&receiver.url("/stale"))),
+        ),
+        (reqwest::Method::DELETE, None),
+    ] {
+        let (status, answer) = api
+            .call_with(
+                method.clone(),
+                &path,
+                body.as_ref(),
+                &[("if-match", "\"1\"")],
+            )
+            .await;
+        assert_eq!(status, 412, "{method}: {answer}");
+        assert_eq!(answer["error"]["code"], "precondition_failed");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("revision 2"),
+            "{answer}"
+        );
+    }
+    for action in ["reset", "secret/rotate"] {
+        let (status, answer) = api
+            .call_with(
+                reqwest::Method::POST,
+                &format!("{path}/{action}"),
+                None,
+                &[("if-match", "\"1\"")],
+            )
+            .await;
+        assert_eq!(status, 412, "{action}: {answer}");
+    }
+    let (_, got) = api.get(&path).await;
+    assert_eq!(
+        (got["name"].as_str(), got["revision"].as_u64()),
+        (Some("first"), Some(2))
+    );
+
+    // A malformed If-Match is a validation error naming the header.
+    let (status, answer) = api
+        .call_with(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&json!({"name": "x"})),
+            &[("if-match", "soon")],
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["field"], "If-Match");
+
+    // Every user change adds one, with or without If-Match, `*` matches.
+    let (status, _, headers) = api
+        .call_full(
+            reqwest::Method::POST,
+            &format!("{path}/reset"),
+            None,
+            &[("if-match", "*")],
+        )
+        .await;
+    assert_eq!((status, etag(&headers)), (200, "\"3\"".to_owned()));
+    let (status, _, headers) = api
+        .call_full(
+            reqwest::Method::POST,
+            &format!("{path}/secret/rotate"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!((status, etag(&headers)), (200, "\"4\"".to_owned()));
+    let (status, _) = api.put(&path, sub_body(&receiver.url("/rev"))).await;
+    assert_eq!(status, 200);
+
+    // DELETE on the current revision, then the subscription is gone.
+    let (status, _) = api
+        .call_with(
+            reqwest::Method::DELETE,
+            &path,
+            None,
+            &[("if-match", "\"5\"")],
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = api.get(&path).await;
+    assert_eq!(status, 404);
+    let (status, _) = api.patch(&path, json!({"name": "back"})).await;
+    assert_eq!(status, 404);
+}

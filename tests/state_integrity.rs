@@ -1,0 +1,256 @@
+//! State integrity across replicas, on Apache Kafka with separate
+//! processes: two ingest replicas and a delivery service write one
+//! subscription at once, and nothing is lost, nothing comes back.
+//!
+//! - Concurrent PATCHes of different fields through both replicas while
+//!   the endpoint flips between failing and healthy: every change answered
+//!   `2xx` is in the final state, the revision counts exactly the changes
+//!   answered `2xx`, every other answer is `409` or `412`, and the health is
+//!   the last one recorded (a user's edit never resets it, a health change
+//!   never undoes an edit).
+//! - DELETE racing health changes: the subscription never comes back, and
+//!   no delivery starts after the DELETE's answer (beyond the delivery
+//!   service's fold of the tombstone, measured).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use waybill_testkit::api::Api;
+use waybill_testkit::cluster::{Cluster, KEY, Options};
+use waybill_testkit::receiver::Receiver;
+
+const EVENT: &str = "freights.publication.accepted";
+
+async fn post_event(api: &Api, entity: &str) {
+    let (status, answer) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": EVENT, "entity": {"type": "freight", "id": entity}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+}
+
+/// Polls `GET path` through `api` until `done` holds (then the answer).
+async fn until(api: &Api, path: &str, what: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, got) = api.get(path).await;
+        if done(status, &got) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: last answer {status} {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_through_two_replicas_lose_nothing() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let a = Api::new(cluster.api(), KEY);
+    let b = Api::new(cluster.start_ingest_replica().await, KEY);
+    let receiver = Receiver::start().await.unwrap();
+
+    let (status, created) = a
+        .post(
+            "/v1/subscriptions",
+            json!({"url": receiver.url("/races"), "event_types": [EVENT],
+                   "retry_policy": {"delays": ["100ms"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/v1/subscriptions/{}", created["id"].as_str().unwrap());
+
+    let mut revision = 1u64;
+    let (mut conflicts, mut preconditions) = (0, 0);
+    for round in 0..30u64 {
+        // The endpoint flips: health records race the edits.
+        receiver.set_status(if round % 2 == 0 { 500 } else { 200 });
+        post_event(&a, &format!("F-{round}")).await;
+        let r = round.to_string();
+        let delays = if round % 2 == 0 { "100ms" } else { "150ms" };
+        let if_match = format!("\"{revision}\"");
+        let writes = [
+            (&a, json!({"name": format!("n{r}")}), None),
+            (&b, json!({"metadata": {"round": r}}), None),
+            (&a, json!({"headers": {"X-Round": r}}), None),
+            (&b, json!({"rate_limit_per_second": 100 + round}), None),
+            (
+                &b,
+                json!({"retry_policy": {"delays": [delays]}}),
+                Some(if_match.as_str()),
+            ),
+        ];
+        let answers = futures::future::join_all(writes.iter().map(|(api, body, if_match)| {
+            let headers: Vec<(&str, &str)> = if_match.iter().map(|m| ("if-match", *m)).collect();
+            let path = path.clone();
+            async move {
+                api.call_with(reqwest::Method::PATCH, &path, Some(body), &headers)
+                    .await
+            }
+        }))
+        .await;
+        let mut applied = Vec::new();
+        for ((_, body, if_match), (status, answer)) in writes.iter().zip(&answers) {
+            match *status {
+                200 => {
+                    revision += 1;
+                    applied.push(body.clone());
+                }
+                409 => {
+                    assert_eq!(answer["error"]["code"], "conflict", "{answer}");
+                    conflicts += 1;
+                }
+                412 if if_match.is_some() => {
+                    assert_eq!(answer["error"]["code"], "precondition_failed");
+                    preconditions += 1;
+                }
+                other => panic!("round {round}: {body} answered {other} {answer}"),
+            }
+        }
+        // Both replicas converge on a state holding every applied change,
+        // at exactly one revision per applied change.
+        for api in [&a, &b] {
+            let got = until(api, &path, "convergence", |s, g| {
+                s == 200 && g["revision"].as_u64() >= Some(revision)
+            })
+            .await;
+            assert_eq!(got["revision"].as_u64(), Some(revision), "{got}");
+            for change in &applied {
+                for (field, value) in change.as_object().unwrap() {
+                    assert_eq!(&got[field], value, "round {round}: {field} lost\n{got}");
+                }
+            }
+        }
+    }
+    // The replicas did race: writes lost to the other replica's and were
+    // applied again.
+    let reapplied: usize = ["ingest.log", "ingest-2.log"]
+        .iter()
+        .map(|log| {
+            std::fs::read_to_string(cluster.dir().join(log))
+                .unwrap_or_default()
+                .matches("a concurrent write won")
+                .count()
+        })
+        .sum();
+    eprintln!(
+        "30 rounds: revision {revision}, {reapplied} writes applied again, {conflicts} conflicts, \
+         {preconditions} precondition failures"
+    );
+    assert!(reapplied > 0, "no write ever raced another");
+
+    // Health is the last one recorded, and edits neither reset it nor are
+    // undone by it; it does not count as a revision.
+    receiver.set_status(500);
+    post_event(&a, "F-failing").await;
+    until(&b, &path, "failing", |_, g| g["status"] == "failing").await;
+    let (status, edited) = b
+        .patch(&path, json!({"name": "edited while failing"}))
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["status"], "failing", "an edit kept the health");
+    revision += 1;
+    receiver.set_status(200);
+    post_event(&a, "F-recovered").await;
+    for api in [&a, &b] {
+        let got = until(api, &path, "recovered", |_, g| g["status"] == "active").await;
+        assert_eq!(
+            got["name"], "edited while failing",
+            "the health kept the edit"
+        );
+        assert_eq!(got["revision"].as_u64(), Some(revision), "{got}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_subscription_never_comes_back() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let a = Api::new(cluster.api(), KEY);
+    let b = Api::new(cluster.start_ingest_replica().await, KEY);
+    let receiver = Arc::new(Receiver::start().await.unwrap());
+    let mut latest_start = Duration::ZERO;
+
+    for round in 0..8 {
+        let hook = format!("/deleted-{round}");
+        let (status, created) = a
+            .post(
+                "/v1/subscriptions",
+                json!({"url": receiver.url(&hook), "event_types": [EVENT],
+                       "retry_policy": {"delays": ["100ms", "100ms", "100ms"]}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/subscriptions/{id}");
+
+        // Events keep coming and the endpoint flips, so health records are
+        // being written while the DELETE goes through.
+        let running = Arc::new(AtomicBool::new(true));
+        let load = {
+            let (a, running, receiver) = (a.clone(), running.clone(), receiver.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while running.load(Ordering::Relaxed) {
+                    receiver.set_status(if n % 2 == 0 { 500 } else { 200 });
+                    post_event(&a, &format!("D-{n}")).await;
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !receiver.received().iter().any(|r| r.path == hook) {
+            assert!(
+                Instant::now() < deadline,
+                "no delivery to {hook}\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300 + 100 * round)).await;
+        let (status, answer) = b.delete(&path).await;
+        assert_eq!(status, 204, "{answer}");
+        let deleted_at = Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        running.store(false, Ordering::Relaxed);
+        load.await.unwrap();
+
+        // Never back: not through either replica, not in the list, not
+        // after the delivery service wrote more health.
+        for api in [&a, &b] {
+            until(api, &path, "deleted", |s, _| s == 404).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for api in [&a, &b] {
+            let (status, got) = api.get(&path).await;
+            assert_eq!(status, 404, "round {round}: came back: {got}");
+            let (_, list) = api.get("/v1/subscriptions?limit=1000").await;
+            assert!(
+                !list.to_string().contains(&id),
+                "round {round}: listed after delete"
+            );
+        }
+        for r in receiver.received().iter().filter(|r| r.path == hook) {
+            if r.at > deleted_at {
+                latest_start = latest_start.max(r.at - deleted_at);
+            }
+        }
+    }
+    eprintln!("latest delivery start after a DELETE's answer: {latest_start:?}");
+    // A delivery that started after the answer can only be one whose
+    // worker had not folded the tombstone yet: milliseconds, not more.
+    assert!(
+        latest_start < Duration::from_millis(500),
+        "a delivery started {latest_start:?} after the DELETE's answer"
+    );
+}
