@@ -254,3 +254,201 @@ async fn a_deleted_subscription_never_comes_back() {
         "a delivery started {latest_start:?} after the DELETE's answer"
     );
 }
+
+/// A delivery attempt record as the delivery service writes it.
+fn attempt_record(
+    delivery: &str,
+    subscription: &str,
+    entity: &str,
+    created: time::OffsetDateTime,
+    started: time::OffsetDateTime,
+) -> Vec<u8> {
+    use waybill_proto::Message as _;
+    use waybill_proto::convert::timestamp;
+    waybill_proto::v1::DeliveryAttempt {
+        delivery_id: delivery.into(),
+        subscription_id: subscription.into(),
+        tenant_id: waybill_testkit::cluster::TENANT.into(),
+        event_id: format!("evt_{delivery}"),
+        event_name: EVENT.into(),
+        attempt: 1,
+        started_at: Some(timestamp(started)),
+        created_at: Some(timestamp(created)),
+        entity_type: "freight".into(),
+        entity_id: entity.into(),
+        outcome: waybill_proto::v1::AttemptOutcome::Succeeded as i32,
+        status_code: 200,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["deliveries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {list}"))
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every page of `path` (which has a query), following `next_cursor`.
+async fn all_pages(api: &Api, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let (status, page) = api.get(&page_path).await;
+        assert_eq!(status, 200, "{page}");
+        out.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_listed_and_searched_in_creation_order() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+
+    // A real workload: two subscriptions, events about two freights, each
+    // delivered before the next is posted; the first one fails once and is
+    // retried, so its records come last.
+    receiver.script(&[500]);
+    let mut subs = Vec::new();
+    for name in ["a", "b"] {
+        let (status, created) = api
+            .post(
+                "/v1/subscriptions",
+                json!({"name": name, "url": receiver.url(&format!("/{name}")), "event_types": [EVENT],
+                       "retry_policy": {"delays": ["1s"]}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        subs.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let mut expected = 0;
+    for entity in ["F-1", "F-2", "F-1"] {
+        post_event(&api, entity).await;
+        expected += 2;
+        if expected == 2 {
+            expected += 1; // the retry
+        }
+        receiver
+            .wait_for(expected, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    }
+    let search = |q: &str| format!("/v1/deliveries?{q}");
+    let got = until(&api, &search("entity_id=F-1"), "F-1 searched", |_, v| {
+        v["deliveries"].as_array().is_some_and(|d| d.len() == 4)
+            && v["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    let created: Vec<String> = got["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["created_at"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = created.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(created, sorted, "newest first by creation: {got}");
+    let subs_seen: std::collections::BTreeSet<&str> = got["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["subscription_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(subs_seen.len(), 2, "one entity across the subscriptions");
+    // The first delivery (retried, recorded last) is the oldest.
+    let first_of_a = all_pages(
+        &api,
+        &format!("/v1/subscriptions/{}/deliveries?limit=1", subs[0]),
+    )
+    .await;
+    assert_eq!(first_of_a.len(), 3, "{first_of_a:?}");
+    let (_, oldest) = api.get(&format!("/v1/deliveries/{}", first_of_a[2])).await;
+    assert_eq!(oldest["attempts"].as_array().unwrap().len(), 2, "{oldest}");
+
+    // Attempt records written straight to the topic in any order: the
+    // lists follow when each delivery was created, page by page.
+    let sub = &subs[1];
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.brokers())
+        .create()
+        .unwrap();
+    let base = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let at = |m: i64| base + time::Duration::minutes(m);
+    // Created 1..=6 (minutes), folded as 4, 6, 1, 3, 5, 2; entity F-9 for
+    // the even ones.
+    for n in [4i64, 6, 1, 3, 5, 2] {
+        let entity = if n % 2 == 0 { "F-9" } else { "F-8" };
+        let value = attempt_record(&format!("msg_out_{n}"), sub, entity, at(n), at(10 - n));
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to("delivery_attempts")
+                    .key(sub.as_str())
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let window = format!(
+        "since={}&until={}",
+        at(1)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+        at(6)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    let listed = until(
+        &api,
+        &format!("/v1/subscriptions/{sub}/deliveries?limit=100&{window}"),
+        "out-of-order records listed",
+        |_, v| v["deliveries"].as_array().is_some_and(|d| d.len() == 6),
+    )
+    .await;
+    let want: Vec<String> = (1..=6).rev().map(|n| format!("msg_out_{n}")).collect();
+    assert_eq!(ids(&listed), want);
+    let paged = all_pages(
+        &api,
+        &format!("/v1/deliveries?subscription_id={sub}&limit=4&{window}"),
+    )
+    .await;
+    assert_eq!(paged, want, "pages follow the same order");
+    let by_entity = all_pages(&api, &search("entity_id=F-9&limit=1")).await;
+    assert_eq!(by_entity, ["msg_out_6", "msg_out_4", "msg_out_2"]);
+
+    // Bad parameters are named.
+    let (status, answer) = api.get(&search("cursor=nonsense")).await;
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (400, Some("cursor"))
+    );
+    let (status, answer) = api.get(&search("since=yesterday")).await;
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (400, Some("since"))
+    );
+    let (status, answer) = api
+        .get(&format!(
+            "/v1/subscriptions/{sub}/deliveries?subscription_id={sub}"
+        ))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+}

@@ -946,6 +946,9 @@ fn job_record(job: &Job, attempt: u32, started: OffsetDateTime) -> v1::DeliveryA
         event_name: job.event.name.clone(),
         attempt,
         started_at: Some(timestamp(started)),
+        created_at: job.task.created_at,
+        entity_type: job.event.entity.kind.clone(),
+        entity_id: job.event.entity.id.clone(),
         task: Some(job.source.clone()),
         ..Default::default()
     }

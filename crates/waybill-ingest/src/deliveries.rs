@@ -43,7 +43,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::body::read_json;
 use crate::error::ApiError;
-use crate::history::{Delivery, Status};
+use crate::history::{self, Delivery, Search, Status};
 use crate::idempotency::Idempotent;
 use crate::subscriptions::find;
 
@@ -52,55 +52,126 @@ const MAX_LIMIT: usize = 1000;
 /// Tasks a replay may have queued but not yet acknowledged by Kafka.
 const REPLAY_BUFFER: usize = 1024;
 
-/// `GET /v1/subscriptions/{id}/deliveries?status=&limit=`: newest first.
+/// The query parameters of both delivery lists.
+const SEARCH_PARAMETERS: &[&str] = &[
+    "entity_id",
+    "event_name",
+    "subscription_id",
+    "status",
+    "since",
+    "until",
+    "limit",
+    "cursor",
+];
+
+/// Reads a delivery search of `tenant_id` (`subscription_id` is not a
+/// parameter of the list of one subscription: its path names it).
+fn parse_search(
+    query: &HashMap<String, String>,
+    tenant_id: &str,
+    nested: bool,
+) -> Result<Search, ApiError> {
+    let mut errors = Vec::new();
+    let mut search = Search {
+        tenant_id: tenant_id.to_owned(),
+        limit: DEFAULT_LIMIT,
+        ..Default::default()
+    };
+    for (key, value) in query {
+        match key.as_str() {
+            "status" => match Status::parse(value) {
+                Some(s) => search.status = Some(s),
+                None => errors.push(FieldError::new(
+                    "status",
+                    "must be `succeeded`, `failed`, `pending` or `dead`",
+                )),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => search.limit = n,
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                )),
+            },
+            "since" | "until" => match OffsetDateTime::parse(value, &Rfc3339) {
+                Ok(t) if key == "since" => search.since = Some(t),
+                Ok(t) => search.until = Some(t),
+                Err(_) => errors.push(FieldError::new(
+                    key.as_str(),
+                    "must be an RFC 3339 time, e.g. 2026-12-01T10:00:00Z",
+                )),
+            },
+            "cursor" => match history::parse_cursor(value) {
+                Some(k) => search.after = Some(k),
+                None => errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this API gave (send `next_cursor` of the previous page as it is)",
+                )),
+            },
+            "entity_id" if !value.is_empty() => search.entity_id = Some(value.clone()),
+            "event_name" if !value.is_empty() => search.event_name = Some(value.clone()),
+            "subscription_id" if !nested && !value.is_empty() => {
+                search.subscription_id = Some(value.clone());
+            }
+            "entity_id" | "event_name" | "subscription_id" if !nested || key != "subscription_id" => {
+                errors.push(FieldError::new(key.as_str(), "must not be empty"));
+            }
+            _ => {
+                let accepted: Vec<&str> = SEARCH_PARAMETERS
+                    .iter()
+                    .copied()
+                    .filter(|p| !nested || *p != "subscription_id")
+                    .collect();
+                errors.push(FieldError::new(
+                    key.as_str(),
+                    format!("unknown query parameter; accepted: {}", accepted.join(", ")),
+                ));
+            }
+        }
+    }
+    if let (Some(since), Some(until)) = (search.since, search.until)
+        && since > until
+    {
+        errors.push(FieldError::new("until", "must not be before `since`"));
+    }
+    if errors.is_empty() {
+        Ok(search)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+fn page(state: &AppState, search: &Search) -> Json<Value> {
+    let history = state.history.read();
+    let (deliveries, next) = history.search(search);
+    let deliveries: Vec<Value> = deliveries.into_iter().map(Delivery::summary).collect();
+    Json(json!({"deliveries": deliveries, "limit": search.limit, "next_cursor": next}))
+}
+
+/// `GET /v1/subscriptions/{id}/deliveries?status&limit&cursor&...`: newest
+/// first by creation.
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut errors = Vec::new();
-    let status = query.get("status").and_then(|s| {
-        let parsed = Status::parse(s);
-        if parsed.is_none() {
-            errors.push(FieldError::new(
-                "status",
-                "must be `succeeded`, `failed`, `pending` or `dead`",
-            ));
-        }
-        parsed
-    });
-    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                format!("must be an integer from 1 to {MAX_LIMIT}"),
-            ));
-            DEFAULT_LIMIT
-        }
-    };
-    for key in query.keys() {
-        if key != "status" && key != "limit" {
-            errors.push(FieldError::new(
-                key.as_str(),
-                "unknown query parameter; accepted: status, limit",
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    let mut search = parse_search(&query, &principal.tenant_id, true)?;
     let subscription = find(&state, &principal, &id)?;
-    let history = state.history.read();
-    let deliveries: Vec<Value> = history
-        .of_subscription(&subscription.id)
-        .filter(|d| status.is_none_or(|s| d.status == s))
-        .take(limit)
-        .map(Delivery::summary)
-        .collect();
-    Ok(Json(json!({"deliveries": deliveries, "limit": limit})))
+    search.subscription_id = Some(subscription.id);
+    Ok(page(&state, &search))
+}
+
+/// `GET /v1/deliveries?entity_id&event_name&subscription_id&status&since&until&limit&cursor`:
+/// the tenant's deliveries across its subscriptions (also of deleted ones,
+/// while the history keeps them), newest first by creation.
+pub(crate) async fn search(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let search = parse_search(&query, &principal.tenant_id, false)?;
+    Ok(page(&state, &search))
 }
 
 /// `GET /v1/deliveries/{id}`: the delivery with its attempts.
@@ -207,6 +278,15 @@ async fn queue(state: &AppState, task: &v1::DeliveryTask, visible: bool) -> Resu
         event_name: event.map(|e| e.event_name.clone()).unwrap_or_default(),
         attempt: 0,
         started_at: task.created_at,
+        created_at: task.created_at,
+        entity_type: event
+            .and_then(|e| e.entity.as_ref())
+            .map(|e| e.r#type.clone())
+            .unwrap_or_default(),
+        entity_id: event
+            .and_then(|e| e.entity.as_ref())
+            .map(|e| e.id.clone())
+            .unwrap_or_default(),
         outcome: v1::AttemptOutcome::Queued as i32,
         task: Some(v1::TaskRef {
             topic: state.topics.deliveries(),

@@ -5,7 +5,8 @@
 //! folded by delivery id, they give a delivery's status, its attempts and
 //! where its task can be read again for a retry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -82,6 +83,10 @@ pub struct Delivery {
     pub task: Option<v1::TaskRef>,
     event_id: String,
     event_name: String,
+    /// The event's entity kind, `""` when not known.
+    pub entity_type: String,
+    /// The event's entity id, `""` when not known.
+    pub entity_id: String,
     attempts: VecDeque<AttemptView>,
     next_attempt_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
@@ -129,13 +134,60 @@ impl Delivery {
     }
 }
 
-/// Deliveries by id, with each subscription's newest deliveries in order.
+/// Where a delivery sorts: when it was created, then its id.
+pub type Key = (i128, String);
+
+fn key_of(d: &Delivery) -> Key {
+    (d.created_at.unix_timestamp_nanos(), d.id.clone())
+}
+
+/// The `cursor` of a page that ends at `key` (the next page starts after
+/// it).
+pub fn cursor(key: &Key) -> String {
+    format!("c{}_{}", key.0, key.1)
+}
+
+/// Reads a `cursor` back.
+pub fn parse_cursor(text: &str) -> Option<Key> {
+    let (nanos, id) = text.strip_prefix('c')?.split_once('_')?;
+    if id.is_empty() {
+        return None;
+    }
+    Some((nanos.parse().ok()?, id.to_owned()))
+}
+
+/// A search of one tenant's deliveries (`GET /v1/deliveries`).
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Only this subscription's.
+    pub subscription_id: Option<String>,
+    /// Only deliveries of events about this entity.
+    pub entity_id: Option<String>,
+    /// Only this event.
+    pub event_name: Option<String>,
+    /// Only in this status.
+    pub status: Option<Status>,
+    /// Created at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Created at or before.
+    pub until: Option<OffsetDateTime>,
+    /// After this place of the previous page.
+    pub after: Option<Key>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Deliveries by id, ordered by creation per subscription, per tenant and
+/// per entity.
 pub struct History {
     per_subscription: usize,
     retention: Duration,
     deliveries: HashMap<String, Delivery>,
-    /// Delivery ids per subscription, oldest first.
-    by_subscription: HashMap<String, VecDeque<String>>,
+    by_subscription: HashMap<String, BTreeSet<Key>>,
+    by_tenant: HashMap<String, BTreeSet<Key>>,
+    by_entity: HashMap<(String, String), BTreeSet<Key>>,
 }
 
 impl History {
@@ -147,6 +199,8 @@ impl History {
             retention,
             deliveries: HashMap::new(),
             by_subscription: HashMap::new(),
+            by_tenant: HashMap::new(),
+            by_entity: HashMap::new(),
         }
     }
 
@@ -155,13 +209,61 @@ impl History {
         self.deliveries.get(id)
     }
 
-    /// A subscription's deliveries, newest first.
+    /// A subscription's deliveries, newest first (by creation).
     pub fn of_subscription(&self, subscription_id: &str) -> impl Iterator<Item = &Delivery> {
         self.by_subscription
             .get(subscription_id)
             .into_iter()
-            .flat_map(|ids| ids.iter().rev())
-            .filter_map(|id| self.deliveries.get(id))
+            .flat_map(|keys| keys.iter().rev())
+            .filter_map(|(_, id)| self.deliveries.get(id))
+    }
+
+    /// A page of a search, newest first, and the cursor of the next page
+    /// (`None` on the last one).
+    pub fn search(&self, q: &Search) -> (Vec<&Delivery>, Option<String>) {
+        let keys = match (&q.entity_id, &q.subscription_id) {
+            (Some(entity), _) => self.by_entity.get(&(q.tenant_id.clone(), entity.clone())),
+            (None, Some(sub)) => self.by_subscription.get(sub),
+            (None, None) => self.by_tenant.get(&q.tenant_id),
+        };
+        let Some(keys) = keys else {
+            return (Vec::new(), None);
+        };
+        let until = q
+            .until
+            .map(|t| (t.unix_timestamp_nanos() + 1, String::new()));
+        let upper = match (&q.after, until) {
+            (Some(a), Some(u)) => Bound::Excluded(a.clone().min(u)),
+            (Some(a), None) => Bound::Excluded(a.clone()),
+            (None, Some(u)) => Bound::Excluded(u),
+            (None, None) => Bound::Unbounded,
+        };
+        let since = q.since.map(OffsetDateTime::unix_timestamp_nanos);
+        let mut page = Vec::new();
+        let mut last = None;
+        for key in keys.range((Bound::Unbounded, upper)).rev() {
+            if since.is_some_and(|s| key.0 < s) {
+                break;
+            }
+            let Some(d) = self.deliveries.get(&key.1) else {
+                continue;
+            };
+            let selected = d.tenant_id == q.tenant_id
+                && q.subscription_id
+                    .as_ref()
+                    .is_none_or(|s| *s == d.subscription_id)
+                && q.event_name.as_ref().is_none_or(|n| *n == d.event_name)
+                && q.status.is_none_or(|s| s == d.status);
+            if !selected {
+                continue;
+            }
+            if page.len() == q.limit {
+                return (page, last.map(cursor));
+            }
+            page.push(d);
+            last = Some(key);
+        }
+        (page, None)
     }
 
     /// How many deliveries are kept.
@@ -181,10 +283,18 @@ impl History {
         }
         let at =
             from_timestamp(record.started_at.as_ref(), "started_at").map_err(|e| e.to_string())?;
+        // Records written before deliveries carried their creation time
+        // stand for it with their own.
+        let created = match record.created_at.as_ref() {
+            Some(t) => from_timestamp(Some(t), "created_at").map_err(|e| e.to_string())?,
+            None => at,
+        };
         let outcome = v1::AttemptOutcome::try_from(record.outcome)
             .map_err(|_| format!("unknown attempt outcome {}", record.outcome))?;
         if !self.deliveries.contains_key(&record.delivery_id) {
-            self.admit(&record, at);
+            self.admit(&record, created, at);
+        } else {
+            self.refine(&record, created);
         }
         let delivery = self
             .deliveries
@@ -225,41 +335,106 @@ impl History {
         Ok(())
     }
 
+    /// A later record of a known delivery may know better when it was
+    /// created (records arrive out of order) or what it is about.
+    fn refine(&mut self, record: &v1::DeliveryAttempt, created: OffsetDateTime) {
+        let Some(d) = self.deliveries.get(&record.delivery_id) else {
+            return;
+        };
+        let earlier = created < d.created_at;
+        let entity = d.entity_id.is_empty() && !record.entity_id.is_empty();
+        if !earlier && !entity {
+            return;
+        }
+        let mut d = self.unindex(&record.delivery_id).expect("known");
+        if earlier {
+            d.created_at = created;
+        }
+        if entity {
+            d.entity_type = record.entity_type.clone();
+            d.entity_id = record.entity_id.clone();
+        }
+        self.index(d);
+    }
+
+    fn index(&mut self, d: Delivery) {
+        let key = key_of(&d);
+        self.by_subscription
+            .entry(d.subscription_id.clone())
+            .or_default()
+            .insert(key.clone());
+        self.by_tenant
+            .entry(d.tenant_id.clone())
+            .or_default()
+            .insert(key.clone());
+        if !d.entity_id.is_empty() {
+            self.by_entity
+                .entry((d.tenant_id.clone(), d.entity_id.clone()))
+                .or_default()
+                .insert(key);
+        }
+        self.deliveries.insert(d.id.clone(), d);
+    }
+
+    fn unindex(&mut self, id: &str) -> Option<Delivery> {
+        let d = self.deliveries.remove(id)?;
+        let key = key_of(&d);
+        let take = |set: Option<&mut BTreeSet<Key>>| {
+            set.is_some_and(|set| {
+                set.remove(&key);
+                set.is_empty()
+            })
+        };
+        if take(self.by_subscription.get_mut(&d.subscription_id)) {
+            self.by_subscription.remove(&d.subscription_id);
+        }
+        if take(self.by_tenant.get_mut(&d.tenant_id)) {
+            self.by_tenant.remove(&d.tenant_id);
+        }
+        let entity = (d.tenant_id.clone(), d.entity_id.clone());
+        if take(self.by_entity.get_mut(&entity)) {
+            self.by_entity.remove(&entity);
+        }
+        Some(d)
+    }
+
     /// Makes room for a new delivery of the record's subscription: drops
     /// its oldest beyond the bound or the retention, then adds it.
-    fn admit(&mut self, record: &v1::DeliveryAttempt, at: OffsetDateTime) {
-        let ids = self
-            .by_subscription
-            .entry(record.subscription_id.clone())
-            .or_default();
-        while let Some(oldest) = ids.front() {
+    fn admit(&mut self, record: &v1::DeliveryAttempt, created: OffsetDateTime, at: OffsetDateTime) {
+        while let Some(keys) = self.by_subscription.get(&record.subscription_id) {
+            let Some((_, oldest)) = keys.first() else {
+                break;
+            };
             let expired = self
                 .deliveries
                 .get(oldest)
                 .is_none_or(|d| at - d.updated_at > self.retention);
-            if ids.len() < self.per_subscription && !expired {
+            if keys.len() < self.per_subscription && !expired {
                 break;
             }
-            let oldest = ids.pop_front().expect("front exists");
-            self.deliveries.remove(&oldest);
+            let oldest = oldest.clone();
+            if self.unindex(&oldest).is_none() {
+                // An index entry without its delivery: drop it.
+                if let Some(keys) = self.by_subscription.get_mut(&record.subscription_id) {
+                    keys.pop_first();
+                }
+            }
         }
-        ids.push_back(record.delivery_id.clone());
-        self.deliveries.insert(
-            record.delivery_id.clone(),
-            Delivery {
-                id: record.delivery_id.clone(),
-                subscription_id: record.subscription_id.clone(),
-                tenant_id: record.tenant_id.clone(),
-                status: Status::Pending,
-                task: None,
-                event_id: record.event_id.clone(),
-                event_name: record.event_name.clone(),
-                attempts: VecDeque::new(),
-                next_attempt_at: None,
-                created_at: at,
-                updated_at: at,
-            },
-        );
+        self.index(Delivery {
+            id: record.delivery_id.clone(),
+            subscription_id: record.subscription_id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            status: Status::Pending,
+            task: None,
+            event_id: record.event_id.clone(),
+            event_name: record.event_name.clone(),
+            entity_type: record.entity_type.clone(),
+            entity_id: record.entity_id.clone(),
+            attempts: VecDeque::new(),
+            next_attempt_at: None,
+            created_at: created,
+            updated_at: at,
+        });
     }
 }
 
@@ -343,5 +518,98 @@ mod tests {
         let ids: Vec<&str> = h.of_subscription("sub_1").map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["m9"]);
         assert_eq!(h.len(), 1);
+    }
+
+    fn made(
+        delivery: &str,
+        sub: &str,
+        entity: &str,
+        created: i64,
+        started: i64,
+    ) -> v1::DeliveryAttempt {
+        let minute = |m: i64| {
+            Some(timestamp(
+                OffsetDateTime::UNIX_EPOCH + time::Duration::minutes(m),
+            ))
+        };
+        v1::DeliveryAttempt {
+            subscription_id: sub.into(),
+            entity_type: "freight".into(),
+            entity_id: entity.into(),
+            created_at: minute(created),
+            started_at: minute(started),
+            ..record(delivery, v1::AttemptOutcome::Succeeded, started)
+        }
+    }
+
+    fn ids<'a>(page: &[&'a Delivery]) -> Vec<&'a str> {
+        page.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    #[test]
+    fn ordered_by_creation_whatever_order_the_records_arrive_in() {
+        let mut h = History::new(100, Duration::from_secs(36_000));
+        // Created 1, 2, 3; the first one's attempt is folded last (it was
+        // retried), the third's record knows its creation time late.
+        h.apply_record(made("m2", "sub_1", "F-1", 2, 2)).unwrap();
+        h.apply_record(made("m3", "sub_1", "F-1", 9, 9)).unwrap();
+        h.apply_record(made("m1", "sub_1", "F-1", 1, 8)).unwrap();
+        h.apply_record(made("m3", "sub_1", "F-1", 3, 10)).unwrap();
+        let listed: Vec<&str> = h.of_subscription("sub_1").map(|d| d.id.as_str()).collect();
+        assert_eq!(listed, ["m3", "m2", "m1"]);
+        let q = Search {
+            tenant_id: "t".into(),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(ids(&h.search(&q).0), ["m3", "m2", "m1"]);
+    }
+
+    #[test]
+    fn search_by_entity_across_subscriptions_with_pages() {
+        let mut h = History::new(100, Duration::from_secs(36_000));
+        for i in 0..7 {
+            let sub = if i % 2 == 0 { "sub_a" } else { "sub_b" };
+            let entity = if i < 5 { "F-1" } else { "F-2" };
+            h.apply_record(made(&format!("m{i}"), sub, entity, i, i))
+                .unwrap();
+        }
+        let mut q = Search {
+            tenant_id: "t".into(),
+            entity_id: Some("F-1".into()),
+            limit: 2,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let (page, next) = h.search(&q);
+            seen.extend(ids(&page).into_iter().map(str::to_owned));
+            let Some(next) = next else { break };
+            q.after = Some(parse_cursor(&next).unwrap());
+        }
+        assert_eq!(seen, ["m4", "m3", "m2", "m1", "m0"]);
+        // Filters combine; the window is inclusive.
+        let q = Search {
+            tenant_id: "t".into(),
+            entity_id: Some("F-1".into()),
+            subscription_id: Some("sub_a".into()),
+            since: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::minutes(1)),
+            until: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::minutes(4)),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(ids(&h.search(&q).0), ["m4", "m2"]);
+        let other = Search {
+            tenant_id: "t2".into(),
+            entity_id: Some("F-1".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(h.search(&other).0.is_empty(), "another tenant sees nothing");
+        assert_eq!(parse_cursor("garbage"), None);
+        assert_eq!(
+            parse_cursor(&cursor(&(5, "m_1".into()))),
+            Some((5, "m_1".into()))
+        );
     }
 }

@@ -370,6 +370,7 @@ fn handler(op: Op, method: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::GetSigningSecret => on(method, subscriptions::secret),
         Op::RotateSigningSecret => on(method, subscriptions::rotate_secret),
         Op::ListDeliveries => on(method, deliveries::list),
+        Op::SearchDeliveries => on(method, deliveries::search),
         Op::GetDelivery => on(method, deliveries::get),
         Op::RetryDelivery => on(method, deliveries::retry),
         Op::ReplaySubscription => on(method, deliveries::replay),

@@ -37,6 +37,7 @@ pub enum Op {
     GetSigningSecret,
     RotateSigningSecret,
     ListDeliveries,
+    SearchDeliveries,
     GetDelivery,
     RetryDelivery,
     ReplaySubscription,
@@ -82,7 +83,7 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 26] = [
+    pub const ALL: [Op; 27] = [
         Op::CreateEvent,
         Op::CreateEvents,
         Op::ListEventTypes,
@@ -100,6 +101,7 @@ impl Op {
         Op::GetSigningSecret,
         Op::RotateSigningSecret,
         Op::ListDeliveries,
+        Op::SearchDeliveries,
         Op::GetDelivery,
         Op::RetryDelivery,
         Op::ReplaySubscription,
@@ -280,7 +282,16 @@ impl Op {
                 "GET",
                 "/v1/subscriptions/{id}/deliveries",
                 "listDeliveries",
-                "The subscription's latest deliveries, newest first",
+                "The subscription's latest deliveries, newest first by creation; `next_cursor` pages on",
+                Tenant,
+                None,
+                (200, Some("DeliveryList")),
+            ),
+            Op::SearchDeliveries => op(
+                "GET",
+                "/v1/deliveries",
+                "searchDeliveries",
+                "The tenant's deliveries across its subscriptions (also deleted ones, while the history keeps them), newest first by creation: every delivery about one entity with `entity_id`",
                 Tenant,
                 None,
                 (200, Some("DeliveryList")),
@@ -429,10 +440,18 @@ fn operation(op: Op, spec: &Operation) -> Value {
     if op == Op::ListSubscriptions {
         params.extend(list_parameters());
     }
-    if op == Op::ListDeliveries {
+    if matches!(op, Op::ListDeliveries | Op::SearchDeliveries) {
+        if op == Op::SearchDeliveries {
+            params.push(json!({"name": "subscription_id", "in": "query", "schema": {"type": "string", "minLength": 1}}));
+        }
         params.extend([
+            json!({"name": "entity_id", "in": "query", "description": "Only deliveries of events about this freight, order, time slot...", "schema": {"type": "string", "minLength": 1}}),
+            json!({"name": "event_name", "in": "query", "schema": {"type": "string", "minLength": 1}}),
             json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["succeeded", "failed", "pending", "dead"]}}),
+            json!({"name": "since", "in": "query", "description": "Created at or after (RFC 3339)", "schema": {"type": "string", "format": "date-time"}}),
+            json!({"name": "until", "in": "query", "description": "Created at or before (RFC 3339)", "schema": {"type": "string", "format": "date-time"}}),
             json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
+            json!({"name": "cursor", "in": "query", "description": "`next_cursor` of the previous page", "schema": {"type": "string"}}),
         ]);
     }
     if conditional(op) {
@@ -515,7 +534,12 @@ fn tag(path: &str) -> &'static str {
 /// The error answers an operation can give, besides 500 `internal`.
 fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
     let mut out = Vec::new();
-    if spec.body.is_some() || matches!(op, Op::ListSubscriptions | Op::ListDeliveries) {
+    if spec.body.is_some()
+        || matches!(
+            op,
+            Op::ListSubscriptions | Op::ListDeliveries | Op::SearchDeliveries
+        )
+    {
         out.push((400, "`validation_failed`: every invalid field in `details`"));
     }
     if spec.caller != Caller::Anyone {
@@ -946,11 +970,12 @@ fn schemas(catalog: &Catalog) -> Value {
         },
         "DeliveryList": {
             "type": "object",
-            "required": ["deliveries", "limit"],
+            "required": ["deliveries", "limit", "next_cursor"],
             "additionalProperties": false,
             "properties": {
                 "deliveries": {"type": "array", "items": schema_ref("DeliverySummary")},
                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                "next_cursor": {"oneOf": [{"type": "string"}, {"type": "null"}], "description": "`cursor` of the next page; null on the last page"},
             },
         },
         "RetryQueued": {
