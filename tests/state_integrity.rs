@@ -452,3 +452,96 @@ async fn deliveries_are_listed_and_searched_in_creation_order() {
         .await;
     assert_eq!(status, 400, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_resumes_after_its_ingest_is_killed_and_queues_nothing_twice() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(900));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let (status, created) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": receiver.url("/replayed"), "event_types": [EVENT]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    const EVENTS: usize = 10_000;
+    let since = time::OffsetDateTime::now_utc() - time::Duration::seconds(5);
+    for batch in 0..EVENTS / 1000 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| {
+                let n = batch * 1000 + i;
+                json!({"id": format!("evt-r-{n:05}"), "event_name": EVENT,
+                       "entity": {"type": "freight", "id": format!("F-{}", n % 300)}, "data": {"n": n}})
+            })
+            .collect();
+        let (status, answer) = api
+            .post("/v1/events/batch", json!({ "events": events }))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    receiver
+        .wait_for(EVENTS, Duration::from_secs(300))
+        .await
+        .unwrap_or_else(|e| panic!("originals: {e}\n{}", cluster.logs()));
+
+    let (status, accepted) = api
+        .post(
+            &format!("/v1/subscriptions/{id}/replay"),
+            json!({"since": since.format(&time::format_description::well_known::Rfc3339).unwrap()}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let status_url = accepted["status_url"].as_str().unwrap().to_owned();
+    // Kill the ingest process once part of the replay is recorded.
+    let at_kill = until(&api, &status_url, "replay under way", |s, r| {
+        s == 200 && (r["queued"].as_u64() > Some(0) || r["status"] != "running")
+    })
+    .await;
+    assert_eq!(at_kill["status"], "running", "killed mid-way: {at_kill}");
+    cluster.kill(waybill_testkit::cluster::Role::Ingest);
+    let killed_at = at_kill["queued"].as_u64().unwrap();
+    cluster
+        .restart(waybill_testkit::cluster::Role::Ingest)
+        .await;
+    let done = until(
+        &api,
+        &status_url,
+        "replay done after the restart",
+        |s, r| s == 200 && r["status"] != "running",
+    )
+    .await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["scanned"], EVENTS, "{done}");
+    assert_eq!(done["queued"], EVENTS, "{done}");
+    assert!(
+        done["finished_at"].is_string() && done["error"].is_null(),
+        "{done}"
+    );
+
+    // Every event once more, none twice.
+    receiver
+        .wait_for(2 * EVENTS, Duration::from_secs(300))
+        .await
+        .unwrap_or_else(|e| panic!("replayed: {e}\n{}", cluster.logs()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut per_event = std::collections::HashMap::<String, usize>::new();
+    for r in receiver.received() {
+        *per_event
+            .entry(r.json()["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_event.len(), EVENTS);
+    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n != 2).take(5).collect();
+    assert!(twice.is_empty(), "not delivered exactly twice: {twice:?}");
+    let resumed = std::fs::read_to_string(cluster.dir().join("ingest.log"))
+        .unwrap_or_default()
+        .matches("replay resumed")
+        .count();
+    assert_eq!(resumed, 1, "the restarted process resumed it");
+    eprintln!("replay of {EVENTS}: killed at {killed_at} queued, resumed, done");
+}

@@ -48,6 +48,10 @@ pub struct IngestConfig {
     /// Deliveries older than this leave the history.
     #[serde(with = "waybill_core::duration")]
     pub history_retention: Duration,
+    /// A running replay whose ingest process wrote no progress for this long
+    /// is taken over by another (or the restarted) process.
+    #[serde(with = "waybill_core::duration")]
+    pub replay_lease: Duration,
 }
 
 /// One API key.
@@ -78,6 +82,7 @@ impl Default for IngestConfig {
             max_batch_bytes: 16 * 1024 * 1024,
             history_per_subscription: 1000,
             history_retention: Duration::from_secs(7 * 24 * 3600),
+            replay_lease: Duration::from_secs(15),
         }
     }
 }
@@ -126,6 +131,9 @@ impl IngestConfig {
         }
         if self.max_event_bytes < 1024 {
             out.push("ingest.max_event_bytes: must be at least 1024".into());
+        }
+        if self.replay_lease < Duration::from_secs(2) {
+            out.push("ingest.replay_lease: must be at least 2s".into());
         }
         out
     }

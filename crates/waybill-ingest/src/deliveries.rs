@@ -16,7 +16,7 @@
 //! A queued task gets a `queued` marker on `delivery_attempts`, so the
 //! history shows it `pending` at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -34,7 +34,7 @@ use waybill_core::fields::Fields;
 use waybill_core::ids;
 use waybill_core::matching::matches;
 use waybill_core::subscription::Subscription;
-use waybill_kafka::log::{self, Window};
+use waybill_kafka::log;
 use waybill_proto::Message as _;
 use waybill_proto::convert::{event_from_proto, timestamp};
 use waybill_proto::v1;
@@ -45,12 +45,11 @@ use crate::body::read_json;
 use crate::error::ApiError;
 use crate::history::{self, Delivery, Search, Status};
 use crate::idempotency::Idempotent;
+use crate::replays;
 use crate::subscriptions::find;
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
-/// Tasks a replay may have queued but not yet acknowledged by Kafka.
-const REPLAY_BUFFER: usize = 1024;
 
 /// The query parameters of both delivery lists.
 const SEARCH_PARAMETERS: &[&str] = &[
@@ -261,7 +260,11 @@ pub(crate) async fn retry(
 /// Writes `task` to `deliveries`, then its `queued` marker on
 /// `delivery_attempts`; with `visible`, waits until this instance's history
 /// shows it (read-your-writes).
-async fn queue(state: &AppState, task: &v1::DeliveryTask, visible: bool) -> Result<(), ApiError> {
+pub(crate) async fn queue(
+    state: &AppState,
+    task: &v1::DeliveryTask,
+    visible: bool,
+) -> Result<(), ApiError> {
     let acked = state
         .send(
             &state.topics.deliveries(),
@@ -366,14 +369,6 @@ impl ReplayRequest {
             _ => Err(errors),
         }
     }
-
-    fn window(&self) -> Window {
-        let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-        Window {
-            since_ms: ms(self.since),
-            until_ms: self.until.map(ms),
-        }
-    }
 }
 
 /// `POST /v1/subscriptions/{id}/replay` → `202 {"replay_id"}`.
@@ -399,28 +394,42 @@ pub(crate) async fn replay(
                 "subscription `{id}` is disabled; `reset` it first"
             )));
         }
-        let replay_id = ids::new_replay_id();
         let topics = domain_topics(&state, &subscription);
+        let failed: Vec<String> = if request.only_failed {
+            state
+                .history
+                .read()
+                .of_subscription(&subscription.id)
+                .filter(|d| matches!(d.status, Status::Failed | Status::Dead))
+                .map(|d| d.id.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut job =
+            replays::plan(&state, &subscription, &request, topics.clone(), failed).await?;
+        if !replays::write(&state, &mut job).await? {
+            return Err(ApiError::conflict(
+                "the replay could not be recorded; send it again",
+            ));
+        }
         tracing::info!(
-            replay_id,
+            replay_id = %job.id,
             subscription_id = %subscription.id,
             since = %format_rfc3339(request.since),
             until = ?request.until.map(format_rfc3339),
             only_failed = request.only_failed,
             topics = ?topics,
+            partitions = job.ranges.len(),
             "replay started"
         );
-        tokio::spawn(run_replay(
-            state.clone(),
-            replay_id.clone(),
-            subscription,
-            request.clone(),
-            topics,
-        ));
+        let replay_id = job.id.clone();
+        tokio::spawn(replays::run(state.clone(), job, false));
         Ok((
             StatusCode::ACCEPTED,
             Json(json!({
                 "replay_id": replay_id,
+                "status_url": replays::status_url(&replay_id),
                 "subscription_id": id,
                 "since": format_rfc3339(request.since),
                 "until": request.until.map(format_rfc3339),
@@ -451,72 +460,12 @@ fn domain_topics(state: &AppState, subscription: &Subscription) -> Vec<String> {
     topics.into_iter().map(|t| state.topics.domain(t)).collect()
 }
 
-/// Scans each topic and queues a task per matching event.
-async fn run_replay(
-    state: Arc<AppState>,
-    replay_id: String,
-    subscription: Subscription,
-    request: ReplayRequest,
-    topics: Vec<String>,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<v1::DeliveryTask>(REPLAY_BUFFER);
-    let kafka = state.kafka.clone();
-    let window = request.window();
-    let failed: Option<BTreeSet<String>> = request.only_failed.then(|| {
-        state
-            .history
-            .read()
-            .of_subscription(&subscription.id)
-            .filter(|d| matches!(d.status, Status::Failed | Status::Dead))
-            .map(|d| d.id.clone())
-            .collect()
-    });
-    let catalog = state.catalog.read().catalog().clone();
-    let scanning = tokio::task::spawn_blocking(move || {
-        let mut totals = log::Scanned::default();
-        for topic in &topics {
-            let scanned = log::scan(&kafka, topic, window, |message| {
-                let Some(task) = replay_task(&subscription, &catalog, failed.as_ref(), message)
-                else {
-                    return true;
-                };
-                tx.blocking_send(task).is_ok()
-            })?;
-            totals.read += scanned.read;
-            totals.visited += scanned.visited;
-            totals.scanned_from_start += scanned.scanned_from_start;
-        }
-        Ok::<_, waybill_kafka::Error>(totals)
-    });
-    let mut queued = 0u64;
-    let mut failures = 0u64;
-    while let Some(task) = rx.recv().await {
-        match queue(&state, &task, false).await {
-            Ok(()) => queued += 1,
-            Err(_) => failures += 1,
-        }
-    }
-    match scanning.await {
-        Ok(Ok(scanned)) => tracing::info!(
-            replay_id,
-            read = scanned.read,
-            in_window = scanned.visited,
-            queued,
-            not_queued = failures,
-            partitions_scanned_from_start = scanned.scanned_from_start,
-            "replay finished"
-        ),
-        Ok(Err(e)) => tracing::error!(replay_id, queued, error = %e, "replay stopped"),
-        Err(e) => tracing::error!(replay_id, queued, error = %e, "replay task failed"),
-    }
-}
-
 /// The task replaying `message` to `subscription`, if the subscription
 /// matches its event (and, with `failed`, its delivery failed).
-fn replay_task(
+pub(crate) fn replay_task(
     subscription: &Subscription,
     catalog: &waybill_core::catalog::Catalog,
-    failed: Option<&BTreeSet<String>>,
+    failed: Option<&HashSet<String>>,
     message: &rdkafka::message::BorrowedMessage<'_>,
 ) -> Option<v1::DeliveryTask> {
     let record = v1::DomainEvent::decode(message.payload()?).ok()?;
@@ -538,7 +487,23 @@ fn replay_task(
         not_before: None,
         created_at: Some(timestamp(now)),
         redeliver: true,
+        replay_id: String::new(),
     })
+}
+
+/// `GET /v1/replays/{id}`: a replay job and how far it got.
+pub(crate) async fn get_replay(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .replays
+        .read()
+        .get(&id)
+        .filter(|j| j.tenant_id == principal.tenant_id)
+        .map(|j| Json(replays::view(j)))
+        .ok_or_else(|| ApiError::not_found(format!("no replay `{id}`")))
 }
 
 #[cfg(test)]
@@ -557,8 +522,6 @@ mod tests {
         assert_eq!(ok.since, datetime!(2026-12-01 8:00 UTC));
         assert_eq!(ok.until, Some(datetime!(2026-12-01 8:00 UTC)));
         assert!(ok.only_failed);
-        let window = ok.window();
-        assert_eq!(Some(window.since_ms), window.until_ms);
 
         let errors = ReplayRequest::parse(
             br#"{"since": "yesterday", "until": 3, "only_failed": "yes", "from": 1}"#,

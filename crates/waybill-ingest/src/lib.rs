@@ -36,6 +36,7 @@ pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod openapi;
+pub mod replays;
 pub mod revisions;
 pub mod subscriptions;
 pub mod tenants;
@@ -108,6 +109,14 @@ pub(crate) struct AppState {
     pub event_ids: events::SeenIds,
     pub write_locks: Vec<tokio::sync::Mutex<()>>,
     pub config: IngestConfig,
+    /// Replay jobs (the `replays` topic).
+    pub replays: Table<replays::Jobs>,
+    /// The jobs this process runs now.
+    pub running_replays: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// This process, as the owner of the replays it runs.
+    pub instance_id: String,
+    /// The service's shutdown (long-running jobs stop at it).
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -210,7 +219,15 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    let replays = Table::follow(
+        &settings.kafka,
+        &topics.replays(),
+        replays::Jobs::default(),
+        shutdown.clone(),
+    )
+    .await?;
     settings.metrics.watch_skipped(&subscriptions);
+    settings.metrics.watch_skipped(&replays);
     settings.metrics.watch_skipped(&tenants);
     settings.metrics.watch_skipped(&catalog);
     settings.metrics.watch_skipped(&history);
@@ -246,6 +263,14 @@ pub async fn run(
         ),
         write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         config: settings.ingest,
+        replays: replays.clone(),
+        running_replays: Default::default(),
+        instance_id: format!(
+            "ingest-{}-{}",
+            std::process::id(),
+            &waybill_core::ids::new_write_id()[2..10]
+        ),
+        shutdown: shutdown.clone(),
     });
 
     // Ready once the projection holds everything written before start-up.
@@ -261,6 +286,15 @@ pub async fn run(
                 .is_ok()
         {
             ready.set(true);
+            // Replays whose process died are resumed here once the jobs
+            // are loaded.
+            if replays
+                .wait_fresh(started, Duration::from_secs(300))
+                .await
+                .is_ok()
+            {
+                tokio::spawn(replays::supervise(repairing.clone(), loading.clone()));
+            }
             // Keys whose last record does not count are repaired once the
             // projection holds the winners (see `revisions`).
             revisions::repair_loop(repairing, loading).await;
@@ -370,6 +404,7 @@ fn handler(op: Op, method: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::GetSigningSecret => on(method, subscriptions::secret),
         Op::RotateSigningSecret => on(method, subscriptions::rotate_secret),
         Op::ListDeliveries => on(method, deliveries::list),
+        Op::GetReplay => on(method, deliveries::get_replay),
         Op::SearchDeliveries => on(method, deliveries::search),
         Op::GetDelivery => on(method, deliveries::get),
         Op::RetryDelivery => on(method, deliveries::retry),

@@ -41,6 +41,7 @@ pub enum Op {
     GetDelivery,
     RetryDelivery,
     ReplaySubscription,
+    GetReplay,
     CreateTenant,
     ListTenants,
     GetTenant,
@@ -83,7 +84,7 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 27] = [
+    pub const ALL: [Op; 28] = [
         Op::CreateEvent,
         Op::CreateEvents,
         Op::ListEventTypes,
@@ -105,6 +106,7 @@ impl Op {
         Op::GetDelivery,
         Op::RetryDelivery,
         Op::ReplaySubscription,
+        Op::GetReplay,
         Op::CreateTenant,
         Op::ListTenants,
         Op::GetTenant,
@@ -329,6 +331,15 @@ impl Op {
                     (202, Some("ReplayAccepted")),
                 )
             },
+            Op::GetReplay => op(
+                "GET",
+                "/v1/replays/{id}",
+                "getReplay",
+                "A replay job: its status and progress (it goes on after a restart of the process that ran it)",
+                Tenant,
+                None,
+                (200, Some("Replay")),
+            ),
             Op::CreateTenant => op(
                 "POST",
                 "/v1/tenants",
@@ -520,6 +531,7 @@ fn tag(path: &str) -> &'static str {
     } else if path.starts_with("/v1/deliveries")
         || path.ends_with("/deliveries")
         || path.ends_with("/replay")
+        || path.starts_with("/v1/replays")
     {
         "deliveries"
     } else if path.starts_with("/v1/subscriptions") {
@@ -995,12 +1007,31 @@ fn schemas(catalog: &Catalog) -> Value {
             },
             "example": {"since": "2026-01-01T00:00:00Z", "only_failed": true},
         },
+        "Replay": {
+            "type": "object",
+            "required": ["id", "subscription_id", "since", "until", "only_failed", "status", "scanned", "queued", "started_at", "finished_at", "error"],
+            "additionalProperties": false,
+            "properties": {
+                "id": {"type": "string"},
+                "subscription_id": {"type": "string"},
+                "since": timestamp,
+                "until": {"oneOf": [timestamp, {"type": "null"}]},
+                "only_failed": {"type": "boolean"},
+                "status": {"type": "string", "enum": ["running", "done", "failed"]},
+                "scanned": {"type": "integer", "minimum": 0, "description": "Domain records read in the window"},
+                "queued": {"type": "integer", "minimum": 0, "description": "Deliveries queued"},
+                "started_at": timestamp,
+                "finished_at": {"oneOf": [timestamp, {"type": "null"}]},
+                "error": {"oneOf": [{"type": "string"}, {"type": "null"}], "description": "Why it failed"},
+            },
+        },
         "ReplayAccepted": {
             "type": "object",
-            "required": ["replay_id", "subscription_id", "since", "until", "only_failed"],
+            "required": ["replay_id", "status_url", "subscription_id", "since", "until", "only_failed"],
             "additionalProperties": false,
             "properties": {
                 "replay_id": {"type": "string"},
+                "status_url": {"type": "string", "description": "GET it for the replay's progress: /v1/replays/{replay_id}"},
                 "subscription_id": {"type": "string"},
                 "since": timestamp,
                 "until": {"oneOf": [timestamp, {"type": "null"}]},

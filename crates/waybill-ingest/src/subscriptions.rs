@@ -503,6 +503,7 @@ pub(crate) async fn test(
             created_at: Some(timestamp(now)),
             // Every test notification is new.
             redeliver: true,
+            replay_id: String::new(),
         };
         state
             .send(

@@ -85,7 +85,8 @@ pub struct Window {
 }
 
 impl Window {
-    fn contains(&self, ms: i64) -> bool {
+    /// Whether a record written at `ms` is in the window.
+    pub fn contains(&self, ms: i64) -> bool {
         ms >= self.since_ms && self.until_ms.is_none_or(|until| ms <= until)
     }
 }
@@ -204,6 +205,42 @@ fn read_partition(
             None => {}
         }
     }
+}
+
+/// Where a read of `topic` from `since_ms` starts and ends, per partition:
+/// the first offset written at or after `since_ms` (the log start if the
+/// broker cannot look it up by time), and the high watermark now.
+/// Partitions with nothing to read are left out.
+pub fn plan(config: &KafkaConfig, topic: &str, since_ms: i64) -> Result<Vec<(i32, i64, i64)>> {
+    let consumer = reader(config, topic)?;
+    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
+        if high <= low {
+            continue;
+        }
+        let start = match start_offset(&consumer, topic, partition, since_ms) {
+            Some(Offset::Offset(o)) => o.max(low),
+            Some(Offset::End)
+                if timestamp_at(&consumer, topic, partition, high - 1)?
+                    .is_some_and(|last| last < since_ms) =>
+            {
+                continue;
+            }
+            _ => low,
+        };
+        if start < high {
+            out.push((partition, start, high));
+        }
+    }
+    Ok(out)
 }
 
 /// Hands every record of one partition from offset `from` (or the log

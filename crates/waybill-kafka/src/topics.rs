@@ -121,6 +121,11 @@ impl Topics {
         self.named("operational_events")
     }
 
+    /// Replay jobs: request, progress, owner (compacted).
+    pub fn replays(&self) -> String {
+        self.named("replays")
+    }
+
     /// Every topic of the deployment with its layout.
     pub fn specs(&self, config: &KafkaConfig) -> Vec<TopicSpec> {
         let spec = |name: String, partitions: i32, compacted: bool| TopicSpec {
@@ -140,6 +145,7 @@ impl Topics {
         ));
         out.push(spec(self.tenants(), 1, true));
         out.push(spec(self.event_types(), 1, true));
+        out.push(spec(self.replays(), 1, true));
         out.push(spec(self.deliveries(), config.partitions, false));
         for topic in self.retries() {
             out.push(spec(topic, config.partitions, false));

@@ -37,6 +37,7 @@ pub fn tasks_for(
             not_before: Some(timestamp(now)),
             created_at: Some(timestamp(now)),
             redeliver: false,
+            replay_id: String::new(),
         })
         .collect()
 }

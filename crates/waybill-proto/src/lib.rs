@@ -18,6 +18,7 @@ pub mod v1 {
 pub mod convert;
 
 pub use prost::Message;
+pub use prost_types;
 
 /// Schema version written in the `waybill-schema` header of every record.
 pub const SCHEMA_VERSION: &str = "waybill.v1";

@@ -191,6 +191,8 @@ allow_private_networks = true
 listen = "127.0.0.1:{api}"
 api_keys = [{{ id = "key_e2e", key = "{KEY}", tenant_id = "{TENANT}" }}]
 operator_token = "{OPERATOR}"
+# A killed ingest's replays are taken over after 3 s, not 15 s.
+replay_lease = "3s"
 
 [matcher]
 listen = "127.0.0.1:{matcher}"

@@ -774,6 +774,19 @@ async fn openapi_document_matches_the_server() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let (status, replay) = api
+        .post(
+            &format!(
+                "/v1/subscriptions/{}/replay",
+                subscription["id"].as_str().unwrap()
+            ),
+            json!({"since": "2026-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{replay}");
+    let replay_id = replay["replay_id"].as_str().unwrap().to_owned();
+    assert_eq!(replay["status_url"], format!("/v1/replays/{replay_id}"));
+
     // Deletes last, so the other calls still find their objects.
     let mut operations: Vec<(String, String, Value)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -794,6 +807,7 @@ async fn openapi_document_matches_the_server() {
                 "/v1/deliveries/{id}",
                 &format!("/v1/deliveries/{delivery_id}"),
             )
+            .replace("/v1/replays/{id}", &format!("/v1/replays/{replay_id}"))
             .replace("{id}", tenant["id"].as_str().unwrap())
             .replace("{key_id}", key["id"].as_str().unwrap())
             // The type added by the example of `addEventType` (POSTs run

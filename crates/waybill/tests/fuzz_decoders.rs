@@ -63,6 +63,7 @@ fn valid_records(keys: &Keyring) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         not_before: Some(timestamp(now)),
         created_at: Some(timestamp(now)),
         redeliver: false,
+        replay_id: String::new(),
     };
     let attempt = v1::DeliveryAttempt {
         delivery_id: "msg_1".into(),

@@ -130,6 +130,7 @@ async fn sigkill_during_10000_deliveries_loses_nothing() {
             not_before: Some(timestamp(now)),
             created_at: Some(timestamp(now)),
             redeliver: false,
+            replay_id: String::new(),
         };
         let producer = producer.clone();
         let topic = topics.deliveries();
