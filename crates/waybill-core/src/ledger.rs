@@ -149,6 +149,12 @@ impl Ledger {
         self.deleted.insert(id.into());
     }
 
+    /// Forgets `id` without marking it deleted: its next record counts
+    /// whatever its revision (a key released for reuse).
+    pub fn forget(&mut self, id: &str) {
+        self.live.remove(id);
+    }
+
     /// Whether `id` was deleted.
     pub fn is_deleted(&self, id: &str) -> bool {
         self.deleted.contains(id)

@@ -206,7 +206,7 @@ pub(crate) async fn retry(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let route = format!("POST /v1/deliveries/{id}/retry");
-    let idem = Idempotent::begin(&state, &principal, &headers, &route, b"")?;
+    let idem = Idempotent::begin(&state, &principal, &headers, &route, b"").await?;
     if let Some(replay) = idem.replay() {
         return Ok(replay);
     }
@@ -254,7 +254,7 @@ pub(crate) async fn retry(
         ))
     }
     .await;
-    idem.finish(result)
+    idem.finish(result).await
 }
 
 /// Writes `task` to `deliveries`, then its `queued` marker on
@@ -381,7 +381,7 @@ pub(crate) async fn replay(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = read_json(&headers, body, 4096).await?;
     let route = format!("POST /v1/subscriptions/{id}/replay");
-    let idem = Idempotent::begin(&state, &principal, &headers, &route, &body)?;
+    let idem = Idempotent::begin(&state, &principal, &headers, &route, &body).await?;
     if let Some(replay) = idem.replay() {
         return Ok(replay);
     }
@@ -438,7 +438,7 @@ pub(crate) async fn replay(
         ))
     }
     .await;
-    idem.finish(result)
+    idem.finish(result).await
 }
 
 /// The domain topics holding the event types the subscription selects.

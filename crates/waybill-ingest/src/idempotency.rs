@@ -4,14 +4,27 @@
 //! Answers are remembered per tenant and key, with a fingerprint of the
 //! route and body: the same key with a different request is a `409`, a
 //! repeat while the first is still running is a `409` too (retry shortly).
-//! Failed requests are forgotten so that the client can retry them. The
-//! store is in memory, bounded, and per instance: behind a load balancer,
-//! route by tenant (or accept that a repeat reaching another instance is
-//! executed again).
+//! Failed requests are forgotten so that the client can retry them.
+//!
+//! Two layers: this instance's bounded memory (a repeat it saw answers
+//! without Kafka), and the compacted `idempotency` topic that every ingest
+//! replica follows ([`Answers`]): the first request claims its key there
+//! (a write on the key's revision, so two replicas cannot both claim it),
+//! then records its answer, so a repeat through any replica answers the
+//! first result. Only requests that send the header pay the two writes.
+//! A claim whose request never finished (its process died) lapses after
+//! [`CLAIM_TTL`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use waybill_core::ledger::Ledger;
+use waybill_kafka::table::Fold;
+use waybill_proto::Message as _;
+use waybill_proto::convert::{from_timestamp, timestamp};
+use waybill_proto::v1;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
@@ -71,16 +84,136 @@ impl Store {
     }
 }
 
+/// How long a claim of a key holds without an answer.
+pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// How long a repeat waits for the first request's answer before `409`.
+const RUNNING_WAIT: Duration = Duration::from_secs(2);
+/// How many write verdicts the shared table remembers.
+const REMEMBERED: usize = 4096;
+
+/// The `idempotency` topic: every key's claim or answer that counts.
+#[derive(Default)]
+pub struct Answers {
+    ledger: Ledger,
+    answers: HashMap<String, v1::IdempotentAnswer>,
+    verdicts: HashMap<String, bool>,
+    order: VecDeque<String>,
+}
+
+impl Answers {
+    fn get(&self, key: &str) -> Option<&v1::IdempotentAnswer> {
+        self.answers.get(key)
+    }
+
+    fn counted(&self, write_id: &str) -> Option<bool> {
+        self.verdicts.get(write_id).copied()
+    }
+
+    fn revision(&self, key: &str) -> u64 {
+        self.ledger.revision(key).unwrap_or(0)
+    }
+}
+
+impl Fold for Answers {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
+        let Some(value) = value else {
+            // A released key starts again at revision 1.
+            self.answers.remove(key);
+            self.ledger.forget(key);
+            return Ok(());
+        };
+        let answer = v1::IdempotentAnswer::decode(value).map_err(|e| e.to_string())?;
+        let counts = self
+            .ledger
+            .judge_write(key, answer.revision, &answer.write_id, 0)
+            .counts();
+        if self
+            .verdicts
+            .insert(answer.write_id.clone(), counts)
+            .is_none()
+        {
+            self.order.push_back(answer.write_id.clone());
+            if self.order.len() > REMEMBERED
+                && let Some(old) = self.order.pop_front()
+            {
+                self.verdicts.remove(&old);
+            }
+        }
+        if counts {
+            self.answers.insert(key.to_owned(), answer);
+        }
+        Ok(())
+    }
+}
+
+/// The topic key of a tenant's `Idempotency-Key`.
+fn shared_key(tenant_id: &str, key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(tenant_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(key.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the shared table says about a key.
+enum Shared {
+    /// Nobody has it (or its claim lapsed): claim it.
+    Free,
+    /// Another request runs under it.
+    Running,
+    /// Answered.
+    Done(StatusCode, Value),
+    /// Used with another request.
+    Other,
+}
+
+fn judge(
+    answer: Option<&v1::IdempotentAnswer>,
+    fingerprint: &[u8; 32],
+    window: Duration,
+) -> Shared {
+    let Some(a) = answer else {
+        return Shared::Free;
+    };
+    let age = from_timestamp(a.at.as_ref(), "at")
+        .map(|at| OffsetDateTime::now_utc() - at)
+        .unwrap_or(time::Duration::MAX);
+    let limit = if a.status == 0 { CLAIM_TTL } else { window };
+    if age > limit {
+        return Shared::Free;
+    }
+    if a.fingerprint != fingerprint {
+        return Shared::Other;
+    }
+    if a.status == 0 {
+        return Shared::Running;
+    }
+    match (
+        StatusCode::from_u16(a.status as u16),
+        serde_json::from_slice(&a.body),
+    ) {
+        (Ok(status), Ok(body)) => Shared::Done(status, body),
+        _ => Shared::Free,
+    }
+}
+
 /// One request under an `Idempotency-Key` (or none).
 pub(crate) struct Idempotent<'a> {
     held: Option<(&'a Store, Key, [u8; 32])>,
     replay: Option<(StatusCode, Value)>,
+    /// The claim on the shared table, to answer or release.
+    claim: Option<(&'a AppState, String, v1::IdempotentAnswer)>,
 }
 
 impl<'a> Idempotent<'a> {
     /// Looks the request up: a stored answer to replay, a conflict, or a
     /// new request to run (then [`Idempotent::finish`] it).
-    pub fn begin(
+    pub async fn begin(
         state: &'a AppState,
         principal: &Principal,
         headers: &HeaderMap,
@@ -91,6 +224,7 @@ impl<'a> Idempotent<'a> {
             return Ok(Self {
                 held: None,
                 replay: None,
+                claim: None,
             });
         };
         let key = raw
@@ -110,49 +244,116 @@ impl<'a> Idempotent<'a> {
         let fingerprint: [u8; 32] = hasher.finalize().into();
         let store = &state.idempotency;
         let id = (principal.tenant_id.clone(), key.to_owned());
-        let mut entries = store.lock();
-        let now = Instant::now();
-        if entries.len() >= store.capacity {
-            entries.retain(|_, e| now.duration_since(e.since()) < store.window);
+        {
+            let mut entries = store.lock();
+            let now = Instant::now();
             if entries.len() >= store.capacity {
-                return Err(ApiError::unavailable(
-                    "too many recent Idempotency-Keys; retry shortly",
-                ));
+                entries.retain(|_, e| now.duration_since(e.since()) < store.window);
+                if entries.len() >= store.capacity {
+                    return Err(ApiError::unavailable(
+                        "too many recent Idempotency-Keys; retry shortly",
+                    ));
+                }
             }
+            match entries.get(&id) {
+                Some(e) if now.duration_since(e.since()) >= store.window => {}
+                Some(
+                    Entry::Running { fingerprint: f, .. } | Entry::Done { fingerprint: f, .. },
+                ) if *f != fingerprint => {
+                    return Err(ApiError::conflict(
+                        "this Idempotency-Key was used with a different request; use a new key",
+                    ));
+                }
+                Some(Entry::Running { .. }) => {
+                    return Err(ApiError::conflict(
+                        "a request with this Idempotency-Key is still running; retry shortly",
+                    ));
+                }
+                Some(Entry::Done { status, body, .. }) => {
+                    return Ok(Self {
+                        held: None,
+                        replay: Some((*status, body.clone())),
+                        claim: None,
+                    });
+                }
+                None => {}
+            }
+            entries.insert(
+                id.clone(),
+                Entry::Running {
+                    fingerprint,
+                    since: now,
+                },
+            );
         }
-        match entries.get(&id) {
-            Some(e) if now.duration_since(e.since()) >= store.window => {}
-            Some(Entry::Running { fingerprint: f, .. } | Entry::Done { fingerprint: f, .. })
-                if *f != fingerprint =>
-            {
-                return Err(ApiError::conflict(
-                    "this Idempotency-Key was used with a different request; use a new key",
-                ));
-            }
-            Some(Entry::Running { .. }) => {
-                return Err(ApiError::conflict(
-                    "a request with this Idempotency-Key is still running; retry shortly",
-                ));
-            }
-            Some(Entry::Done { status, body, .. }) => {
-                return Ok(Self {
-                    held: None,
-                    replay: Some((*status, body.clone())),
-                });
-            }
-            None => {}
-        }
-        entries.insert(
-            id.clone(),
-            Entry::Running {
-                fingerprint,
-                since: now,
-            },
-        );
-        Ok(Self {
+        let mut this = Self {
             held: Some((store, id, fingerprint)),
             replay: None,
-        })
+            claim: None,
+        };
+        // Another replica may have seen it: claim the key on the topic.
+        let shared = shared_key(&principal.tenant_id, key);
+        // Everything another replica wrote before this request counts.
+        if let Err(e) = state
+            .answers
+            .wait_fresh(std::time::SystemTime::now(), state.config.write_timeout)
+            .await
+        {
+            tracing::warn!(error = %e, "Idempotency-Key answers lagging");
+            return Err(ApiError::unavailable(
+                "the Idempotency-Key answers are not up to date (Kafka is lagging); retry shortly",
+            ));
+        }
+        let running_until = Instant::now() + RUNNING_WAIT;
+        for _ in 0..64 {
+            let (seen, revision) = {
+                let answers = state.answers.read();
+                (
+                    judge(answers.get(&shared), &fingerprint, store.window),
+                    answers.revision(&shared),
+                )
+            };
+            match seen {
+                Shared::Other => {
+                    return Err(ApiError::conflict(
+                        "this Idempotency-Key was used with a different request; use a new key",
+                    ));
+                }
+                Shared::Running if Instant::now() < running_until => {
+                    // The first request may be answering right now.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Shared::Running => {
+                    return Err(ApiError::conflict(
+                        "a request with this Idempotency-Key is still running; retry shortly",
+                    ));
+                }
+                Shared::Done(status, body) => {
+                    // The local hold is released when `this` is dropped.
+                    this.replay = Some((status, body));
+                    return Ok(this);
+                }
+                Shared::Free => {}
+            }
+            let claim = v1::IdempotentAnswer {
+                tenant_id: principal.tenant_id.clone(),
+                fingerprint: fingerprint.to_vec(),
+                status: 0,
+                body: Vec::new(),
+                at: Some(timestamp(OffsetDateTime::now_utc())),
+                revision: revision + 1,
+                write_id: waybill_core::ids::new_write_id(),
+            };
+            write_answer(state, &shared, Some(&claim)).await?;
+            if state.answers.read().counted(&claim.write_id) == Some(true) {
+                this.claim = Some((state, shared, claim));
+                return Ok(this);
+            }
+        }
+        Err(ApiError::conflict(
+            "a request with this Idempotency-Key is still running; retry shortly",
+        ))
     }
 
     /// The stored answer, if this is a repeat.
@@ -162,11 +363,30 @@ impl<'a> Idempotent<'a> {
             .map(|(status, body)| (*status, Json(body.clone())))
     }
 
-    /// Remembers a successful answer (failures are forgotten).
-    pub fn finish(
+    /// Remembers a successful answer (failures are forgotten), here and on
+    /// the shared topic.
+    pub async fn finish(
         mut self,
         result: Result<(StatusCode, Json<Value>), ApiError>,
     ) -> Result<(StatusCode, Json<Value>), ApiError> {
+        if let Some((state, shared, mut claim)) = self.claim.take() {
+            let record = match &result {
+                Ok((status, Json(body))) => {
+                    claim.status = u32::from(status.as_u16());
+                    claim.body = serde_json::to_vec(body).unwrap_or_default();
+                    claim.at = Some(timestamp(OffsetDateTime::now_utc()));
+                    claim.revision += 1;
+                    claim.write_id = waybill_core::ids::new_write_id();
+                    Some(claim.encode_to_vec())
+                }
+                Err(_) => None,
+            };
+            // Best effort: a lost answer lets a repeat through another
+            // replica run again once the claim lapses.
+            if let Err(e) = write_raw(state, &shared, record.as_deref()).await {
+                tracing::warn!(error = e.message(), "Idempotency-Key answer not shared");
+            }
+        }
         if let Ok((status, Json(body))) = &result
             && let Some((store, id, fingerprint)) = self.held.take()
         {
@@ -182,6 +402,26 @@ impl<'a> Idempotent<'a> {
         }
         result
     }
+}
+
+async fn write_answer(
+    state: &AppState,
+    key: &str,
+    answer: Option<&v1::IdempotentAnswer>,
+) -> Result<(), ApiError> {
+    let value = answer.map(|a| a.encode_to_vec());
+    write_raw(state, key, value.as_deref()).await
+}
+
+async fn write_raw(state: &AppState, key: &str, value: Option<&[u8]>) -> Result<(), ApiError> {
+    state
+        .write_through(
+            &state.answers,
+            &state.topics.idempotency(),
+            key.as_bytes(),
+            value,
+        )
+        .await
 }
 
 impl Drop for Idempotent<'_> {

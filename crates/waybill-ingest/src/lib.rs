@@ -109,6 +109,8 @@ pub(crate) struct AppState {
     pub event_ids: events::SeenIds,
     pub write_locks: Vec<tokio::sync::Mutex<()>>,
     pub config: IngestConfig,
+    /// Answers under an `Idempotency-Key`, shared by every replica.
+    pub answers: Table<idempotency::Answers>,
     /// Replay jobs (the `replays` topic).
     pub replays: Table<replays::Jobs>,
     /// The jobs this process runs now.
@@ -219,6 +221,14 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    let answers = Table::follow(
+        &settings.kafka,
+        &topics.idempotency(),
+        idempotency::Answers::default(),
+        shutdown.clone(),
+    )
+    .await?;
+    settings.metrics.watch_skipped(&answers);
     let replays = Table::follow(
         &settings.kafka,
         &topics.replays(),
@@ -264,6 +274,7 @@ pub async fn run(
         write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         config: settings.ingest,
         replays: replays.clone(),
+        answers,
         running_replays: Default::default(),
         instance_id: format!(
             "ingest-{}-{}",

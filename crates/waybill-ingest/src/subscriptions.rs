@@ -83,7 +83,8 @@ pub(crate) async fn create(
         &headers,
         "POST /v1/subscriptions",
         &body,
-    )?;
+    )
+    .await?;
     if let Some((status, Json(body))) = idem.replay() {
         return Ok(Revisioned(status, body));
     }
@@ -113,6 +114,7 @@ pub(crate) async fn create(
     }
     .await;
     idem.finish(result)
+        .await
         .map(|(status, Json(body))| Revisioned(status, body))
 }
 
@@ -467,7 +469,7 @@ pub(crate) async fn test(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let route = format!("POST /v1/subscriptions/{id}/test");
-    let idem = Idempotent::begin(&state, &principal, &headers, &route, b"")?;
+    let idem = Idempotent::begin(&state, &principal, &headers, &route, b"").await?;
     if let Some(replay) = idem.replay() {
         return Ok(replay);
     }
@@ -519,7 +521,7 @@ pub(crate) async fn test(
         ))
     }
     .await;
-    idem.finish(result)
+    idem.finish(result).await
 }
 
 /// The caller's subscription `id`; another tenant's answers 404 too.

@@ -25,6 +25,24 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// `cleanup.policy=compact`.
     pub compacted: bool,
+    /// Also deleted after this long (`cleanup.policy=compact,delete`,
+    /// `retention.ms`).
+    pub retention: Option<Duration>,
+}
+
+/// How long answers under an `Idempotency-Key` stay on their topic (the
+/// window `ingest.idempotency_window` may not exceed it).
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl TopicSpec {
+    /// Its `cleanup.policy`.
+    pub fn policy(&self) -> &'static str {
+        match (self.compacted, self.retention.is_some()) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
 }
 
 impl Topics {
@@ -121,6 +139,12 @@ impl Topics {
         self.named("operational_events")
     }
 
+    /// Answers to POSTs under an `Idempotency-Key` (compacted, and deleted
+    /// after a week).
+    pub fn idempotency(&self) -> String {
+        self.named("idempotency")
+    }
+
     /// Replay jobs: request, progress, owner (compacted).
     pub fn replays(&self) -> String {
         self.named("replays")
@@ -132,6 +156,7 @@ impl Topics {
             name,
             partitions,
             compacted,
+            retention: None,
         };
         let mut out: Vec<TopicSpec> = self
             .domains()
@@ -146,6 +171,10 @@ impl Topics {
         out.push(spec(self.tenants(), 1, true));
         out.push(spec(self.event_types(), 1, true));
         out.push(spec(self.replays(), 1, true));
+        out.push(TopicSpec {
+            retention: Some(IDEMPOTENCY_RETENTION),
+            ..spec(self.idempotency(), config.subscriptions_partitions, true)
+        });
         out.push(spec(self.deliveries(), config.partitions, false));
         for topic in self.retries() {
             out.push(spec(topic, config.partitions, false));
@@ -233,10 +262,9 @@ pub fn drift(config: &KafkaConfig, spec: &TopicSpec, existing: &Existing) -> Vec
         config.replication_factor.to_string(),
         Some(&existing.replication_factor.to_string()),
     );
-    let policy = if spec.compacted { "compact" } else { "delete" };
     check(
         "cleanup.policy",
-        policy.to_owned(),
+        spec.policy().to_owned(),
         existing.configs.get("cleanup.policy"),
     );
     if spec.compacted {
@@ -265,22 +293,29 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
         .create()?;
     let min_insync = config.effective_min_insync_replicas().to_string();
     let compaction_lag = config.state_min_compaction_lag.as_millis().to_string();
+    let retention: Vec<Option<String>> = specs
+        .iter()
+        .map(|s| s.retention.map(|r| r.as_millis().to_string()))
+        .collect();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
-        .map(|s| {
-            let topic = NewTopic::new(
+        .zip(&retention)
+        .map(|(s, retention)| {
+            let mut topic = NewTopic::new(
                 &s.name,
                 s.partitions,
                 TopicReplication::Fixed(config.replication_factor),
             )
             .set("min.insync.replicas", &min_insync);
             if s.compacted {
-                topic
-                    .set("cleanup.policy", "compact")
-                    .set("min.compaction.lag.ms", &compaction_lag)
-            } else {
-                topic
+                topic = topic
+                    .set("cleanup.policy", s.policy())
+                    .set("min.compaction.lag.ms", &compaction_lag);
             }
+            if let Some(ms) = retention {
+                topic = topic.set("retention.ms", ms);
+            }
+            topic
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -407,6 +442,7 @@ mod tests {
             name: "subscriptions".into(),
             partitions: 3,
             compacted: true,
+            retention: None,
         };
         let same = Existing {
             partitions: 3,

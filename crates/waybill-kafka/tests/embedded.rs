@@ -26,6 +26,7 @@ fn setup(topics: &[(&str, i32)]) -> (EmbeddedBroker, KafkaConfig) {
             name: (*name).into(),
             partitions: *partitions,
             compacted: false,
+            retention: None,
         })
         .collect();
     broker.create_topics(&specs).unwrap();

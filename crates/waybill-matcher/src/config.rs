@@ -27,6 +27,14 @@ pub struct MatcherConfig {
     /// age) is sampled for `/metrics`.
     #[serde(with = "waybill_core::duration")]
     pub backlog_sample_interval: Duration,
+    /// A record repeating the tenant and event id of another record of its
+    /// partition written within this window is not matched again (an event
+    /// posted twice through two ingest replicas is delivered once).
+    #[serde(with = "waybill_core::duration")]
+    pub dedup_window: Duration,
+    /// Most event ids remembered per partition (the oldest are forgotten
+    /// first beyond it; 100,000 ids take about 10 MiB).
+    pub dedup_capacity: usize,
 }
 
 impl Default for MatcherConfig {
@@ -38,6 +46,8 @@ impl Default for MatcherConfig {
             freshness_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             backlog_sample_interval: Duration::from_secs(15),
+            dedup_window: Duration::from_secs(600),
+            dedup_capacity: 100_000,
         }
     }
 }

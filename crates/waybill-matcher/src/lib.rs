@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: the `[matcher]` section.
+//! - [`dedup`]: event ids seen per partition (an event posted twice is matched once).
 //! - [`projection`]: the subscription index, folded from `subscriptions`.
 //! - [`tasks`]: the pure part — one event and the index in, the delivery
 //!   tasks out.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dedup;
 pub mod projection;
 pub mod tasks;
 pub mod worker;
@@ -110,6 +112,7 @@ pub async fn run(
         subscriptions,
         config: settings.matcher.clone(),
         metrics: settings.metrics.clone(),
+        kafka: settings.kafka.clone(),
     });
     tokio::spawn(waybill_runtime::metrics::sample_backlog(
         settings.metrics.clone(),

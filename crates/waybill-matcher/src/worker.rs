@@ -19,7 +19,12 @@ use waybill_proto::Message as _;
 use waybill_proto::v1;
 
 use crate::config::MatcherConfig;
+use crate::dedup::Seen;
 use crate::tasks::tasks_for;
+
+fn seen_window(config: &MatcherConfig) -> i64 {
+    i64::try_from(config.dedup_window.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// A pending outcome: resolves to the record's offset once everything it
 /// produced is acknowledged, or to the offset to restart from.
@@ -39,6 +44,8 @@ pub struct Worker {
     pub config: MatcherConfig,
     /// The process's metrics.
     pub metrics: waybill_runtime::metrics::Metrics,
+    /// Kafka connection, to read what precedes a partition taken over.
+    pub kafka: waybill_kafka::KafkaConfig,
 }
 
 impl Worker {
@@ -53,6 +60,8 @@ impl Worker {
         let mut stream = assigned.messages.stream();
         let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
         let mut skip_until: Option<i64> = None;
+        let mut seen = Seen::new(seen_window(&self.config), self.config.dedup_capacity);
+        let mut seeded = false;
         loop {
             let room = in_flight.len() < self.config.max_in_flight;
             tokio::select! {
@@ -85,7 +94,11 @@ impl Worker {
                         }
                         skip_until = None;
                     }
-                    match self.handle(&message).await {
+                    if !seeded {
+                        seeded = true;
+                        self.seed(&mut seen, &assigned, message.offset()).await;
+                    }
+                    match self.handle(&message, &mut seen).await {
                         Some(pending) => in_flight.push_back(pending),
                         None => break,
                     }
@@ -104,7 +117,7 @@ impl Worker {
     /// Decodes, matches and enqueues the tasks of one record. `None` when
     /// the producer refuses work (the partition task stops; the record will
     /// be consumed again after the next assignment).
-    async fn handle(&self, message: &BorrowedMessage<'_>) -> Option<Pending> {
+    async fn handle(&self, message: &BorrowedMessage<'_>, seen: &mut Seen) -> Option<Pending> {
         let span = tracing::info_span!(
             "matcher.match",
             otel.name = "match",
@@ -119,14 +132,71 @@ impl Worker {
         );
         let parent = headers::trace_parent(message.headers());
         waybill_runtime::telemetry::adopt(&span, parent.as_ref());
-        self.match_record(message, &span, parent.as_ref())
+        self.match_record(message, seen, &span, parent.as_ref())
             .instrument(span.clone())
             .await
+    }
+
+    /// Learns the event ids of the records just below `first` (the first
+    /// record this owner handles), so that a repeat of one of them is known
+    /// after a rebalance too. Best effort: a failed read is logged.
+    async fn seed(&self, seen: &mut Seen, assigned: &Assigned, first: i64) {
+        let (kafka, topic, partition) = (
+            self.kafka.clone(),
+            assigned.topic.clone(),
+            assigned.partition,
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let since_ms = now_ms.saturating_sub(seen_window(&self.config));
+        let read = tokio::task::spawn_blocking(move || {
+            let mut ids = Vec::new();
+            waybill_kafka::log::scan_range(
+                &kafka,
+                &topic,
+                partition,
+                first - crate::dedup::BAND,
+                first,
+                since_ms,
+                |m| {
+                    if let Some(e) = m.payload().and_then(|p| v1::DomainEvent::decode(p).ok()) {
+                        ids.push((
+                            e.tenant_id,
+                            e.id,
+                            m.offset(),
+                            m.timestamp().to_millis().unwrap_or(0),
+                        ));
+                    }
+                },
+            )
+            .map(|_| ids)
+        })
+        .await;
+        match read {
+            Ok(Ok(ids)) => {
+                for (tenant, id, offset, at) in &ids {
+                    seen.is_duplicate(tenant, id, *offset, *at);
+                }
+                tracing::debug!(
+                    partition = assigned.partition,
+                    ids = ids.len(),
+                    "event ids learnt"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(partition = assigned.partition, error = %e, "event ids below the first record not read")
+            }
+            Err(e) => {
+                tracing::warn!(partition = assigned.partition, error = %e, "event id read failed")
+            }
+        }
     }
 
     async fn match_record(
         &self,
         message: &BorrowedMessage<'_>,
+        seen: &mut Seen,
         span: &tracing::Span,
         parent: Option<&waybill_core::trace::TraceParent>,
     ) -> Option<Pending> {
@@ -166,6 +236,19 @@ impl Worker {
         span.record("event_id", tracing::field::display(&event.id));
         span.record("event_name", tracing::field::display(&event.name));
         span.record("tenant_id", tracing::field::display(&event.tenant_id));
+
+        let at_ms = message.timestamp().to_millis().unwrap_or(0);
+        if seen.is_duplicate(&event.tenant_id, &event.id, offset, at_ms) {
+            self.metrics.get().matcher_duplicates.inc();
+            tracing::info!(
+                event_id = %event.id,
+                tenant_id = %event.tenant_id,
+                partition = message.partition(),
+                offset,
+                "event posted again within the dedup window; not matched again"
+            );
+            return Some(Box::pin(async move { Ok(offset) }));
+        }
 
         // Every subscription written before this event was produced must be
         // in the projection before matching.

@@ -83,6 +83,8 @@ pub struct Families {
     pub events_published: Family<TopicLabels, Counter>,
     /// `waybill_matcher_events_total`.
     pub matcher_events: Counter,
+    /// `waybill_matcher_duplicate_events_total`.
+    pub matcher_duplicates: Counter,
     /// `waybill_matcher_matches_per_event`.
     pub matches_per_event: Histogram,
     /// `waybill_deliveries_total{outcome, status_class}`.
@@ -160,6 +162,7 @@ impl Metrics {
             http_requests: Family::default(),
             events_published: Family::default(),
             matcher_events: Counter::default(),
+            matcher_duplicates: Counter::default(),
             matches_per_event: Histogram::new([0.0, 1.0, 2.0, 5.0, 10.0, 50.0, 100.0, 1000.0]),
             deliveries: Family::default(),
             attempt_duration: Histogram::new(exponential_buckets(0.002, 2.0, 14)),
@@ -196,6 +199,11 @@ impl Metrics {
             "matcher_events",
             "Domain events the matcher resolved",
             f.matcher_events.clone(),
+        );
+        registry.register(
+            "matcher_duplicate_events",
+            "Domain records repeating an event id of their partition within the dedup window (not matched again)",
+            f.matcher_duplicates.clone(),
         );
         registry.register(
             "matcher_matches_per_event",

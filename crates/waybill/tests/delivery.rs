@@ -921,9 +921,10 @@ async fn per_event_callbacks() {
 }
 
 /// An upstream producer that writes the same event twice (a retried write)
-/// gets one delivery: the matcher emits the same delivery id twice, and the
-/// delivery service skips the id it saw succeed. A replay still delivers
-/// it again (tested above).
+/// gets one delivery: the matcher recognises the repeated event id on its
+/// partition. And a task emitted twice (a matcher that restarted before its
+/// commit re-emits its tasks) is skipped by the delivery service, which saw
+/// its id succeed. A replay still delivers it again (tested above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_written_twice_is_delivered_once() {
     use waybill_core::event::{EntityRef, Event};
@@ -931,7 +932,7 @@ async fn a_record_written_twice_is_delivered_once() {
 
     let (stack, api) = start_stack().await;
     let receiver = Receiver::start().await.unwrap();
-    subscribe(
+    let subscription_id = subscribe(
         &api,
         receiver.url("/r"),
         json!(["freights.publication.created"]),
@@ -967,25 +968,76 @@ async fn a_record_written_twice_is_delivered_once() {
             .unwrap();
     }
     receiver.wait_for(1, WAIT).await.unwrap();
+    let metric = |name: &'static str| {
+        let admin = stack.admin.clone();
+        async move {
+            // One process: every admin endpoint serves the same registry.
+            let mut total: f64 = 0.0;
+            for addr in admin {
+                let text = reqwest::get(format!("http://{addr}/metrics"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                total = total.max(
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map_or(0.0, |v| v.trim().parse::<f64>().unwrap()),
+                );
+            }
+            total
+        }
+    };
+    let deadline = Instant::now() + WAIT;
+    while metric("waybill_matcher_duplicate_events_total ").await < 1.0 {
+        assert!(Instant::now() < deadline, "the repeat was not recognised");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.received().len(), 1, "delivered once");
+
+    // The same task twice, straight onto `deliveries`.
+    let task = waybill_proto::v1::DeliveryTask {
+        delivery_id: waybill_core::ids::delivery_id(
+            dev::DEV_TENANT,
+            "evt-task-twice",
+            &subscription_id,
+        ),
+        subscription_id: subscription_id.clone(),
+        tenant_id: dev::DEV_TENANT.into(),
+        event: Some(waybill_proto::convert::event_to_proto(&Event {
+            id: "evt-task-twice".into(),
+            ..event
+        })),
+        attempt: 1,
+        created_at: Some(waybill_proto::convert::timestamp(
+            time::OffsetDateTime::now_utc(),
+        )),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for _ in 0..2 {
+        producer
+            .send(
+                &topics.deliveries(),
+                subscription_id.as_bytes(),
+                Some(&task),
+                headers::standard(waybill_proto::SCHEMA_VERSION, None),
+            )
+            .await
+            .unwrap();
+    }
+    receiver.wait_for(2, WAIT).await.unwrap();
     // The second task comes right behind the first on the same lane.
     let deadline = Instant::now() + WAIT;
     let skipped = loop {
-        let text = reqwest::get(format!("http://{}/metrics", stack.admin[1]))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let skipped = text
-            .lines()
-            .find_map(|l| l.strip_prefix("waybill_duplicate_tasks_skipped_total "))
-            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap());
+        let skipped = metric("waybill_duplicate_tasks_skipped_total ").await;
         if skipped >= 1.0 || Instant::now() > deadline {
             break skipped;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(skipped, 1.0, "the second task was skipped as a duplicate");
-    assert_eq!(receiver.received().len(), 1, "delivered once");
+    assert_eq!(receiver.received().len(), 2, "each delivered once");
     stack.stop().await.unwrap();
 }
