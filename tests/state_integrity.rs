@@ -647,3 +647,40 @@ async fn repeats_through_another_replica_are_recognised() {
         .count();
     assert_eq!(duplicates, EVENTS, "the matcher recognised every repeat");
 }
+
+/// The cost of the revision check: sequential PATCHes through one replica
+/// on Apache Kafka (answer after the write is folded, verdict checked).
+/// A measurement, not a pass/fail check: `cargo test -p waybill --test
+/// state_integrity subscription_write_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: BENCHMARKS.md"]
+async fn subscription_write_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let (status, created) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": "http://127.0.0.1:9/x", "event_types": [EVENT]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/v1/subscriptions/{}", created["id"].as_str().unwrap());
+    let mut took = Vec::new();
+    for n in 0..300 {
+        let started = Instant::now();
+        let (status, _) = api.patch(&path, json!({"name": format!("n{n}")})).await;
+        assert_eq!(status, 200);
+        if n >= 50 {
+            took.push(started.elapsed());
+        }
+    }
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    eprintln!(
+        "PATCH, sequential, 250 measured: p50 {:?} p90 {:?} p99 {:?}",
+        at(0.5),
+        at(0.9),
+        at(0.99)
+    );
+}

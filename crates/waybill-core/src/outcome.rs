@@ -10,6 +10,62 @@ use std::time::{Duration, SystemTime};
 
 use crate::retry::RetryPolicy;
 
+/// Why an attempt failed or was not sent: the `error_class` of an attempt.
+/// The API document lists [`ErrorClass::ALL`], so a class cannot be
+/// recorded without being documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The receiver answered, not 2xx.
+    Status,
+    /// No answer within the timeout.
+    Timeout,
+    /// The connection failed (refused, DNS, TLS handshake).
+    Connect,
+    /// The request failed otherwise.
+    Request,
+    /// No OAuth2 token could be fetched.
+    Oauth2,
+    /// The URL, or what its host resolves to, is refused by the URL policy.
+    UrlPolicy,
+    /// Not sent: the subscription was deleted.
+    SubscriptionDeleted,
+    /// Not sent: the subscription is disabled.
+    SubscriptionDisabled,
+    /// Not sent: an event for the callbacks subscription without a
+    /// `callback_url`.
+    NoCallbackUrl,
+}
+
+impl ErrorClass {
+    /// Every class, in the order the API document lists them.
+    pub const ALL: [ErrorClass; 9] = [
+        ErrorClass::Status,
+        ErrorClass::Timeout,
+        ErrorClass::Connect,
+        ErrorClass::Request,
+        ErrorClass::Oauth2,
+        ErrorClass::UrlPolicy,
+        ErrorClass::SubscriptionDeleted,
+        ErrorClass::SubscriptionDisabled,
+        ErrorClass::NoCallbackUrl,
+    ];
+
+    /// The API's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Status => "status",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Request => "request",
+            ErrorClass::Oauth2 => "oauth2",
+            ErrorClass::UrlPolicy => "url_policy",
+            ErrorClass::SubscriptionDeleted => "subscription_deleted",
+            ErrorClass::SubscriptionDisabled => "subscription_disabled",
+            ErrorClass::NoCallbackUrl => "no_callback_url",
+        }
+    }
+}
+
 /// Longest `Retry-After` honoured; a receiver asking for more gets this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 

@@ -15,7 +15,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use time::OffsetDateTime;
 use waybill_core::auth::CallbackAuth;
 use waybill_core::event::Event;
-use waybill_core::outcome::{Outcome, parse_retry_after};
+use waybill_core::outcome::{ErrorClass, Outcome, parse_retry_after};
 use waybill_core::subscription::Subscription;
 use waybill_core::trace::TraceParent;
 use waybill_core::url_policy::UrlPolicy;
@@ -125,7 +125,7 @@ impl Sender {
                 .await
             {
                 Ok(token) => token,
-                Err(e) => return Attempt::failed("oauth2", e.to_string()),
+                Err(e) => return Attempt::failed(ErrorClass::Oauth2, e.to_string()),
             };
             let result = self
                 .send(subscription, delivery_id, event, trace, Some(&token))
@@ -149,7 +149,9 @@ impl Sender {
     ) -> Attempt {
         let url = match self.url_policy.check_url(&subscription.spec.url) {
             Ok(url) => url,
-            Err(message) => return Attempt::failed("url_policy", format!("url {message}")),
+            Err(message) => {
+                return Attempt::failed(ErrorClass::UrlPolicy, format!("url {message}"));
+            }
         };
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let req = request::build(subscription, event, delivery_id, now, trace, oauth2_token);
@@ -166,11 +168,11 @@ impl Sender {
             Ok(r) => r,
             Err(e) => {
                 let class = if e.is_timeout() {
-                    "timeout"
+                    ErrorClass::Timeout
                 } else if e.is_connect() {
-                    "connect"
+                    ErrorClass::Connect
                 } else {
-                    "request"
+                    ErrorClass::Request
                 };
                 // reqwest errors name the URL, which may carry a token in its
                 // query: keep only the cause.
@@ -196,7 +198,11 @@ impl Sender {
         Attempt {
             outcome,
             status,
-            error_class: if success { "" } else { "status" },
+            error_class: if success {
+                ""
+            } else {
+                ErrorClass::Status.as_str()
+            },
             error: if success {
                 String::new()
             } else {
@@ -210,11 +216,11 @@ impl Sender {
 }
 
 impl Attempt {
-    fn failed(class: &'static str, error: String) -> Self {
+    fn failed(class: ErrorClass, error: String) -> Self {
         Self {
             outcome: Outcome::NoResponse,
             status: 0,
-            error_class: class,
+            error_class: class.as_str(),
             error,
             excerpt: String::new(),
             started: OffsetDateTime::now_utc(),

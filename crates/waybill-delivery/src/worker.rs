@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use waybill_core::event::Event;
-use waybill_core::outcome::{Decision, classify, due_at, tier_for};
+use waybill_core::outcome::{Decision, ErrorClass, classify, due_at, tier_for};
 use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::Keyring;
 use waybill_core::subscription::{HealthChange, Status, Subscription};
@@ -443,7 +443,7 @@ impl Worker {
         }
         let Some(subscription) = self.subscription(&task.subscription_id, job.written).await else {
             self.limits.forget(&task.subscription_id);
-            self.record_skip(job, attempt_no, "subscription_deleted")
+            self.record_skip(job, attempt_no, ErrorClass::SubscriptionDeleted)
                 .await;
             self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
@@ -460,14 +460,15 @@ impl Worker {
             match &event.callback_url {
                 Some(url) => subscription.spec.url.clone_from(url),
                 None => {
-                    self.record_skip(job, attempt_no, "no_callback_url").await;
+                    self.record_skip(job, attempt_no, ErrorClass::NoCallbackUrl)
+                        .await;
                     self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
                     return Finished::Done;
                 }
             }
         }
         if !subscription.is_deliverable() {
-            self.record_skip(job, attempt_no, "subscription_disabled")
+            self.record_skip(job, attempt_no, ErrorClass::SubscriptionDisabled)
                 .await;
             self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
             tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription disabled; delivery dropped");
@@ -834,7 +835,8 @@ impl Worker {
         }
     }
 
-    async fn record_skip(&self, job: &Job, attempt: u32, why: &str) {
+    async fn record_skip(&self, job: &Job, attempt: u32, class: ErrorClass) {
+        let why = class.as_str();
         let record = v1::DeliveryAttempt {
             outcome: v1::AttemptOutcome::Skipped as i32,
             error_class: why.to_owned(),

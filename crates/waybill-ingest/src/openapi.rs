@@ -768,17 +768,10 @@ fn schemas(catalog: &Catalog) -> Value {
         event_props.insert((*field).to_owned(), schema);
     }
 
-    let error_codes = [
-        "unauthorized",
-        "not_found",
-        "validation_failed",
-        "conflict",
-        "payload_too_large",
-        "unsupported_media_type",
-        "rate_limited",
-        "unavailable",
-        "internal",
-    ];
+    let error_codes: Vec<&str> = crate::error::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
     json!({
         "Error": {
             "type": "object",
@@ -1114,6 +1107,11 @@ fn delivery_schemas(timestamp: &Value) -> (Value, Value) {
         "updated_at": timestamp,
     });
     let mut full = summary.clone();
+    let mut error_classes: Vec<Value> = waybill_core::outcome::ErrorClass::ALL
+        .iter()
+        .map(|c| c.as_str().into())
+        .collect();
+    error_classes.push(Value::Null);
     full["attempts"] = json!({"type": "array", "items": {
         "type": "object",
         "required": ["attempt", "at", "status_code", "duration_ms", "error_class", "error", "response_excerpt"],
@@ -1123,7 +1121,7 @@ fn delivery_schemas(timestamp: &Value) -> (Value, Value) {
             "at": timestamp,
             "status_code": {"type": ["integer", "null"], "description": "null when no response came"},
             "duration_ms": {"type": "integer", "minimum": 0},
-            "error_class": {"type": ["string", "null"], "enum": ["status", "timeout", "connect", "request", "oauth2", "url_policy", "subscription_deleted", "subscription_disabled", null]},
+            "error_class": {"type": ["string", "null"], "enum": error_classes},
             "error": {"type": ["string", "null"]},
             "response_excerpt": {"type": "string", "description": "The first 4 KiB of the response body"},
         },
