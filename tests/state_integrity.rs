@@ -684,3 +684,135 @@ async fn subscription_write_latency() {
         at(0.99)
     );
 }
+
+/// Makes the broker compact `topic` within seconds.
+async fn compact_soon(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let config = AlterConfig::new(ResourceSpecifier::Topic(topic))
+        .set("cleanup.policy", "compact")
+        .set("min.insync.replicas", "1")
+        // Still longer than a repair takes (about 2 s).
+        .set("min.compaction.lag.ms", "6000")
+        .set("segment.ms", "1000")
+        .set("min.cleanable.dirty.ratio", "0.01")
+        .set("delete.retention.ms", "1000");
+    let results = admin
+        .alter_configs(&[config], &AdminOptions::new())
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap_or_else(|e| panic!("alter {topic}: {e:?}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_projection_of_the_compacted_log_holds_every_winner() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    compact_soon(&cluster.brokers(), "subscriptions").await;
+    let a = Api::new(cluster.api(), KEY);
+    let b = Api::new(cluster.start_ingest_replica().await, KEY);
+
+    let mut paths = Vec::new();
+    for n in 0..8 {
+        let (status, created) = a
+            .post(
+                "/v1/subscriptions",
+                json!({"name": format!("s{n}"), "url": "http://127.0.0.1:9/x", "event_types": [EVENT]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        paths.push(format!(
+            "/v1/subscriptions/{}",
+            created["id"].as_str().unwrap()
+        ));
+    }
+    // Races through both replicas leave records that lost on the log, some
+    // of them last of their key until a repair.
+    let mut written = 8;
+    for round in 0..15 {
+        let writes = paths.iter().flat_map(|path| {
+            [
+                (&a, path.clone(), json!({"name": format!("a{round}")})),
+                (
+                    &b,
+                    path.clone(),
+                    json!({"metadata": {"round": round.to_string()}}),
+                ),
+            ]
+        });
+        let answers = futures::future::join_all(
+            writes.map(|(api, path, body)| async move { api.patch(&path, body).await.0 }),
+        )
+        .await;
+        written += answers.len();
+        assert!(
+            answers.iter().all(|s| *s == 200 || *s == 409),
+            "{answers:?}"
+        );
+    }
+    for path in &paths[..2] {
+        let (status, _) = b.delete(path).await;
+        assert_eq!(status, 204);
+    }
+    // What both replicas agree on.
+    let mut expected = Vec::new();
+    for path in &paths {
+        let got_a = until(&a, path, "settled", |_, _| true).await;
+        let deleted = got_a["error"]["code"] == "not_found";
+        until(&b, path, "the same on both replicas", |s, g| {
+            if deleted {
+                s == 404
+            } else {
+                g["revision"] == got_a["revision"]
+            }
+        })
+        .await;
+        expected.push(got_a);
+    }
+
+    // Compaction runs (new segments roll while a filler keeps writing);
+    // wait until most of what was written is gone.
+    let filler = &paths[7];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = waybill_testkit::topic::read_all(&cluster.brokers(), "subscriptions").len();
+        if left * 3 < written {
+            eprintln!("compacted: {left} records left of {written} written");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no compaction: {left} of {written} left\n{}",
+            cluster.logs()
+        );
+        let (status, _) = a.patch(filler, json!({"headers": {"X-Fill": "1"}})).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, last) = a.get(filler).await;
+    *expected.last_mut().unwrap() = last;
+
+    // A replica that folds the compacted log from scratch sees every
+    // winner, and no deleted subscription.
+    let c = Api::new(cluster.start_ingest_replica().await, KEY);
+    for (path, want) in paths.iter().zip(&expected) {
+        let (status, got) = c.get(path).await;
+        if want["error"]["code"] == "not_found" {
+            assert_eq!(status, 404, "{path} came back after compaction: {got}");
+            continue;
+        }
+        assert_eq!(status, 200, "{got}");
+        for field in ["revision", "name", "metadata", "headers", "updated_at"] {
+            assert_eq!(
+                got[field], want[field],
+                "{path}: {field} after compaction\n{got}\n{want}"
+            );
+        }
+    }
+}

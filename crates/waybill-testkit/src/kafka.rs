@@ -204,6 +204,9 @@ num.recovery.threads.per.data.dir=1
 background.threads=2
 log.cleaner.dedupe.buffer.size=4194304
 log.cleaner.threads=1
+# The cleaner looks for work every second (15 s by default), so a test that
+# makes a topic compact soon sees it happen.
+log.cleaner.backoff.ms=1000
 ",
                     data = data.display(),
                 ),
