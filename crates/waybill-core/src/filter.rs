@@ -33,6 +33,9 @@ pub enum Comparator {
 }
 
 impl Comparator {
+    /// Every comparator.
+    pub const ALL: [Comparator; 2] = [Comparator::In, Comparator::NotIn];
+
     /// `IN` or `NOT_IN`.
     pub fn as_str(self) -> &'static str {
         match self {

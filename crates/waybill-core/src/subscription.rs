@@ -49,6 +49,9 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method.
+    pub const ALL: [Method; 2] = [Method::Post, Method::Put];
+
     /// `POST` or `PUT`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -71,6 +74,9 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status.
+    pub const ALL: [Status; 3] = [Status::Active, Status::Disabled, Status::Failing];
+
     /// `active`, `disabled` or `failing`.
     pub fn as_str(self) -> &'static str {
         match self {

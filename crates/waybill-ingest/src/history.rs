@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 use waybill_core::event::format_rfc3339;
 use waybill_kafka::table::Fold;
@@ -34,6 +34,14 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status.
+    pub const ALL: [Status; 4] = [
+        Status::Succeeded,
+        Status::Failed,
+        Status::Pending,
+        Status::Dead,
+    ];
+
     /// The API's word for it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,44 +101,104 @@ pub struct Delivery {
     updated_at: OffsetDateTime,
 }
 
+/// An attempt as the API shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct AttemptAnswer<'a> {
+    attempt: u32,
+    at: String,
+    status_code: Option<u32>,
+    duration_ms: u32,
+    error_class: Option<&'a str>,
+    error: Option<&'a str>,
+    response_excerpt: &'a str,
+}
+
+/// Every field of [`AttemptAnswer`].
+pub const ATTEMPT_FIELDS: &[&str] = &[
+    "attempt",
+    "at",
+    "status_code",
+    "duration_ms",
+    "error_class",
+    "error",
+    "response_excerpt",
+];
+
+/// A delivery as the lists show it (and, with its attempts, as `GET
+/// /v1/deliveries/{id}` does).
+#[derive(Debug, serde::Serialize)]
+pub struct DeliveryAnswer<'a> {
+    id: &'a str,
+    subscription_id: &'a str,
+    event_id: &'a str,
+    event_name: &'a str,
+    status: &'static str,
+    attempt_count: usize,
+    last_attempt_at: Option<String>,
+    last_status_code: Option<u32>,
+    next_attempt_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<Vec<AttemptAnswer<'a>>>,
+}
+
+/// Every field of a [`DeliveryAnswer`] in a list (`attempts` is added by
+/// `GET /v1/deliveries/{id}`).
+pub const SUMMARY_FIELDS: &[&str] = &[
+    "id",
+    "subscription_id",
+    "event_id",
+    "event_name",
+    "status",
+    "attempt_count",
+    "last_attempt_at",
+    "last_status_code",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+];
+
 impl Delivery {
-    /// `GET /v1/deliveries/{id}`.
-    pub fn view(&self) -> Value {
-        let mut v = self.summary();
-        v["attempts"] = self
-            .attempts
-            .iter()
-            .map(|a| {
-                json!({
-                    "attempt": a.attempt,
-                    "at": format_rfc3339(a.at),
-                    "status_code": (a.status_code != 0).then_some(a.status_code),
-                    "duration_ms": a.duration_ms,
-                    "error_class": (!a.error_class.is_empty()).then_some(&a.error_class),
-                    "error": (!a.error.is_empty()).then_some(&a.error),
-                    "response_excerpt": a.response_excerpt,
-                })
-            })
-            .collect();
-        v
+    fn answer(&self, with_attempts: bool) -> DeliveryAnswer<'_> {
+        let last = self.attempts.back();
+        DeliveryAnswer {
+            id: &self.id,
+            subscription_id: &self.subscription_id,
+            event_id: &self.event_id,
+            event_name: &self.event_name,
+            status: self.status.as_str(),
+            attempt_count: self.attempts.len(),
+            last_attempt_at: last.map(|a| format_rfc3339(a.at)),
+            last_status_code: last.and_then(|a| (a.status_code != 0).then_some(a.status_code)),
+            next_attempt_at: self.next_attempt_at.map(format_rfc3339),
+            created_at: format_rfc3339(self.created_at),
+            updated_at: format_rfc3339(self.updated_at),
+            attempts: with_attempts.then(|| {
+                self.attempts
+                    .iter()
+                    .map(|a| AttemptAnswer {
+                        attempt: a.attempt,
+                        at: format_rfc3339(a.at),
+                        status_code: (a.status_code != 0).then_some(a.status_code),
+                        duration_ms: a.duration_ms,
+                        error_class: (!a.error_class.is_empty()).then_some(a.error_class.as_str()),
+                        error: (!a.error.is_empty()).then_some(a.error.as_str()),
+                        response_excerpt: &a.response_excerpt,
+                    })
+                    .collect()
+            }),
+        }
     }
 
-    /// An item of `GET /v1/subscriptions/{id}/deliveries`.
+    /// `GET /v1/deliveries/{id}`.
+    pub fn view(&self) -> Value {
+        serde_json::to_value(self.answer(true)).expect("a delivery serialises")
+    }
+
+    /// An item of the delivery lists.
     pub fn summary(&self) -> Value {
-        let last = self.attempts.back();
-        json!({
-            "id": self.id,
-            "subscription_id": self.subscription_id,
-            "event_id": self.event_id,
-            "event_name": self.event_name,
-            "status": self.status.as_str(),
-            "attempt_count": self.attempts.len(),
-            "last_attempt_at": last.map(|a| format_rfc3339(a.at)),
-            "last_status_code": last.and_then(|a| (a.status_code != 0).then_some(a.status_code)),
-            "next_attempt_at": self.next_attempt_at.map(format_rfc3339),
-            "created_at": format_rfc3339(self.created_at),
-            "updated_at": format_rfc3339(self.updated_at),
-        })
+        serde_json::to_value(self.answer(false)).expect("a delivery serialises")
     }
 }
 
@@ -467,6 +535,30 @@ mod tests {
             outcome: outcome as i32,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_answers_have_exactly_their_documented_fields() {
+        let mut h = History::new(10, Duration::from_secs(3600));
+        h.apply_record(record("m1", v1::AttemptOutcome::Succeeded, 0))
+            .unwrap();
+        let d = h.get("m1").unwrap();
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let sorted = |f: &[&str]| {
+            let mut f: Vec<String> = f.iter().map(|s| (*s).to_owned()).collect();
+            f.sort();
+            f
+        };
+        assert_eq!(keys(&d.summary()), sorted(SUMMARY_FIELDS));
+        let view = d.view();
+        let mut full = SUMMARY_FIELDS.to_vec();
+        full.push("attempts");
+        assert_eq!(keys(&view), sorted(&full));
+        assert_eq!(keys(&view["attempts"][0]), sorted(ATTEMPT_FIELDS));
     }
 
     #[test]

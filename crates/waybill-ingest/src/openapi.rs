@@ -9,7 +9,8 @@ use waybill_core::event::{EVENT_FIELDS, MAX_ATTRIBUTES, MAX_ID_LEN};
 use waybill_core::filter::{MAX_PREDICATES, MAX_SCOPES, MAX_VALUES};
 use waybill_core::retry::MAX_ATTEMPTS;
 use waybill_core::subscription::{
-    MAX_EVENT_TYPES, MAX_HEADERS, MAX_METADATA, MAX_NAME_LEN, MAX_RATE_LIMIT, SUBSCRIPTION_FIELDS,
+    MAX_EVENT_TYPES, MAX_HEADERS, MAX_METADATA, MAX_NAME_LEN, MAX_RATE_LIMIT, Method,
+    SUBSCRIPTION_FIELDS, Status,
 };
 use waybill_core::url_policy::MAX_URL_LEN;
 
@@ -458,7 +459,7 @@ fn operation(op: Op, spec: &Operation) -> Value {
         params.extend([
             json!({"name": "entity_id", "in": "query", "description": "Only deliveries of events about this freight, order, time slot...", "schema": {"type": "string", "minLength": 1}}),
             json!({"name": "event_name", "in": "query", "schema": {"type": "string", "minLength": 1}}),
-            json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["succeeded", "failed", "pending", "dead"]}}),
+            json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": words(crate::history::Status::ALL.map(|s| s.as_str()))}}),
             json!({"name": "since", "in": "query", "description": "Created at or after (RFC 3339)", "schema": {"type": "string", "format": "date-time"}}),
             json!({"name": "until", "in": "query", "description": "Created at or before (RFC 3339)", "schema": {"type": "string", "format": "date-time"}}),
             json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
@@ -615,12 +616,18 @@ fn tagged(op: Op) -> bool {
         || matches!(op, Op::CreateSubscription | Op::GetSubscription)
 }
 
+/// The values of an enum, for the document (from the code's own list, so
+/// that no value is served without being documented).
+fn words<const N: usize>(all: [&'static str; N]) -> Value {
+    all.into_iter().map(Value::from).collect()
+}
+
 fn list_parameters() -> Vec<Value> {
     vec![
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
         json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}),
         json!({"name": "enabled", "in": "query", "schema": {"type": "boolean"}}),
-        json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["active", "disabled", "failing"]}}),
+        json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": words(Status::ALL.map(|s| s.as_str()))}}),
         json!({"name": "event_type", "in": "query", "description": "Subscriptions that would receive this event name, or that list this exact pattern", "schema": {"type": "string"}}),
     ]
 }
@@ -699,7 +706,7 @@ fn schemas(catalog: &Catalog) -> Value {
         ("tenant_id", json!({"type": "string"})),
         (
             "status",
-            json!({"type": "string", "enum": ["active", "disabled", "failing"]}),
+            json!({"type": "string", "enum": words(Status::ALL.map(|s| s.as_str()))}),
         ),
         ("disabled_reason", nullable_string.clone()),
         (
@@ -861,7 +868,7 @@ fn schemas(catalog: &Catalog) -> Value {
             "additionalProperties": false,
             "properties": {
                 "name": {"type": "string", "maxLength": 255, "description": "Segments of letters, digits, `_` or `-`, separated by `.`"},
-                "topic": {"type": "string", "enum": ["freights", "orders", "time_slot_management", "loads_monitoring"]},
+                "topic": {"type": "string", "enum": words(waybill_core::catalog::DomainTopic::ALL.map(|t| t.name()))},
                 "description": {"type": "string", "maxLength": 1024},
                 "domain": {"type": "string", "description": "Default: the first segment of the name"},
             },
@@ -905,7 +912,7 @@ fn schemas(catalog: &Catalog) -> Value {
                     "additionalProperties": false,
                     "properties": {
                         "attribute": {"type": "string", "minLength": 1},
-                        "comparator": {"type": "string", "enum": ["IN", "NOT_IN"]},
+                        "comparator": {"type": "string", "enum": words(waybill_core::filter::Comparator::ALL.map(|c| c.as_str()))},
                         "values": {"type": "array", "minItems": 1, "maxItems": MAX_VALUES, "items": {"type": "string"}},
                     },
                 }}},
@@ -1010,7 +1017,7 @@ fn schemas(catalog: &Catalog) -> Value {
                 "since": timestamp,
                 "until": {"oneOf": [timestamp, {"type": "null"}]},
                 "only_failed": {"type": "boolean"},
-                "status": {"type": "string", "enum": ["running", "done", "failed"]},
+                "status": {"type": "string", "enum": words(crate::replays::STATUSES.map(crate::replays::status_word))},
                 "scanned": {"type": "integer", "minimum": 0, "description": "Domain records read in the window"},
                 "queued": {"type": "integer", "minimum": 0, "description": "Deliveries queued"},
                 "started_at": timestamp,
@@ -1091,7 +1098,7 @@ fn schemas(catalog: &Catalog) -> Value {
 /// The properties of a delivery summary, and of a delivery with attempts.
 fn delivery_schemas(timestamp: &Value) -> (Value, Value) {
     let nullable_time = json!({"oneOf": [timestamp, {"type": "null"}]});
-    let status = json!({"type": "string", "enum": ["succeeded", "failed", "pending", "dead"],
+    let status = json!({"type": "string", "enum": words(crate::history::Status::ALL.map(|s| s.as_str())),
         "description": "`failed`: the last attempt failed (`next_attempt_at` says when the next comes, if any); `dead`: every attempt of the policy failed"});
     let summary = json!({
         "id": {"type": "string", "description": "The webhook-id"},
@@ -1137,7 +1144,9 @@ fn subscription_field(field: &str, catalog: &Catalog) -> Value {
             "type": "string", "format": "uri", "maxLength": MAX_URL_LEN,
             "description": "https (http only if the deployment allows it); private, loopback and link-local targets are refused unless allow-listed",
         }),
-        "method" => json!({"type": "string", "enum": ["POST", "PUT"], "default": "POST"}),
+        "method" => {
+            json!({"type": "string", "enum": words(Method::ALL.map(|m| m.as_str())), "default": "POST"})
+        }
         "event_types" => {
             let mut examples: Vec<String> =
                 catalog.iter().take(3).map(|e| e.name.clone()).collect();
@@ -1229,6 +1238,48 @@ fn auth_schema(kind: &str, masked: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answers are typed views; their fields are the documented ones.
+    #[test]
+    fn every_view_field_is_documented_and_nothing_else() {
+        let doc = document(&Catalog::builtin());
+        let schemas = &doc["components"]["schemas"];
+        let keys = |name: &str, path: &[&str]| {
+            let mut schema = &schemas[name];
+            for p in path {
+                schema = &schema[*p];
+            }
+            let mut keys: Vec<String> = schema["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{name} has properties"))
+                .keys()
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        };
+        let sorted = |fields: &[&str]| {
+            let mut f: Vec<String> = fields.iter().map(|s| (*s).to_owned()).collect();
+            f.sort();
+            f
+        };
+        assert_eq!(
+            keys("Subscription", &[]),
+            sorted(crate::subscriptions::VIEW_FIELDS)
+        );
+        assert_eq!(
+            keys("DeliverySummary", &[]),
+            sorted(crate::history::SUMMARY_FIELDS)
+        );
+        let mut full = crate::history::SUMMARY_FIELDS.to_vec();
+        full.push("attempts");
+        assert_eq!(keys("Delivery", &[]), sorted(&full));
+        assert_eq!(
+            keys("Delivery", &["properties", "attempts", "items"]),
+            sorted(crate::history::ATTEMPT_FIELDS)
+        );
+        assert_eq!(keys("Replay", &[]), sorted(crate::replays::VIEW_FIELDS));
+    }
 
     #[test]
     fn every_operation_has_a_unique_method_and_path_and_id() {

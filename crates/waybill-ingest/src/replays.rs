@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use rdkafka::Message as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use waybill_core::event::format_rfc3339;
@@ -118,31 +118,74 @@ impl Fold for Jobs {
     }
 }
 
+/// A replay job as `GET /v1/replays/{id}` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct ReplayAnswer<'a> {
+    id: &'a str,
+    subscription_id: &'a str,
+    since: Option<String>,
+    until: Option<String>,
+    only_failed: bool,
+    status: &'static str,
+    scanned: u64,
+    queued: u64,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    error: Option<&'a str>,
+}
+
+/// Every field of [`ReplayAnswer`].
+pub const VIEW_FIELDS: &[&str] = &[
+    "id",
+    "subscription_id",
+    "since",
+    "until",
+    "only_failed",
+    "status",
+    "scanned",
+    "queued",
+    "started_at",
+    "finished_at",
+    "error",
+];
+
 /// `GET /v1/replays/{id}`.
 pub fn view(job: &v1::ReplayJob) -> Value {
     let time = |t: Option<&waybill_proto::prost_types::Timestamp>| {
         t.and_then(|t| from_timestamp(Some(t), "t").ok())
             .map(format_rfc3339)
     };
-    let status = match v1::ReplayStatus::try_from(job.status) {
-        Ok(v1::ReplayStatus::Done) => "done",
-        Ok(v1::ReplayStatus::Failed) => "failed",
-        _ => "running",
+    let answer = ReplayAnswer {
+        id: &job.id,
+        subscription_id: &job.subscription_id,
+        since: time(job.since.as_ref()),
+        until: time(job.until.as_ref()),
+        only_failed: job.only_failed,
+        status: status_word(v1::ReplayStatus::try_from(job.status).unwrap_or_default()),
+        scanned: job.scanned,
+        queued: job.queued,
+        started_at: time(job.started_at.as_ref()),
+        finished_at: time(job.finished_at.as_ref()),
+        error: (!job.error.is_empty()).then_some(job.error.as_str()),
     };
-    json!({
-        "id": job.id,
-        "subscription_id": job.subscription_id,
-        "since": time(job.since.as_ref()),
-        "until": time(job.until.as_ref()),
-        "only_failed": job.only_failed,
-        "status": status,
-        "scanned": job.scanned,
-        "queued": job.queued,
-        "started_at": time(job.started_at.as_ref()),
-        "finished_at": time(job.finished_at.as_ref()),
-        "error": (!job.error.is_empty()).then_some(&job.error),
-    })
+    serde_json::to_value(answer).expect("a replay serialises")
 }
+
+/// The API's word for a job's status.
+pub fn status_word(status: v1::ReplayStatus) -> &'static str {
+    match status {
+        v1::ReplayStatus::Done => "done",
+        v1::ReplayStatus::Failed => "failed",
+        v1::ReplayStatus::Running | v1::ReplayStatus::Unspecified => "running",
+    }
+}
+
+/// Every status a job can show.
+pub const STATUSES: [v1::ReplayStatus; 3] = [
+    v1::ReplayStatus::Running,
+    v1::ReplayStatus::Done,
+    v1::ReplayStatus::Failed,
+];
 
 /// The path of a job's status.
 pub fn status_url(id: &str) -> String {
@@ -513,5 +556,45 @@ pub(crate) async fn supervise(state: Arc<AppState>, shutdown: CancellationToken)
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_has_exactly_its_documented_fields() {
+        let v = view(&v1::ReplayJob::default());
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields = VIEW_FIELDS.to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+        assert_eq!(v["status"], "running");
+    }
+
+    #[test]
+    fn a_write_counts_only_on_its_revision() {
+        let mut jobs = Jobs::default();
+        let job = |revision: u64, owner: &str| v1::ReplayJob {
+            id: "rpl_1".into(),
+            revision,
+            owner: owner.into(),
+            write_id: format!("w-{owner}-{revision}"),
+            ..Default::default()
+        };
+        for (record, counts) in [
+            (job(1, "a"), true),
+            (job(2, "a"), true),
+            // Two processes claim it on revision 2: the first one wins.
+            (job(3, "b"), true),
+            (job(3, "c"), false),
+            (job(4, "b"), true),
+        ] {
+            jobs.apply(b"rpl_1", Some(&record.encode_to_vec())).unwrap();
+            assert_eq!(jobs.counted(&record.write_id), Some(counts), "{record:?}");
+        }
+        assert_eq!(jobs.get("rpl_1").unwrap().owner, "b");
     }
 }

@@ -35,38 +35,98 @@ const MAX_SUBSCRIPTION_BYTES: usize = 64 * 1024;
 pub(crate) const DEFAULT_LIMIT: usize = 50;
 pub(crate) const MAX_LIMIT: usize = 1000;
 
-/// A subscription as the API returns it, credentials masked.
+/// A subscription as the API returns it, credentials masked. Its fields
+/// are [`VIEW_FIELDS`], which the OpenAPI document describes (a unit test
+/// holds the two together).
+#[derive(Debug, serde::Serialize)]
+pub struct SubscriptionView<'a> {
+    id: &'a str,
+    tenant_id: &'a str,
+    name: &'a str,
+    url: &'a str,
+    method: &'static str,
+    event_types: Vec<String>,
+    filter: Option<Value>,
+    auth: Value,
+    headers: &'a std::collections::BTreeMap<String, String>,
+    enabled: bool,
+    rate_limit_per_second: Option<u32>,
+    retry_policy: Option<Value>,
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    status: &'static str,
+    disabled_reason: Option<String>,
+    failing_since: Option<String>,
+    created_at: String,
+    updated_at: String,
+    created_by: &'a str,
+    updated_by: &'a str,
+    revision: u64,
+}
+
+/// Every field of [`SubscriptionView`], in order.
+pub const VIEW_FIELDS: &[&str] = &[
+    "id",
+    "tenant_id",
+    "name",
+    "url",
+    "method",
+    "event_types",
+    "filter",
+    "auth",
+    "headers",
+    "enabled",
+    "rate_limit_per_second",
+    "retry_policy",
+    "metadata",
+    "status",
+    "disabled_reason",
+    "failing_since",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "updated_by",
+    "revision",
+];
+
+impl<'a> SubscriptionView<'a> {
+    /// The view of `s`.
+    pub fn of(s: &'a Subscription) -> Self {
+        let spec = &s.spec;
+        // A subscription switched off by its owner reads as disabled.
+        let (status, disabled_reason) = if !spec.enabled && s.status != Status::Disabled {
+            (Status::Disabled, Some("disabled by the user".to_owned()))
+        } else {
+            (s.status, s.disabled_reason.clone())
+        };
+        Self {
+            id: &s.id,
+            tenant_id: &s.tenant_id,
+            name: &spec.name,
+            url: &spec.url,
+            method: spec.method.as_str(),
+            event_types: spec.event_types.iter().map(ToString::to_string).collect(),
+            filter: spec.filter.as_ref().map(|f| f.to_json()),
+            auth: spec.auth.masked(),
+            headers: &spec.headers,
+            enabled: spec.enabled,
+            rate_limit_per_second: spec.rate_limit_per_second,
+            retry_policy: spec.retry_policy.as_ref().map(|r| r.to_json()),
+            metadata: &spec.metadata,
+            status: status.as_str(),
+            disabled_reason,
+            failing_since: s.failing_since.map(format_rfc3339),
+            created_at: format_rfc3339(s.created_at),
+            updated_at: format_rfc3339(s.updated_at),
+            created_by: &s.created_by,
+            updated_by: &s.updated_by,
+            revision: s.revision,
+        }
+    }
+}
+
+/// A subscription as the API returns it, as JSON.
 pub fn view(s: &Subscription) -> Value {
-    let spec = &s.spec;
-    // A subscription switched off by its owner reads as disabled.
-    let (status, disabled_reason) = if !spec.enabled && s.status != Status::Disabled {
-        (Status::Disabled, Some("disabled by the user".to_owned()))
-    } else {
-        (s.status, s.disabled_reason.clone())
-    };
-    json!({
-        "id": s.id,
-        "tenant_id": s.tenant_id,
-        "name": spec.name,
-        "url": spec.url,
-        "method": spec.method.as_str(),
-        "event_types": spec.event_types.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "filter": spec.filter.as_ref().map(|f| f.to_json()),
-        "auth": spec.auth.masked(),
-        "headers": spec.headers,
-        "enabled": spec.enabled,
-        "rate_limit_per_second": spec.rate_limit_per_second,
-        "retry_policy": spec.retry_policy.as_ref().map(|r| r.to_json()),
-        "metadata": spec.metadata,
-        "status": status.as_str(),
-        "disabled_reason": disabled_reason,
-        "failing_since": s.failing_since.map(format_rfc3339),
-        "created_at": format_rfc3339(s.created_at),
-        "updated_at": format_rfc3339(s.updated_at),
-        "created_by": s.created_by,
-        "updated_by": s.updated_by,
-        "revision": s.revision,
-    })
+    serde_json::to_value(SubscriptionView::of(s)).expect("a view serialises")
 }
 
 /// `POST /v1/subscriptions` → `201` with the subscription and its signing secret.
@@ -574,4 +634,27 @@ pub(crate) async fn check_resolved(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_has_exactly_its_documented_fields() {
+        let s = Subscription::new(
+            "sub_1".into(),
+            "t".into(),
+            Spec::new("https://x/", Vec::new()),
+            "key",
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        let v = view(&s);
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields = VIEW_FIELDS.to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+        assert_eq!(v["revision"], 1);
+    }
 }

@@ -427,9 +427,17 @@ mod tests {
             .collect();
         assert_eq!(
             compacted,
-            ["prod.subscriptions", "prod.tenants", "prod.event_types"]
+            [
+                "prod.subscriptions",
+                "prod.tenants",
+                "prod.event_types",
+                "prod.replays",
+                "prod.idempotency"
+            ]
         );
-        assert_eq!(specs.len(), 4 + 3 + 1 + 6 + 4);
+        assert_eq!(specs.len(), 4 + 3 + 2 + 1 + 6 + 4);
+        let idempotency = specs.iter().find(|s| s.name == "prod.idempotency").unwrap();
+        assert_eq!(idempotency.policy(), "compact,delete");
     }
 
     #[test]
