@@ -77,6 +77,53 @@ pub enum HealthVerdict {
     Deleted,
 }
 
+/// The verdicts on the latest writes, by write id, for the writers that
+/// ask whether their own write counted (bounded: the oldest are forgotten).
+#[derive(Debug)]
+pub struct RecentVerdicts<V> {
+    capacity: usize,
+    verdicts: HashMap<String, V>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl<V: Copy> Default for RecentVerdicts<V> {
+    /// Remembers 4,096 verdicts.
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+impl<V: Copy> RecentVerdicts<V> {
+    /// Remembers at most `capacity` verdicts.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            verdicts: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Remembers the verdict on `write_id` (the first one, if it is folded
+    /// twice).
+    pub fn remember(&mut self, write_id: &str, verdict: V) {
+        if self.verdicts.contains_key(write_id) {
+            return;
+        }
+        self.verdicts.insert(write_id.to_owned(), verdict);
+        self.order.push_back(write_id.to_owned());
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.verdicts.remove(&old);
+        }
+    }
+
+    /// The verdict on `write_id`, if remembered.
+    pub fn get(&self, write_id: &str) -> Option<V> {
+        self.verdicts.get(write_id).copied()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     revision: u64,

@@ -15,12 +15,12 @@
 //! A claim whose request never finished (its process died) lapses after
 //! [`CLAIM_TTL`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use waybill_core::ledger::Ledger;
+use waybill_core::ledger::{Ledger, RecentVerdicts};
 use waybill_kafka::table::Fold;
 use waybill_proto::Message as _;
 use waybill_proto::convert::{from_timestamp, timestamp};
@@ -88,16 +88,13 @@ impl Store {
 pub const CLAIM_TTL: Duration = Duration::from_secs(30);
 /// How long a repeat waits for the first request's answer before `409`.
 const RUNNING_WAIT: Duration = Duration::from_secs(2);
-/// How many write verdicts the shared table remembers.
-const REMEMBERED: usize = 4096;
 
 /// The `idempotency` topic: every key's claim or answer that counts.
 #[derive(Default)]
 pub struct Answers {
     ledger: Ledger,
     answers: HashMap<String, v1::IdempotentAnswer>,
-    verdicts: HashMap<String, bool>,
-    order: VecDeque<String>,
+    verdicts: RecentVerdicts<bool>,
 }
 
 impl Answers {
@@ -106,7 +103,7 @@ impl Answers {
     }
 
     fn counted(&self, write_id: &str) -> Option<bool> {
-        self.verdicts.get(write_id).copied()
+        self.verdicts.get(write_id)
     }
 
     fn revision(&self, key: &str) -> u64 {
@@ -128,18 +125,7 @@ impl Fold for Answers {
             .ledger
             .judge_write(key, answer.revision, &answer.write_id, 0)
             .counts();
-        if self
-            .verdicts
-            .insert(answer.write_id.clone(), counts)
-            .is_none()
-        {
-            self.order.push_back(answer.write_id.clone());
-            if self.order.len() > REMEMBERED
-                && let Some(old) = self.order.pop_front()
-            {
-                self.verdicts.remove(&old);
-            }
-        }
+        self.verdicts.remember(&answer.write_id, counts);
         if counts {
             self.answers.insert(key.to_owned(), answer);
         }

@@ -21,7 +21,7 @@
 //! A job's records follow the revision rule of subscription records
 //! (`waybill_core::ledger`): the writer that lost stops.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use waybill_core::event::format_rfc3339;
-use waybill_core::ledger::Ledger;
+use waybill_core::ledger::{Ledger, RecentVerdicts};
 use waybill_core::subscription::Subscription;
 use waybill_kafka::log::{self, Window};
 use waybill_kafka::table::Fold;
@@ -51,16 +51,13 @@ const IN_FLIGHT: usize = 64;
 const RESUME_MARGIN_MS: i64 = 5_000;
 /// Consecutive failures of one chunk before the job fails.
 const MAX_FAILURES: u32 = 10;
-/// How many write verdicts the projection remembers.
-const REMEMBERED: usize = 4096;
 
 /// The `replays` projection: every job's latest state that counts.
 #[derive(Default)]
 pub struct Jobs {
     ledger: Ledger,
     jobs: HashMap<String, v1::ReplayJob>,
-    verdicts: HashMap<String, bool>,
-    order: VecDeque<String>,
+    verdicts: RecentVerdicts<bool>,
 }
 
 impl Jobs {
@@ -71,7 +68,7 @@ impl Jobs {
 
     /// Whether the write `write_id` counted (once folded).
     pub fn counted(&self, write_id: &str) -> Option<bool> {
-        self.verdicts.get(write_id).copied()
+        self.verdicts.get(write_id)
     }
 
     /// Running jobs whose heartbeat is older than `lease` at `now`.
@@ -103,14 +100,7 @@ impl Fold for Jobs {
             .ledger
             .judge_write(id, job.revision, &job.write_id, 0)
             .counts();
-        if self.verdicts.insert(job.write_id.clone(), counts).is_none() {
-            self.order.push_back(job.write_id.clone());
-            if self.order.len() > REMEMBERED
-                && let Some(old) = self.order.pop_front()
-            {
-                self.verdicts.remove(&old);
-            }
-        }
+        self.verdicts.remember(&job.write_id, counts);
         if counts {
             self.jobs.insert(job.id.clone(), job);
         }

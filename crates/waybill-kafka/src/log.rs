@@ -115,36 +115,20 @@ pub fn scan(
     mut visit: impl FnMut(&BorrowedMessage<'_>) -> bool,
 ) -> Result<Scanned> {
     let consumer = reader(config, topic)?;
-    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     let mut scanned = Scanned::default();
-    for partition in partitions {
+    for partition in partitions_of(&consumer, topic)? {
         let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
         if high <= low {
             continue;
         }
-        let start = match start_offset(&consumer, topic, partition, window.since_ms) {
-            Some(Offset::Offset(o)) => Some(o.max(low)),
-            // "Nothing at or after that time": believed only if the last
-            // record is indeed older (some brokers answer this to every
-            // lookup by time they do not implement).
-            Some(Offset::End)
-                if timestamp_at(&consumer, topic, partition, high - 1)?
-                    .is_some_and(|last| last < window.since_ms) =>
-            {
-                continue;
+        let start = match start_by_time(&consumer, topic, partition, window.since_ms, low, high)? {
+            Start::At(o) => o,
+            Start::Nothing => continue,
+            Start::Unknown => {
+                scanned.scanned_from_start += 1;
+                low
             }
-            _ => None,
         };
-        let start = start.unwrap_or_else(|| {
-            scanned.scanned_from_start += 1;
-            low
-        });
         if start >= high {
             continue;
         }
@@ -213,34 +197,67 @@ fn read_partition(
 /// Partitions with nothing to read are left out.
 pub fn plan(config: &KafkaConfig, topic: &str, since_ms: i64) -> Result<Vec<(i32, i64, i64)>> {
     let consumer = reader(config, topic)?;
-    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     let mut out = Vec::new();
-    for partition in partitions {
+    for partition in partitions_of(&consumer, topic)? {
         let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
         if high <= low {
             continue;
         }
-        let start = match start_offset(&consumer, topic, partition, since_ms) {
-            Some(Offset::Offset(o)) => o.max(low),
-            Some(Offset::End)
-                if timestamp_at(&consumer, topic, partition, high - 1)?
-                    .is_some_and(|last| last < since_ms) =>
-            {
-                continue;
-            }
-            _ => low,
+        let start = match start_by_time(&consumer, topic, partition, since_ms, low, high)? {
+            Start::At(o) => o,
+            Start::Nothing => continue,
+            Start::Unknown => low,
         };
         if start < high {
             out.push((partition, start, high));
         }
     }
     Ok(out)
+}
+
+/// The partitions of `topic`.
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
+/// Where a read by time starts in a partition holding `low..high`.
+enum Start {
+    /// At this offset (at least `low`).
+    At(i64),
+    /// Nothing was written at or after that time.
+    Nothing,
+    /// The broker cannot look offsets up by time: read from `low`.
+    Unknown,
+}
+
+fn start_by_time(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    since_ms: i64,
+    low: i64,
+    high: i64,
+) -> Result<Start> {
+    Ok(match start_offset(consumer, topic, partition, since_ms) {
+        Some(Offset::Offset(o)) => Start::At(o.max(low)),
+        // "Nothing at or after that time": believed only if the last record
+        // is indeed older (some brokers answer this to every lookup by time
+        // they do not implement).
+        Some(Offset::End)
+            if high > low
+                && timestamp_at(consumer, topic, partition, high - 1)?
+                    .is_some_and(|last| last < since_ms) =>
+        {
+            Start::Nothing
+        }
+        _ => Start::Unknown,
+    })
 }
 
 /// Hands every record of one partition from offset `from` (or the log
@@ -258,18 +275,12 @@ pub fn scan_range(
 ) -> Result<u64> {
     let consumer = reader(config, topic)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
-    let since = match start_offset(&consumer, topic, partition, since_ms) {
-        Some(Offset::Offset(o)) => o,
-        // Nothing written since then, believed as in `scan`; a broker that
-        // cannot look up by time leaves the offsets to bound the read.
-        Some(Offset::End)
-            if high > low
-                && timestamp_at(&consumer, topic, partition, high - 1)?
-                    .is_some_and(|last| last < since_ms) =>
-        {
-            high
-        }
-        _ => low,
+    // A broker that cannot look up by time leaves the offsets to bound the
+    // read.
+    let since = match start_by_time(&consumer, topic, partition, since_ms, low, high)? {
+        Start::At(o) => o,
+        Start::Nothing => high,
+        Start::Unknown => low,
     };
     let (start, end) = (from.max(low).max(since), until.min(high));
     if start >= end {

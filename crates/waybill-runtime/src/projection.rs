@@ -8,14 +8,14 @@
 //! matcher: its index). A writing service's projection ([`Log::writer`])
 //! also tells a writer whether its write won and which keys to repair.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use waybill_kafka::table::Table;
 use waybill_kafka::{KafkaConfig, Topics};
 
-use waybill_core::ledger::{HealthVerdict, Ledger, Verdict};
+use waybill_core::ledger::{HealthVerdict, Ledger, RecentVerdicts, Verdict};
 use waybill_core::sealing::Keyring;
 use waybill_core::subscription::{Health, Subscription};
 use waybill_kafka::table::Fold;
@@ -221,23 +221,23 @@ const REMEMBERED_WRITES: usize = 65_536;
 
 /// What a writer needs from its projection: whether its write counted,
 /// and which keys end with a record that does not.
-#[derive(Default)]
 struct Writes {
-    verdicts: HashMap<String, Verdict>,
-    order: VecDeque<String>,
+    verdicts: RecentVerdicts<Verdict>,
     repairs: BTreeMap<String, (Repair, Instant)>,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Self {
+            verdicts: RecentVerdicts::new(REMEMBERED_WRITES),
+            repairs: BTreeMap::new(),
+        }
+    }
 }
 
 impl Writes {
     fn remember(&mut self, write_id: &str, verdict: Verdict) {
-        if self.verdicts.insert(write_id.to_owned(), verdict).is_none() {
-            self.order.push_back(write_id.to_owned());
-            if self.order.len() > REMEMBERED_WRITES
-                && let Some(old) = self.order.pop_front()
-            {
-                self.verdicts.remove(&old);
-            }
-        }
+        self.verdicts.remember(write_id, verdict);
     }
 
     fn needs(&mut self, id: &str, repair: Option<Repair>) {
@@ -293,7 +293,7 @@ impl<S: Sink> Log<S> {
 
     /// The verdict on the write `write_id`, once folded (writers only).
     pub fn verdict(&self, write_id: &str) -> Option<Verdict> {
-        self.writes.as_ref()?.verdicts.get(write_id).copied()
+        self.writes.as_ref()?.verdicts.get(write_id)
     }
 
     /// Keys whose last record does not count and nobody repaired for
