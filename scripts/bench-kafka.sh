@@ -115,6 +115,7 @@ keys = { k1 = "$(python3 -c 'import base64, os; print(base64.b64encode(os.urando
 [url_policy]
 allow_http = true
 allow_private_networks = true
+allow_any_port = true
 
 [ingest]
 listen = "127.0.0.1:$api"

@@ -41,6 +41,31 @@ pub struct DeliveryConfig {
     /// re-enables it. Default 5 days.
     #[serde(with = "waybill_core::duration")]
     pub disable_after: Duration,
+    /// Forward proxy for every webhook and token request (`http://` or
+    /// `https://` URL, credentials allowed). None by default, and the
+    /// `HTTP(S)_PROXY`/`ALL_PROXY` environment variables are ignored: with
+    /// a proxy, the proxy resolves the callback hosts, so the URL policy's
+    /// address rules must be enforced there (see docs/deploy.md).
+    pub proxy: Option<ProxyUrl>,
+}
+
+/// A proxy URL; `Debug` hides its credentials.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ProxyUrl(pub String);
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+                write!(f, "{:?}", u.as_str())
+            }
+            Ok(u) => write!(f, "{:?}", u.as_str()),
+            Err(_) => f.write_str("\"(invalid)\""),
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -56,6 +81,7 @@ impl Default for DeliveryConfig {
             drain_timeout: Duration::from_secs(20),
             backlog_sample_interval: Duration::from_secs(15),
             disable_after: Duration::from_secs(5 * 24 * 3600),
+            proxy: None,
         }
     }
 }
@@ -93,6 +119,35 @@ impl DeliveryConfig {
                     .into(),
             );
         }
+        if let Some(proxy) = &self.proxy {
+            match reqwest::Url::parse(&proxy.0) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => out
+                    .push("delivery.proxy: must be an http:// or https:// URL with a host".into()),
+            }
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_is_checked_and_its_credentials_never_printed() {
+        let mut c = DeliveryConfig {
+            proxy: Some(ProxyUrl("http://user:s3cret@proxy.internal:3128".into())),
+            ..DeliveryConfig::default()
+        };
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("user"),
+            "{printed}"
+        );
+        assert!(printed.contains("proxy.internal:3128"), "{printed}");
+        c.proxy = Some(ProxyUrl("socks5://proxy:1080".into()));
+        assert!(c.problems()[0].starts_with("delivery.proxy"));
     }
 }

@@ -25,6 +25,9 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// Cached tokens at most (least used dropped first).
 const MAX_TOKENS: u64 = 10_000;
+/// Largest token answer read: a token endpoint is the tenant's, and a
+/// delivery process serves every tenant.
+pub const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Why no token could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,6 +44,9 @@ pub enum TokenError {
     /// The answer had no `access_token`.
     #[error("token endpoint answer has no access_token")]
     Malformed,
+    /// The answer was longer than [`MAX_TOKEN_ANSWER_BYTES`].
+    #[error("token endpoint answer exceeds {} KiB", MAX_TOKEN_ANSWER_BYTES / 1024)]
+    TooLarge,
 }
 
 #[derive(Deserialize)]
@@ -128,21 +134,37 @@ async fn fetch(
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
-    let response = client
+    let mut response = client
         .post(url)
         .header("accept", "application/json")
         .form(&form)
         .send()
         .await
-        .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
+        .map_err(|e| match crate::sender::policy_refusal(&e) {
+            Some(refused) => TokenError::Policy(refused.0.clone()),
+            None => TokenError::Unreachable(e.without_url().to_string()),
+        })?;
     let status = response.status();
     if !status.is_success() {
         return Err(TokenError::Refused(status.as_u16()));
     }
-    let bytes = response
-        .bytes()
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_TOKEN_ANSWER_BYTES as u64)
+    {
+        return Err(TokenError::TooLarge);
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
+        .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?
+    {
+        if bytes.len() + chunk.len() > MAX_TOKEN_ANSWER_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
     if body.access_token.is_empty() {
         return Err(TokenError::Malformed);

@@ -97,6 +97,8 @@ pub(crate) struct AppState {
     pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     pub keys: Keyring,
     pub url_policy: UrlPolicy,
+    /// Resolves callback hosts for the URL policy.
+    pub dns: waybill_runtime::dns::Dns,
     pub api_keys: auth::ApiKeys,
     pub subscriptions: Table<AllSubscriptions>,
     pub tenants: Table<tenants::Tenants>,
@@ -256,6 +258,7 @@ pub async fn run(
         catalog,
         keys: settings.keys,
         url_policy: settings.url_policy,
+        dns: waybill_runtime::dns::Dns::system(),
         api_keys: auth::ApiKeys::new(&settings.ingest.api_keys),
         subscriptions: subscriptions.clone(),
         tenants: tenants.clone(),

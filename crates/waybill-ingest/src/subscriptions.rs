@@ -14,13 +14,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use waybill_core::auth::CallbackAuth;
 use waybill_core::event::{EntityRef, Event, format_rfc3339};
 use waybill_core::pattern::EventTypePattern;
 use waybill_core::subscription::{Mode, Spec, Status, Subscription, parse_spec};
+use waybill_core::url_policy::UrlPolicy;
 use waybill_core::{FieldError, catalog, ids};
 use waybill_proto::Message;
 use waybill_proto::convert::{event_to_proto, timestamp};
 use waybill_proto::v1;
+use waybill_runtime::dns::{Dns, Unusable};
 
 use crate::AppState;
 use crate::auth::Principal;
@@ -154,7 +157,7 @@ pub(crate) async fn create(
             parse_spec(&body, Mode::Create, catalog.catalog(), &state.url_policy)
         };
         let spec = parsed.map_err(ApiError::validation)?;
-        check_resolved(&state, &spec.url, "url").await?;
+        check_spec_hosts(&state, &spec).await?;
         let subscription = Subscription::new(
             ids::new_subscription_id(),
             principal.tenant_id.clone(),
@@ -374,7 +377,7 @@ async fn update(
             )
             .map_err(ApiError::validation)?;
             if spec.url != s.spec.url || spec.auth != s.spec.auth {
-                check_resolved(state, &spec.url, "url").await?;
+                check_spec_hosts(state, &spec).await?;
             }
             let switched_on = spec.enabled && !s.spec.enabled;
             s.spec = spec;
@@ -599,14 +602,37 @@ pub(crate) fn find(
         .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`")))
 }
 
+/// Resolves the hosts a subscription will call (its URL, and its OAuth2
+/// `token_url`) and refuses them if any address is not allowed. Send time
+/// checks again.
+pub(crate) async fn check_spec_hosts(state: &AppState, spec: &Spec) -> Result<(), ApiError> {
+    check_resolved(state, &spec.url, "url").await?;
+    if let CallbackAuth::OAuth2(oauth2) = &spec.auth {
+        check_resolved(state, &oauth2.token_url, "auth.token_url").await?;
+    }
+    Ok(())
+}
+
 /// Resolves the host of a URL and refuses it if any address is not allowed
-/// (a name pointing into a private network). Send time checks again.
+/// (a name pointing into a private network).
 pub(crate) async fn check_resolved(
     state: &AppState,
     url: &str,
     field: &str,
 ) -> Result<(), ApiError> {
-    if state.url_policy.allow_private_networks {
+    check_host(&state.url_policy, &state.dns, url, field).await
+}
+
+/// [`check_resolved`] on a given policy and resolver. The answer says
+/// which host was refused, never which addresses it resolved to (those are
+/// logged for the operator).
+pub(crate) async fn check_host(
+    policy: &UrlPolicy,
+    dns: &Dns,
+    url: &str,
+    field: &str,
+) -> Result<(), ApiError> {
+    if policy.allow_private_networks {
         return Ok(());
     }
     let Ok(parsed) = url::Url::parse(url) else {
@@ -615,30 +641,60 @@ pub(crate) async fn check_resolved(
     let Some(url::Host::Domain(host)) = parsed.host() else {
         return Ok(()); // IP literals were checked by the policy already.
     };
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs = match tokio::net::lookup_host((host, port)).await {
-        Ok(addrs) => addrs.collect::<Vec<_>>(),
-        Err(_) => {
-            return Err(ApiError::validation(vec![FieldError::new(
-                field,
-                format!("host `{host}` does not resolve; check the name"),
-            )]));
-        }
+    let message = match dns.resolve_allowed(policy, host).await {
+        Ok(_) => return Ok(()),
+        Err(Unusable::Unresolved(_)) => format!("host `{host}` does not resolve; check the name"),
+        Err(Unusable::Refused(refusal)) => refusal.public,
     };
-    for addr in addrs {
-        if let Err(message) = state.url_policy.check_ip(addr.ip()) {
-            return Err(ApiError::validation(vec![FieldError::new(
-                field,
-                format!("host `{host}` resolves to an address that {message}"),
-            )]));
-        }
-    }
-    Ok(())
+    Err(ApiError::validation(vec![FieldError::new(field, message)]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// At create time: a host whose DNS answers include an address in a
+    /// refused range (bare or wrapped in IPv6) is refused, naming the host
+    /// and field, never the address.
+    #[tokio::test]
+    async fn hosts_resolving_into_refused_ranges_are_refused_without_the_address() {
+        let answers = [
+            "169.254.169.254",
+            "192.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "fec0::1",
+            "2001:0:a00:5::ffff:ffff",
+        ];
+        let dns = Dns::fixed(answers.iter().enumerate().map(|(i, ip)| {
+            (
+                format!("h{i}.test"),
+                vec!["8.8.8.8".parse().unwrap(), ip.parse().unwrap()],
+            )
+        }));
+        let strict = UrlPolicy::strict();
+        for (i, ip) in answers.iter().enumerate() {
+            let url = format!("https://h{i}.test/hook");
+            let e = check_host(&strict, &dns, &url, "auth.token_url")
+                .await
+                .unwrap_err();
+            let body = e.to_json().to_string();
+            assert!(body.contains("auth.token_url"), "{body}");
+            assert!(body.contains(&format!("h{i}.test")), "{body}");
+            assert!(!body.contains(ip), "{ip}: {body}");
+        }
+        let public = Dns::fixed([("ok.test".to_owned(), vec!["8.8.8.8".parse().unwrap()])]);
+        assert!(
+            check_host(&strict, &public, "https://ok.test/", "url")
+                .await
+                .is_ok()
+        );
+        let e = check_host(&strict, &public, "https://nx.test/", "url")
+            .await
+            .unwrap_err();
+        assert!(e.to_json().to_string().contains("does not resolve"));
+    }
 
     #[test]
     fn the_view_has_exactly_its_documented_fields() {

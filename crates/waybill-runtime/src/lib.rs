@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod config;
+pub mod dns;
 pub mod metrics;
 pub mod projection;
 pub mod sections;

@@ -38,6 +38,11 @@ pub struct UrlPolicyConfig {
     pub allow_http: bool,
     /// Allow loopback, private and link-local targets (default false).
     pub allow_private_networks: bool,
+    /// Destination ports allowed (default 443 and 8443, plus 80 when http
+    /// is allowed).
+    pub allowed_ports: Vec<u16>,
+    /// Allow every destination port (default false; development only).
+    pub allow_any_port: bool,
 }
 
 impl From<&UrlPolicyConfig> for UrlPolicy {
@@ -45,6 +50,8 @@ impl From<&UrlPolicyConfig> for UrlPolicy {
         UrlPolicy {
             allow_http: c.allow_http,
             allow_private_networks: c.allow_private_networks,
+            allowed_ports: c.allowed_ports.clone(),
+            allow_any_port: c.allow_any_port,
         }
     }
 }

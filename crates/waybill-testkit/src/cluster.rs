@@ -186,6 +186,7 @@ keys = {{ k1 = "{key}" }}
 [url_policy]
 allow_http = true
 allow_private_networks = true
+allow_any_port = true
 
 [ingest]
 listen = "127.0.0.1:{api}"

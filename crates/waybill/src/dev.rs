@@ -74,6 +74,7 @@ keys = {{ dev = "{key}" }}
 [url_policy]
 allow_http = true
 allow_private_networks = true
+allow_any_port = true
 
 [ingest]
 listen = "127.0.0.1:{port}"

@@ -915,6 +915,10 @@ async fn host_names_resolving_to_private_addresses_are_refused() {
             "WAYBILL_URL_POLICY__ALLOW_HTTP".to_owned(),
             "false".to_owned(),
         ),
+        (
+            "WAYBILL_URL_POLICY__ALLOW_ANY_PORT".to_owned(),
+            "false".to_owned(),
+        ),
     ];
     let config = waybill::load(dev::base_config(0), None, strict).expect("config");
     let stack = dev::start(config, KEY).await.expect("dev stack starts");
@@ -951,19 +955,32 @@ async fn host_names_resolving_to_private_addresses_are_refused() {
         assert_eq!(status, 201, "{host} → {addresses:?}: {answer}");
     }
     if private {
+        let message = answer["error"]["message"].as_str().unwrap();
         assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("resolves to an address that must not point to a"),
+            message.contains("resolves to an address this deployment does not call"),
             "{answer}"
         );
+        for ip in &addresses {
+            assert!(
+                !message.contains(&ip.to_string()),
+                "the DNS answer is not shown: {message}"
+            );
+        }
     }
 
-    // Literal private addresses and plain http are refused without DNS.
+    // Literal private addresses, IPv6 forms carrying them, other special
+    // ranges, ports not allowed and plain http are refused without DNS.
     for (url, expect) in [
         ("https://10.1.2.3/hook", "private"),
         ("https://169.254.169.254/latest", "link-local"),
+        ("https://[64:ff9b::a9fe:a9fe]/latest", "link-local"),
+        ("https://[::127.0.0.1]/", "loopback"),
+        ("https://[2002:7f00:1::]/", "loopback"),
+        ("https://[fec0::1]/", "site-local"),
+        ("https://192.0.0.1/", "IETF protocol assignment"),
+        ("https://[2001:0:a00:5::ffff:ffff]/", "private"),
+        ("https://[64:ff9b:1::1]/", "local-use"),
+        ("https://hooks.example.com:6379/", "allowed port (443, 8443)"),
         ("http://hooks.example.com/x", "https"),
     ] {
         let (status, answer) = api

@@ -171,6 +171,7 @@ keys = {{ k1 = "{key}" }}
 [url_policy]
 allow_http = true
 allow_private_networks = true
+allow_any_port = true
 
 [delivery]
 listen = "127.0.0.1:{port}"
