@@ -121,17 +121,50 @@ impl CallbackAuth {
     }
 }
 
+/// What a credential sent as [`MASK`] may keep.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Keep<'a> {
+    /// The stored credential.
+    Stored(&'a str),
+    /// Nothing is stored for this field.
+    Nothing,
+    /// Something is stored, but it would go somewhere new: this names what
+    /// changed.
+    Rebound(&'static str),
+}
+
+/// What a [`MASK`] of a stored credential keeps: the credential, unless
+/// the URL's origin or (`rebound`) another binding changed.
+pub(crate) fn keep<'a>(
+    stored: &'a str,
+    origin_changed: bool,
+    rebound: Option<&'static str>,
+) -> Keep<'a> {
+    match rebound {
+        _ if origin_changed => Keep::Rebound(ORIGIN),
+        Some(changed) => Keep::Rebound(changed),
+        None => Keep::Stored(stored),
+    }
+}
+
+/// What changed when the URL's origin did, for messages.
+pub(crate) const ORIGIN: &str = "the URL's origin (scheme, host and port)";
+
 /// Reads the `auth` object. `previous` is the stored auth when the request
 /// updates a subscription: a credential sent back as [`MASK`] keeps its
-/// stored value if the type did not change.
+/// stored value if the type did not change, and only while where it is
+/// sent stays the same: the URL's origin (`origin_changed` says whether it
+/// changed), the `token_url`, the `api_key` `header_name`.
 pub fn parse_auth(
     f: &mut Fields,
     policy: &UrlPolicy,
     previous: Option<&CallbackAuth>,
+    origin_changed: bool,
 ) -> Option<CallbackAuth> {
     let mut a = f.object("auth")?;
     let kind: Option<String> = a.required("type", "one of none, basic, api_key, bearer, oauth2");
     let same = |k: &str| previous.filter(|p| p.kind() == k);
+    let keep = |stored, rebound| keep(stored, origin_changed, rebound);
     let auth = match kind.as_deref() {
         None => {
             forget_other_fields(&mut a);
@@ -144,8 +177,8 @@ pub fn parse_auth(
         Some("basic") => {
             let username = text(&mut a, "username", 1024);
             let kept = match same("basic") {
-                Some(CallbackAuth::Basic { password, .. }) => Some(password.as_str()),
-                _ => None,
+                Some(CallbackAuth::Basic { password, .. }) => keep(password, None),
+                _ => Keep::Nothing,
             };
             let password = secret(&mut a, "password", kept);
             if username.as_deref().is_some_and(|u| u.contains(':')) {
@@ -173,8 +206,17 @@ pub fn parse_auth(
                 }
             }
             let kept = match same("api_key") {
-                Some(CallbackAuth::ApiKey { header_value, .. }) => Some(header_value.as_str()),
-                _ => None,
+                Some(CallbackAuth::ApiKey {
+                    header_value,
+                    header_name: stored_name,
+                }) => keep(
+                    header_value,
+                    header_name
+                        .as_deref()
+                        .filter(|name| !name.eq_ignore_ascii_case(stored_name))
+                        .map(|_| "`header_name`"),
+                ),
+                _ => Keep::Nothing,
             };
             let header_value = secret(&mut a, "header_value", kept);
             a.reject_unknown(&["type", "header_name", "header_value"]);
@@ -187,8 +229,8 @@ pub fn parse_auth(
         }
         Some("bearer") => {
             let kept = match same("bearer") {
-                Some(CallbackAuth::Bearer { token }) => Some(token.as_str()),
-                _ => None,
+                Some(CallbackAuth::Bearer { token }) => keep(token, None),
+                _ => Keep::Nothing,
             };
             let token = secret(&mut a, "token", kept);
             a.reject_unknown(&["type", "token"]);
@@ -203,8 +245,14 @@ pub fn parse_auth(
             }
             let client_id = text(&mut a, "client_id", 1024);
             let kept = match same("oauth2") {
-                Some(CallbackAuth::OAuth2(o)) => Some(o.client_secret.as_str()),
-                _ => None,
+                Some(CallbackAuth::OAuth2(o)) => keep(
+                    &o.client_secret,
+                    token_url
+                        .as_deref()
+                        .filter(|url| *url != o.token_url)
+                        .map(|_| "`token_url`"),
+                ),
+                _ => Keep::Nothing,
             };
             let client_secret = secret(&mut a, "client_secret", kept);
             let scope: Option<String> = a.optional("scope", "a string");
@@ -283,19 +331,10 @@ fn text(a: &mut Fields, key: &str, max: usize) -> Option<String> {
 }
 
 /// A required credential; [`MASK`] means "keep" when there is one to keep.
-fn secret(a: &mut Fields, key: &str, kept: Option<&str>) -> Option<String> {
+fn secret(a: &mut Fields, key: &str, kept: Keep<'_>) -> Option<String> {
     let value = text(a, key, MAX_CREDENTIAL_LEN)?;
     if value == MASK {
-        return match kept {
-            Some(old) => Some(old.to_owned()),
-            None => {
-                a.error(
-                    key,
-                    format!("`{MASK}` is the masked form; send the credential itself"),
-                );
-                None
-            }
-        };
+        return unmask(a, key, kept, "credential");
     }
     if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
         a.error(key, "must not contain control characters");
@@ -304,13 +343,36 @@ fn secret(a: &mut Fields, key: &str, kept: Option<&str>) -> Option<String> {
     Some(value)
 }
 
+/// The stored value a [`MASK`] stands for, or an error on `key`.
+pub(crate) fn unmask(a: &mut Fields, key: &str, kept: Keep<'_>, what: &str) -> Option<String> {
+    match kept {
+        Keep::Stored(old) => Some(old.to_owned()),
+        Keep::Nothing => {
+            a.error(
+                key,
+                format!("`{MASK}` is the masked form; send the {what} itself"),
+            );
+            None
+        }
+        Keep::Rebound(changed) => {
+            a.error(
+                key,
+                format!(
+                    "`{MASK}` keeps the stored {what} only while {changed} stays the same; send the {what} again"
+                ),
+            );
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(body: &str, previous: Option<&CallbackAuth>) -> Result<CallbackAuth, Vec<String>> {
         let mut f = Fields::parse(body.as_bytes()).unwrap();
-        let auth = parse_auth(&mut f, &UrlPolicy::strict(), previous);
+        let auth = parse_auth(&mut f, &UrlPolicy::strict(), previous, false);
         let errors = f.finish(&["auth"]);
         match auth {
             Some(a) if errors.is_empty() => Ok(a),

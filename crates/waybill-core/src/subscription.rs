@@ -38,6 +38,25 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "transfer-encoding",
 ];
 
+/// Hop-by-hop and proxy headers: they steer the connection, not the
+/// request, and are refused as custom headers.
+pub const HOP_BY_HOP_HEADERS: &[&str] = &[
+    "connection",
+    "expect",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Header names whose values are always masked in answers (they carry
+/// credentials); a subscription adds others in `secret_headers`.
+pub const ALWAYS_SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization"];
+
 /// HTTP method of the webhook request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Method {
@@ -105,6 +124,9 @@ pub struct Spec {
     pub auth: CallbackAuth,
     /// Custom headers sent with every request.
     pub headers: BTreeMap<String, String>,
+    /// Names (lower-case) of custom headers whose values are masked in
+    /// answers, besides [`ALWAYS_SECRET_HEADERS`].
+    pub secret_headers: std::collections::BTreeSet<String>,
     /// Switched on by the user.
     pub enabled: bool,
     /// Requests per second at most; `None` = unlimited.
@@ -126,11 +148,42 @@ impl Spec {
             filter: None,
             auth: CallbackAuth::None,
             headers: BTreeMap::new(),
+            secret_headers: std::collections::BTreeSet::new(),
             enabled: true,
             rate_limit_per_second: None,
             retry_policy: None,
             metadata: BTreeMap::new(),
         }
+    }
+
+    /// Whether the custom header `name`'s value is masked in answers.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        ALWAYS_SECRET_HEADERS.contains(&lower.as_str()) || self.secret_headers.contains(&lower)
+    }
+
+    /// The custom headers as answers show them: secret values masked.
+    pub fn masked_headers(&self) -> BTreeMap<String, String> {
+        self.headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if self.is_secret_header(name) {
+                    crate::auth::MASK.to_owned()
+                } else {
+                    value.clone()
+                };
+                (name.clone(), shown)
+            })
+            .collect()
+    }
+}
+
+/// Whether two URLs have the same origin (scheme, host, port); unparsable
+/// URLs never do.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin() && a.origin().is_tuple(),
+        _ => false,
     }
 }
 
@@ -396,6 +449,7 @@ pub const SUBSCRIPTION_FIELDS: &[&str] = &[
     "filter",
     "auth",
     "headers",
+    "secret_headers",
     "enabled",
     "rate_limit_per_second",
     "retry_policy",
@@ -477,18 +531,45 @@ pub fn parse_spec(
         spec.filter = parse_filter(&mut f).filter(|filter| !filter.scopes.is_empty());
     }
 
+    // A stored credential goes only where it went: a masked one is kept
+    // while the URL's origin stays the same (see `auth::parse_auth`).
+    let origin_changed = base.is_some_and(|b| !same_origin(&b.url, &spec.url));
     if read(&f, "auth") {
-        spec.auth = parse_auth(&mut f, policy, base.map(|b| &b.auth)).unwrap_or_default();
+        spec.auth =
+            parse_auth(&mut f, policy, base.map(|b| &b.auth), origin_changed).unwrap_or_default();
+    } else if origin_changed && spec.auth != CallbackAuth::None {
+        f.error(
+            "auth",
+            format!(
+                "must be sent again, with its credentials, when {} changes: the stored ones are not sent to a new origin",
+                crate::auth::ORIGIN
+            ),
+        );
     }
 
     if read(&f, "enabled") {
         spec.enabled = f.optional("enabled", "a boolean").unwrap_or(true);
     }
 
+    if read(&f, "secret_headers") {
+        let names: Vec<String> = f
+            .optional("secret_headers", "an array of header names")
+            .unwrap_or_default();
+        spec.secret_headers = parse_secret_headers(&mut f, &names);
+    }
     if read(&f, "headers") {
-        spec.headers = f
+        let given: BTreeMap<String, String> = f
             .optional("headers", "an object of header names to string values")
             .unwrap_or_default();
+        spec.headers = unmask_headers(&mut f, given, base, origin_changed);
+    } else if origin_changed && spec.headers.keys().any(|n| spec.is_secret_header(n)) {
+        f.error(
+            "headers",
+            format!(
+                "must be sent again, with the values of its secret headers, when {} changes",
+                crate::auth::ORIGIN
+            ),
+        );
     }
     // Checked whenever auth or headers change: they must not collide.
     if read(&f, "headers") || read(&f, "auth") {
@@ -575,7 +656,62 @@ pub fn is_header_name(name: &str) -> bool {
 
 /// Whether Waybill sets this (lower-case) header itself on every request.
 pub fn is_reserved(lower: &str) -> bool {
-    RESERVED_HEADERS.contains(&lower) || lower.starts_with("webhook-")
+    RESERVED_HEADERS.contains(&lower)
+        || HOP_BY_HOP_HEADERS.contains(&lower)
+        || lower.starts_with("webhook-")
+}
+
+/// Reads `secret_headers`: valid header names, stored lower-case.
+fn parse_secret_headers(f: &mut Fields, names: &[String]) -> std::collections::BTreeSet<String> {
+    if names.len() > MAX_HEADERS {
+        f.error("secret_headers", format!("at most {MAX_HEADERS} names"));
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        if is_header_name(name) {
+            out.insert(name.to_ascii_lowercase());
+        } else {
+            f.error(
+                &format!("secret_headers[{i}]"),
+                "is not a valid HTTP header name",
+            );
+        }
+    }
+    out
+}
+
+/// Custom headers with every [`MASK`] of a secret header replaced by its
+/// stored value, which is kept only while the URL's origin stays the same.
+fn unmask_headers(
+    f: &mut Fields,
+    given: BTreeMap<String, String>,
+    base: Option<&Spec>,
+    origin_changed: bool,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in given {
+        if value != crate::auth::MASK {
+            out.insert(name, value);
+            continue;
+        }
+        let stored = base
+            .filter(|b| b.is_secret_header(&name))
+            .and_then(|b| {
+                b.headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            })
+            .map(|(_, v)| v.as_str());
+        let kept = match stored {
+            Some(v) => crate::auth::keep(v, origin_changed, None),
+            None => crate::auth::Keep::Nothing,
+        };
+        let key = format!("headers.{name}");
+        if let Some(v) = crate::auth::unmask(f, &key, kept, "value") {
+            out.insert(name, v);
+        }
+    }
+    out
 }
 
 fn check_headers(f: &mut Fields, headers: &BTreeMap<String, String>, auth: &CallbackAuth) {
@@ -588,6 +724,11 @@ fn check_headers(f: &mut Fields, headers: &BTreeMap<String, String>, auth: &Call
         let lower = name.to_ascii_lowercase();
         if !is_header_name(name) {
             f.error(&key, "is not a valid HTTP header name");
+        } else if HOP_BY_HOP_HEADERS.contains(&lower.as_str()) {
+            f.error(
+                &key,
+                format!("`{name}` is a hop-by-hop or proxy header and cannot be set"),
+            );
         } else if lower == "authorization" && auth_header.is_none() {
             // Without `auth`, a custom Authorization header is the user's own.
         } else if is_reserved(&lower) {
@@ -753,6 +894,157 @@ mod tests {
         assert_eq!(errors.len(), 2);
     }
 
+    /// A stored credential is never sent to a new place: a masked
+    /// credential or secret header is refused once the URL's origin, the
+    /// `token_url` or the `api_key` `header_name` changed, and a PATCH that
+    /// moves the URL without sending `auth` again is refused.
+    #[test]
+    fn masked_credentials_do_not_follow_a_new_target() {
+        let catalog = Catalog::builtin();
+        let policy = UrlPolicy::strict();
+        let stored = |auth: &str| {
+            parse(
+                &format!(
+                    r#"{{"url": "https://a.example/hook", "event_types": ["*"], "auth": {auth},
+                        "headers": {{"X-Sig": "s1", "X-Team": "ops"}},
+                        "secret_headers": ["x-sig"]}}"#
+                ),
+                &policy,
+            )
+            .unwrap()
+        };
+        let patch = |base: &Spec, body: &str| {
+            parse_spec(body.as_bytes(), Mode::Patch(base), &catalog, &policy)
+        };
+        let put = |base: &Spec, body: &str| {
+            parse_spec(body.as_bytes(), Mode::Replace(base), &catalog, &policy)
+        };
+        let bearer = stored(r#"{"type": "bearer", "token": "t"}"#);
+        let bearer_masked = r#"{"type": "bearer", "token": "***"}"#;
+        for url in [
+            "https://elsewhere.example/hook",
+            "https://a.example:8443/hook",
+            "http://a.example/hook",
+        ] {
+            // PATCH of the URL alone: auth and secret headers must come again.
+            let e = patch(&bearer, &format!(r#"{{"url": "{url}"}}"#)).unwrap_err();
+            let f = fields(&e);
+            assert!(
+                f.contains(&"auth") && f.contains(&"headers"),
+                "{url}: {e:?}"
+            );
+            // With the masks sent back: each masked field is named.
+            let e = patch(
+                &bearer,
+                &format!(
+                    r#"{{"url": "{url}", "auth": {bearer_masked},
+                        "headers": {{"X-Sig": "***", "X-Team": "ops"}}}}"#
+                ),
+            )
+            .unwrap_err();
+            let mut f = fields(&e);
+            f.retain(|f| *f != "url"); // http is refused too
+            assert_eq!(f, ["auth.token", "headers.X-Sig"], "{url}: {e:?}");
+            assert!(
+                e.iter()
+                    .any(|e| e.field == "auth.token" && e.message.contains("origin")),
+                "{e:?}"
+            );
+            let e = put(
+                &bearer,
+                &format!(r#"{{"url": "{url}", "event_types": ["*"], "auth": {bearer_masked}}}"#),
+            )
+            .unwrap_err();
+            assert!(fields(&e).contains(&"auth.token"), "{url}: {e:?}");
+        }
+        // Sent again: accepted.
+        let moved = patch(
+            &bearer,
+            r#"{"url": "https://elsewhere.example/hook", "auth": {"type": "bearer", "token": "t2"},
+                "headers": {"X-Team": "ops"}}"#,
+        )
+        .unwrap();
+        assert_eq!(moved.auth, CallbackAuth::Bearer { token: "t2".into() });
+        // Same origin, other path: the masks keep the stored values.
+        let kept = patch(
+            &bearer,
+            r#"{"url": "https://a.example/v2", "auth": {"type": "bearer", "token": "***"},
+                "headers": {"X-Sig": "***", "X-Team": "ops"}}"#,
+        )
+        .unwrap();
+        assert_eq!(kept.auth, bearer.auth);
+        assert_eq!(kept.headers, bearer.headers);
+        // A mask for a header that is not secret, or not stored, is refused.
+        let e = patch(&bearer, r#"{"headers": {"X-Team": "***"}}"#).unwrap_err();
+        assert_eq!(fields(&e), ["headers.X-Team"]);
+        assert!(e[0].message.contains("masked form"));
+
+        // api_key: a new header_name with the masked value.
+        let api_key = stored(r#"{"type": "api_key", "header_name": "X-Key", "header_value": "k"}"#);
+        let e = patch(
+            &api_key,
+            r#"{"auth": {"type": "api_key", "header_name": "X-Other", "header_value": "***"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&e), ["auth.header_value"]);
+        assert!(e[0].message.contains("`header_name`"), "{e:?}");
+        let same = patch(
+            &api_key,
+            r#"{"auth": {"type": "api_key", "header_name": "x-key", "header_value": "***"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            same.auth.secrets(),
+            ["k"],
+            "a name differing in case is the same header"
+        );
+
+        // oauth2: a new token_url with the masked client secret.
+        let oauth2 = stored(
+            r#"{"type": "oauth2", "token_url": "https://idp.example/token", "client_id": "c", "client_secret": "cs"}"#,
+        );
+        let e = patch(
+            &oauth2,
+            r#"{"auth": {"type": "oauth2", "token_url": "https://evil.example/token", "client_id": "c", "client_secret": "***"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&e), ["auth.client_secret"]);
+        assert!(e[0].message.contains("`token_url`"), "{e:?}");
+
+        // Hop-by-hop headers are refused; secret values are masked in answers.
+        let e = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"],
+                "headers": {"Upgrade": "h2c", "TE": "trailers", "Expect": "100-continue",
+                            "Keep-Alive": "1", "Proxy-Authorization": "Basic x"}}"#,
+            &policy,
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 5, "{e:?}");
+        assert!(e.iter().all(|e| e.message.contains("hop-by-hop")), "{e:?}");
+        let shown = bearer.masked_headers();
+        assert_eq!(shown["X-Sig"], "***");
+        assert_eq!(shown["X-Team"], "ops");
+
+        // With `auth: none`, a custom Authorization is a credential too.
+        let own = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"],
+                "headers": {"Authorization": "Token z"}}"#,
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(own.masked_headers()["Authorization"], "***");
+        let e = patch(&own, r#"{"url": "https://b.example"}"#).unwrap_err();
+        assert_eq!(fields(&e), ["headers"]);
+        let e = patch(
+            &own,
+            r#"{"url": "https://b.example", "headers": {"Authorization": "***"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&e), ["headers.Authorization"]);
+        let kept = patch(&own, r#"{"headers": {"Authorization": "***"}}"#).unwrap();
+        assert_eq!(kept.headers["Authorization"], "Token z");
+    }
+
     #[test]
     fn patch_and_replace() {
         let catalog = Catalog::builtin();
@@ -766,13 +1058,13 @@ mod tests {
         .unwrap();
 
         let patched = parse_spec(
-            br#"{"url": "https://b.example", "headers": {}}"#,
+            br#"{"url": "https://a.example/v2", "headers": {}}"#,
             Mode::Patch(&base),
             &catalog,
             &policy,
         )
         .unwrap();
-        assert_eq!(patched.url, "https://b.example");
+        assert_eq!(patched.url, "https://a.example/v2");
         assert!(patched.headers.is_empty(), "{{}} clears headers");
         assert_eq!(patched.name, "n", "absent stays");
         assert_eq!(patched.auth, base.auth);

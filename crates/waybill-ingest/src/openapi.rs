@@ -682,6 +682,7 @@ fn schemas(catalog: &Catalog) -> Value {
         "filter",
         "auth",
         "headers",
+        "secret_headers",
         "rate_limit_per_second",
         "retry_policy",
         "metadata",
@@ -1161,7 +1162,12 @@ fn subscription_field(field: &str, catalog: &Catalog) -> Value {
         "auth" => schema_ref("Auth"),
         "headers" => json!({
             "type": "object", "additionalProperties": {"type": "string"}, "maxProperties": MAX_HEADERS,
-            "description": "Added to every request; content-type, content-length, host, user-agent, traceparent, webhook-* and (when auth is set) authorization are refused",
+            "description": "Added to every request; content-type, content-length, host, user-agent, traceparent, webhook-*, hop-by-hop headers (connection, expect, keep-alive, proxy-*, te, trailer, transfer-encoding, upgrade) and (when auth is set) authorization are refused. Values are sealed at rest; those of authorization and of the names in secret_headers read `***` in answers, and `***` sent back keeps the stored value while the URL's origin stays the same",
+        }),
+        "secret_headers" => json!({
+            "type": "array", "maxItems": MAX_HEADERS, "uniqueItems": true,
+            "items": {"type": "string", "minLength": 1, "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+            "description": "Names of custom headers whose values are masked (`***`) in answers, besides authorization",
         }),
         "enabled" => json!({"type": "boolean", "default": true}),
         "rate_limit_per_second" => {

@@ -126,10 +126,24 @@ pub fn event_from_proto(e: v1::DomainEvent, catalog: &Catalog) -> Result<Event, 
     })
 }
 
-/// Seals one secret of a subscription, bound to the subscription id and to
-/// the field, so a sealed value cannot be moved to another record or field.
-fn seal(keys: &Keyring, id: &str, field: &str, secret: &[u8]) -> v1::SealedSecret {
-    let sealed = keys.seal(secret, format!("{id}/{field}").as_bytes());
+/// The seal version this code writes: values bound to tenant, id and field.
+pub const SEAL_VERSION: u32 = 2;
+
+/// What a subscription's sealed values are bound to, by seal version: the
+/// tenant and id (version 2) or the id alone (older records).
+fn binding(tenant_id: &str, id: &str, version: u32) -> String {
+    if version >= SEAL_VERSION {
+        format!("{tenant_id}/{id}")
+    } else {
+        id.to_owned()
+    }
+}
+
+/// Seals one secret of a subscription, bound to `binding` (tenant and
+/// subscription id) and to the field, so a sealed value cannot be moved to
+/// another tenant, record or field.
+fn seal(keys: &Keyring, binding: &str, field: &str, secret: &[u8]) -> v1::SealedSecret {
+    let sealed = keys.seal(secret, format!("{binding}/{field}").as_bytes());
     v1::SealedSecret {
         key_id: sealed.key_id,
         nonce: sealed.nonce,
@@ -172,7 +186,8 @@ fn millis(d: Duration) -> u64 {
 
 /// The wire form of a subscription, with every secret and credential sealed.
 pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscription {
-    let id = s.id.as_str();
+    let bound = binding(&s.tenant_id, &s.id, SEAL_VERSION);
+    let id = bound.as_str();
     let spec = &s.spec;
     let auth = match &spec.auth {
         CallbackAuth::None => None,
@@ -258,7 +273,17 @@ pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscripti
         // (`health_to_proto`), written by the delivery service only.
         status: v1::SubscriptionStatus::Active as i32,
         disabled_reason: String::new(),
-        headers: spec.headers.clone().into_iter().collect(),
+        headers: Default::default(),
+        sealed_headers: spec
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let sealed = seal(keys, id, &format!("headers/{name}"), value.as_bytes());
+                (name.clone(), sealed)
+            })
+            .collect(),
+        secret_headers: spec.secret_headers.iter().cloned().collect(),
+        seal_version: SEAL_VERSION,
         metadata: spec.metadata.clone().into_iter().collect(),
         signing_secret: Some(seal(
             keys,
@@ -351,8 +376,25 @@ pub fn subscription_from_proto(
     if p.tenant_id.is_empty() {
         return Err(RecordError::Missing("tenant_id"));
     }
-    let id = p.id.as_str();
+    let bound = binding(&p.tenant_id, &p.id, p.seal_version);
+    let id = bound.as_str();
     let signing_secret = secret_of(open(keys, id, "signing_secret", p.signing_secret)?)?;
+    let mut headers: BTreeMap<String, String> = p.headers.into_iter().collect();
+    for (name, sealed) in p.sealed_headers {
+        let value = keys.open(
+            &Sealed {
+                key_id: sealed.key_id,
+                nonce: sealed.nonce,
+                ciphertext: sealed.ciphertext,
+            },
+            format!("{id}/headers/{name}").as_bytes(),
+        )?;
+        let value = String::from_utf8(value).map_err(|_| RecordError::Invalid {
+            field: "sealed_headers",
+            message: "not UTF-8".into(),
+        })?;
+        headers.insert(name, value);
+    }
     let previous_secret = match p.previous_signing_secret {
         None => None,
         Some(sealed) => Some(PreviousSecret {
@@ -471,7 +513,8 @@ pub fn subscription_from_proto(
             event_types,
             filter,
             auth,
-            headers: p.headers.into_iter().collect(),
+            headers,
+            secret_headers: p.secret_headers.into_iter().collect(),
             enabled: p.enabled,
             rate_limit_per_second: p.rate_limit_per_second,
             retry_policy,
@@ -523,7 +566,13 @@ mod tests {
         );
         spec.name = "n".into();
         spec.method = Method::Put;
-        spec.headers = [("X-A".to_owned(), "b".to_owned())].into_iter().collect();
+        spec.headers = [
+            ("X-A".to_owned(), "b".to_owned()),
+            ("X-Sig".to_owned(), "header-secret-value".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        spec.secret_headers = ["x-sig".to_owned()].into_iter().collect();
         spec.auth = CallbackAuth::OAuth2(OAuth2 {
             token_url: "https://idp.example.com/token".into(),
             client_id: "client".into(),
@@ -617,8 +666,51 @@ mod tests {
         let text = String::from_utf8_lossy(&wire);
         assert!(!text.contains(&secret[6..]));
         assert!(!text.contains("oauth-client-secret-value"));
+        assert!(
+            !text.contains("header-secret-value"),
+            "header values are sealed"
+        );
         let back = subscription_from_proto(v1::Subscription::decode(&wire[..]).unwrap(), &keys);
         assert_eq!(back.unwrap(), s);
+        // The sealed values are bound to the tenant: the same record under
+        // another tenant does not open.
+        let mut moved = v1::Subscription::decode(&wire[..]).unwrap();
+        moved.tenant_id = "other_tenant".into();
+        assert!(matches!(
+            subscription_from_proto(moved, &keys),
+            Err(RecordError::Seal(_))
+        ));
+        // A record of the older version (bound to the id alone, headers in
+        // clear) still opens.
+        let mut old = subscription_to_proto(&s, &keys);
+        old.seal_version = 0;
+        old.headers = s.spec.headers.clone().into_iter().collect();
+        old.sealed_headers.clear();
+        old.signing_secret = Some(seal(
+            &keys,
+            &s.id,
+            "signing_secret",
+            s.signing_secret.as_bytes(),
+        ));
+        if let Some(v1::callback_auth::Kind::Oauth2(o)) =
+            old.auth.as_mut().and_then(|a| a.kind.as_mut())
+        {
+            o.client_secret = Some(seal(
+                &keys,
+                &s.id,
+                "auth.client_secret",
+                b"oauth-client-secret-value",
+            ));
+        }
+        if let Some(previous) = &s.previous_secret {
+            old.previous_signing_secret = Some(seal(
+                &keys,
+                &s.id,
+                "previous_signing_secret",
+                previous.secret.as_bytes(),
+            ));
+        }
+        assert_eq!(subscription_from_proto(old, &keys).unwrap(), s);
         // Another deployment's key cannot open it.
         let other =
             subscription_from_proto(v1::Subscription::decode(&wire[..]).unwrap(), &keyring());

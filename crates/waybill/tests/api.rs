@@ -980,7 +980,10 @@ async fn host_names_resolving_to_private_addresses_are_refused() {
         ("https://192.0.0.1/", "IETF protocol assignment"),
         ("https://[2001:0:a00:5::ffff:ffff]/", "private"),
         ("https://[64:ff9b:1::1]/", "local-use"),
-        ("https://hooks.example.com:6379/", "allowed port (443, 8443)"),
+        (
+            "https://hooks.example.com:6379/",
+            "allowed port (443, 8443)",
+        ),
         ("http://hooks.example.com/x", "https"),
     ] {
         let (status, answer) = api
@@ -1135,4 +1138,105 @@ async fn revisions_etags_and_if_match() {
     assert_eq!(status, 404);
     let (status, _) = api.patch(&path, json!({"name": "back"})).await;
     assert_eq!(status, 404);
+}
+
+/// Credentials go only where they went: a PATCH that moves the URL to
+/// another origin must send `auth` and secret headers again (a masked one
+/// is refused, naming the field), and nothing changes until it does. Custom
+/// header values are sealed on the topic, secret ones masked in answers,
+/// and the stored value is what the receiver gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_stay_with_their_target_and_headers_are_sealed() {
+    let (stack, api) = start_stack().await;
+    let receiver = waybill_testkit::receiver::Receiver::start().await.unwrap();
+    let created = create(
+        &api,
+        json!({"url": receiver.url("/hook"), "event_types": ["*"],
+               "auth": {"type": "bearer", "token": "tok-in-clear-7"},
+               "headers": {"X-Sig": "hdr-in-clear-5", "X-Team": "ops"},
+               "secret_headers": ["X-Sig"]}),
+    )
+    .await;
+    let own = create(
+        &api,
+        json!({"url": "https://hooks.example.com/own", "event_types": ["*"],
+               "headers": {"Authorization": "Token in-clear-6"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["headers"], json!({"X-Sig": "***", "X-Team": "ops"}));
+    assert_eq!(created["secret_headers"], json!(["x-sig"]));
+    assert_eq!(own["headers"], json!({"Authorization": "***"}));
+    for record in raw_records(&stack.brokers, "subscriptions") {
+        let text = String::from_utf8_lossy(&record);
+        for secret in ["hdr-in-clear-5", "in-clear-6", "tok-in-clear-7"] {
+            assert!(!text.contains(secret), "{secret} in clear on the topic");
+        }
+    }
+
+    let path = format!("/v1/subscriptions/{id}");
+    let elsewhere = "https://elsewhere.example.com/hook";
+    let (status, err) = api.patch(&path, json!({"url": elsewhere})).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "validation_failed");
+    let fields: Vec<&str> = err["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["auth", "headers"], "{err}");
+    let (status, err) = api
+        .patch(
+            &path,
+            json!({"url": elsewhere, "auth": {"type": "bearer", "token": "***"},
+                   "headers": {"X-Sig": "***", "X-Team": "ops"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("auth.token"), "{message}");
+    let (status, err) = api
+        .put(
+            &path,
+            json!({"url": elsewhere, "event_types": ["*"],
+                   "auth": {"type": "bearer", "token": "***"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    let (_, now) = api.get(&path).await;
+    assert_eq!(now["url"], receiver.url("/hook"), "nothing changed");
+    assert_eq!(now["revision"], 1);
+
+    // On the same origin the masks keep the stored values, which are what
+    // the receiver gets.
+    let (status, patched) = api
+        .patch(
+            &path,
+            json!({"url": receiver.url("/v2"), "auth": {"type": "bearer", "token": "***"},
+                   "headers": {"X-Sig": "***", "X-Team": "ops"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    let (status, _) = api.post(&format!("{path}/test"), json!({})).await;
+    assert_eq!(status, 202);
+    let got = receiver
+        .wait_for(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(got[0].header("x-sig"), Some("hdr-in-clear-5"));
+    assert_eq!(got[0].header("x-team"), Some("ops"));
+    assert_eq!(got[0].header("authorization"), Some("Bearer tok-in-clear-7"));
+
+    // Sent again, the move is accepted.
+    let (status, moved) = api
+        .patch(
+            &path,
+            json!({"url": elsewhere, "auth": {"type": "bearer", "token": "new-token"},
+                   "headers": {"X-Team": "ops"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["url"], elsewhere);
+    stack.stop().await.unwrap();
 }
