@@ -22,8 +22,9 @@ pub const AUTH_TYPES: &[&str] = &["none", "basic", "api_key", "bearer", "oauth2"
 /// Longest credential or header value accepted.
 const MAX_CREDENTIAL_LEN: usize = 4096;
 
-/// Callback authentication of a subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Callback authentication of a subscription. `Debug` shows the masked
+/// form: a logged subscription never carries its credentials.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum CallbackAuth {
     /// No authentication header.
     #[default]
@@ -51,8 +52,8 @@ pub enum CallbackAuth {
     OAuth2(OAuth2),
 }
 
-/// OAuth2 client-credentials settings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+/// OAuth2 client-credentials settings (`Debug` masks the client secret).
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct OAuth2 {
     /// Token endpoint.
     pub token_url: String,
@@ -64,6 +65,24 @@ pub struct OAuth2 {
     pub scope: Option<String>,
     /// Extra form parameters of the token request (e.g. `audience`).
     pub extra_params: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CallbackAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallbackAuth({})", self.masked())
+    }
+}
+
+impl std::fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &MASK)
+            .field("scope", &self.scope)
+            .field("extra_params", &self.extra_params)
+            .finish()
+    }
 }
 
 impl CallbackAuth {
@@ -457,6 +476,39 @@ mod tests {
         assert!(e[0].contains("set by Waybill"));
         let e = parse(r#"{"auth": {"type": "bearer", "token": "***"}}"#, None).unwrap_err();
         assert!(e[0].contains("masked form"));
+    }
+
+    #[test]
+    fn debug_never_prints_a_credential() {
+        let all = [
+            CallbackAuth::Basic {
+                username: "u".into(),
+                password: "pw-secret".into(),
+            },
+            CallbackAuth::ApiKey {
+                header_name: "X-K".into(),
+                header_value: "hv-secret".into(),
+            },
+            CallbackAuth::Bearer {
+                token: "tok-secret".into(),
+            },
+            CallbackAuth::OAuth2(OAuth2 {
+                token_url: "https://idp/t".into(),
+                client_id: "c".into(),
+                client_secret: "cs-secret".into(),
+                ..OAuth2::default()
+            }),
+        ];
+        for auth in &all {
+            let printed = format!("{auth:?} {:?}", Some(auth));
+            for secret in auth.secrets() {
+                assert!(!printed.contains(secret), "{printed}");
+            }
+            assert!(printed.contains(MASK), "{printed}");
+        }
+        if let CallbackAuth::OAuth2(o) = &all[3] {
+            assert!(!format!("{o:?}").contains("cs-secret"));
+        }
     }
 
     #[test]

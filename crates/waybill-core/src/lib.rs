@@ -38,6 +38,7 @@ pub mod ledger;
 pub mod matching;
 pub mod outcome;
 pub mod pattern;
+pub mod redacted;
 pub mod retry;
 pub mod sealing;
 pub mod signing;

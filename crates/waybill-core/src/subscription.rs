@@ -107,8 +107,9 @@ impl Status {
 }
 
 /// What the user sets on a subscription: the body of create and replace,
-/// and what a partial update changes.
-#[derive(Debug, Clone, PartialEq)]
+/// and what a partial update changes. `Debug` masks credentials and
+/// secret header values.
+#[derive(Clone, PartialEq)]
 pub struct Spec {
     /// Free-form name.
     pub name: String,
@@ -135,6 +136,25 @@ pub struct Spec {
     pub retry_policy: Option<RetryPolicy>,
     /// Free-form metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("event_types", &self.event_types)
+            .field("filter", &self.filter)
+            .field("auth", &self.auth)
+            .field("headers", &self.masked_headers())
+            .field("secret_headers", &self.secret_headers)
+            .field("enabled", &self.enabled)
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("retry_policy", &self.retry_policy)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 impl Spec {
@@ -1021,6 +1041,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.len(), 5, "{e:?}");
         assert!(e.iter().all(|e| e.message.contains("hop-by-hop")), "{e:?}");
+        let printed = format!("{bearer:?}");
+        assert!(
+            !printed.contains("s1") && !printed.contains("\"t\""),
+            "{printed}"
+        );
         let shown = bearer.masked_headers();
         assert_eq!(shown["X-Sig"], "***");
         assert_eq!(shown["X-Team"], "ops");

@@ -36,7 +36,7 @@ impl ApiKeys {
             keys.iter()
                 .map(|k| {
                     (
-                        digest(&k.key),
+                        digest(k.key.expose()),
                         Principal {
                             key_id: k.id.clone(),
                             tenant_id: k.tenant_id.clone(),

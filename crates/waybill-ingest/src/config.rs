@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Shortest API key accepted from configuration: at least as much entropy
+/// as the keys Waybill makes itself.
+pub const MIN_IMPORTED_KEY_LEN: usize = 32;
+
 /// Settings of the ingest service.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -23,7 +27,7 @@ pub struct IngestConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     /// The operator token that manages tenants and API keys (`/v1/tenants`).
     /// Without it, tenants can only come from `api_keys`.
-    pub operator_token: Option<String>,
+    pub operator_token: Option<waybill_core::redacted::Redacted>,
     /// How long the previous signing secret keeps signing after a rotation.
     #[serde(with = "waybill_core::duration")]
     pub secret_overlap: Duration,
@@ -60,7 +64,7 @@ pub struct ApiKeyConfig {
     /// Key id, shown in `created_by`/`updated_by` (never the key itself).
     pub id: String,
     /// The secret key clients send.
-    pub key: String,
+    pub key: waybill_core::redacted::Redacted,
     /// The tenant the key acts for.
     pub tenant_id: String,
 }
@@ -98,7 +102,7 @@ impl IngestConfig {
             );
         }
         if let Some(token) = &self.operator_token
-            && token.len() < 24
+            && token.expose().len() < 24
         {
             out.push("ingest.operator_token: must be at least 24 characters".into());
         }
@@ -115,9 +119,9 @@ impl IngestConfig {
             out.push("ingest.max_batch_bytes: must be at least max_event_bytes".into());
         }
         for (i, key) in self.api_keys.iter().enumerate() {
-            if key.key.len() < 16 {
+            if key.key.expose().len() < MIN_IMPORTED_KEY_LEN {
                 out.push(format!(
-                    "ingest.api_keys[{i}].key: must be at least 16 characters"
+                    "ingest.api_keys[{i}].key: must be at least {MIN_IMPORTED_KEY_LEN} characters (e.g. `openssl rand -hex 24`)"
                 ));
             }
             if key.id.is_empty() || key.tenant_id.is_empty() {
@@ -136,5 +140,27 @@ impl IngestConfig {
             out.push("ingest.replay_lease: must be at least 2s".into());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_operator_token_and_keys() {
+        let c = IngestConfig {
+            operator_token: Some("wbop_operator-token-secret-value".into()),
+            api_keys: vec![ApiKeyConfig {
+                id: "k1".into(),
+                key: "wb_imported-key-secret-value-0123456".into(),
+                tenant_id: "t".into(),
+            }],
+            ..IngestConfig::default()
+        };
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("operator-token-secret"), "{printed}");
+        assert!(!printed.contains("imported-key-secret"), "{printed}");
+        assert!(printed.contains("k1"));
     }
 }

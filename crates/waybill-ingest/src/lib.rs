@@ -265,7 +265,11 @@ pub async fn run(
         history,
         kafka: settings.kafka.clone(),
         metrics: settings.metrics.clone(),
-        operator_token: settings.ingest.operator_token.as_deref().map(auth::digest),
+        operator_token: settings
+            .ingest
+            .operator_token
+            .as_ref()
+            .map(|t| auth::digest(t.expose())),
         idempotency: idempotency::Store::new(
             settings.ingest.idempotency_window,
             settings.ingest.idempotency_capacity,

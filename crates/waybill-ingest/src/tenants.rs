@@ -30,6 +30,9 @@ use crate::error::ApiError;
 
 /// Largest tenant or key body accepted.
 const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Characters of a key kept to recognise it (`wb_` and 3 more): enough to
+/// tell keys apart in a list, too few to narrow a guess.
+const KEY_PREFIX_LEN: usize = 6;
 /// Most live keys per tenant.
 const MAX_KEYS: usize = 100;
 
@@ -272,9 +275,17 @@ pub(crate) async fn create_key(
         let mut f = Fields::parse(&body).map_err(|e| ApiError::validation(vec![e]))?;
         let key: Option<String> = f.optional("key", "a string");
         if key.as_ref().is_some_and(|k| {
-            k.len() < 16 || k.len() > 256 || k.bytes().any(|b| !b.is_ascii_graphic())
+            k.len() < crate::config::MIN_IMPORTED_KEY_LEN
+                || k.len() > 256
+                || k.bytes().any(|b| !b.is_ascii_graphic())
         }) {
-            f.error("key", "must be 16 to 256 visible ASCII characters");
+            f.error(
+                "key",
+                format!(
+                    "must be {} to 256 visible ASCII characters",
+                    crate::config::MIN_IMPORTED_KEY_LEN
+                ),
+            );
         }
         let errors = f.finish(&["key"]);
         if !errors.is_empty() {
@@ -304,7 +315,7 @@ pub(crate) async fn create_key(
         id: ids::new_api_key_id(),
         sha256,
         created_at: OffsetDateTime::now_utc(),
-        prefix: key.chars().take(10).collect(),
+        prefix: key.chars().take(KEY_PREFIX_LEN).collect(),
     };
     let key_id = api_key.id.clone();
     tenant.api_keys.push(api_key);

@@ -6,8 +6,9 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 
-/// How to reach Kafka and how topics are laid out.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// How to reach Kafka and how topics are laid out. `Debug` masks the
+/// values of secret `properties` (passwords, keys, JAAS configuration).
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma separated (`host:port,host:port`).
@@ -45,6 +46,47 @@ pub struct KafkaConfig {
     /// booleans are accepted and passed on as strings.
     #[serde(deserialize_with = "scalar_map")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// Whether a librdkafka property holds a secret.
+pub fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "sasl.oauthbearer.config",
+        ".pem",
+        "key",
+    ]
+    .iter()
+    .any(|part| name.contains(part))
+        && !name.ends_with(".location")
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) { "***" } else { v };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("create_topics", &self.create_topics)
+            .field("partitions", &self.partitions)
+            .field("subscriptions_partitions", &self.subscriptions_partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("min_insync_replicas", &self.min_insync_replicas)
+            .field("state_min_compaction_lag", &self.state_min_compaction_lag)
+            .field("retry_tiers", &self.retry_tiers)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 /// The default retry tiers: 1s, 5s, 1m, 5m, 30m, 2h.
@@ -286,6 +328,34 @@ pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_masks_secret_properties() {
+        let c = KafkaConfig {
+            properties: [
+                ("sasl.password", "kafka-pass-value"),
+                (
+                    "sasl.jaas.config",
+                    "org.x required password=\"jaas-value\";",
+                ),
+                ("ssl.key.password", "ssl-key-value"),
+                ("ssl.keystore.location", "/etc/k.p12"),
+                ("linger.ms", "5"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            ..KafkaConfig::default()
+        };
+        let printed = format!("{c:?}");
+        for secret in ["kafka-pass-value", "jaas-value", "ssl-key-value"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(
+            printed.contains("/etc/k.p12") && printed.contains("linger.ms"),
+            "{printed}"
+        );
+    }
     use rdkafka::producer::BaseProducer;
 
     #[test]

@@ -14,7 +14,7 @@ pub struct SecretsConfig {
     pub current_key_id: String,
     /// Key id → base64 of 32 random bytes (`openssl rand -base64 32`).
     /// Keep old keys here until no record sealed with them remains.
-    pub keys: BTreeMap<String, String>,
+    pub keys: BTreeMap<String, waybill_core::redacted::Redacted>,
 }
 
 impl SecretsConfig {
@@ -26,7 +26,15 @@ impl SecretsConfig {
                     .into(),
             );
         }
-        Keyring::new(&self.current_key_id, &self.keys).map_err(|e| format!("secrets: {e}"))
+        Keyring::new(
+            &self.current_key_id,
+            &self
+                .keys
+                .iter()
+                .map(|(id, key)| (id.clone(), key.expose().to_owned()))
+                .collect(),
+        )
+        .map_err(|e| format!("secrets: {e}"))
     }
 }
 

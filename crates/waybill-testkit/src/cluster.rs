@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::kafka::KafkaCluster;
 
 /// The tenant API key of the cluster's tenant.
-pub const KEY: &str = "wb_e2e_key_0123456789";
+pub const KEY: &str = "wb_e2e_key_0123456789abcdef012345";
 /// The cluster's tenant.
 pub const TENANT: &str = "ten_e2e";
 /// The operator token.

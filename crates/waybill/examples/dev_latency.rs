@@ -15,7 +15,7 @@ use serde_json::json;
 use waybill::dev;
 use waybill_testkit::receiver::Receiver;
 
-const KEY: &str = "wb_latency_0123456789";
+const KEY: &str = "wb_latency_0123456789abcdef012345";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ use crate::{Config, Service};
 /// The API key `waybill dev` gives its tenant unless `--api-key` says
 /// otherwise, so the README's walkthrough works as written. The dev API
 /// listens on loopback only; never use this key elsewhere.
-pub const DEV_API_KEY: &str = "wb_dev_0123456789abcdef";
+pub const DEV_API_KEY: &str = "wb_dev_0123456789abcdef0123456789";
 /// The tenant `waybill dev` creates at start-up.
 pub const DEV_TENANT: &str = "ten_dev";
 
@@ -139,7 +139,8 @@ pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack
         operator_token: config
             .ingest
             .operator_token
-            .clone()
+            .as_ref()
+            .map(|t| t.expose().to_owned())
             .context("the dev configuration needs ingest.operator_token")?,
         brokers: config.kafka.brokers.clone(),
         config,

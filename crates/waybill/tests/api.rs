@@ -10,7 +10,7 @@ use waybill_core::signing::SigningSecret;
 use waybill_testkit::api::Api;
 use waybill_testkit::receiver::{Options, Receiver};
 
-const KEY: &str = "wb_test_key_0123456789";
+const KEY: &str = "wb_test_key_0123456789abcdef01234";
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn start_stack() -> (DevStack, Api) {
@@ -1220,13 +1220,13 @@ async fn credentials_stay_with_their_target_and_headers_are_sealed() {
     assert_eq!(status, 200, "{patched}");
     let (status, _) = api.post(&format!("{path}/test"), json!({})).await;
     assert_eq!(status, 202);
-    let got = receiver
-        .wait_for(1, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await.unwrap();
     assert_eq!(got[0].header("x-sig"), Some("hdr-in-clear-5"));
     assert_eq!(got[0].header("x-team"), Some("ops"));
-    assert_eq!(got[0].header("authorization"), Some("Bearer tok-in-clear-7"));
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer tok-in-clear-7")
+    );
 
     // Sent again, the move is accepted.
     let (status, moved) = api

@@ -11,7 +11,7 @@ use waybill_proto::Message as _;
 use waybill_testkit::api::Api;
 use waybill_testkit::receiver::{Options, Received, Receiver};
 
-const KEY: &str = "wb_test_key_0123456789";
+const KEY: &str = "wb_test_key_0123456789abcdef01234";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn start_stack() -> (DevStack, Api) {

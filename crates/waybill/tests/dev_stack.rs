@@ -12,7 +12,7 @@ use waybill_core::signing::SigningSecret;
 use waybill_testkit::api::Api;
 use waybill_testkit::receiver::{Options, Receiver};
 
-const KEY: &str = "wb_test_key_0123456789";
+const KEY: &str = "wb_test_key_0123456789abcdef01234";
 
 async fn start_stack() -> DevStack {
     waybill_testkit::wait::watchdog(Duration::from_secs(300));

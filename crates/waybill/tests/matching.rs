@@ -22,7 +22,7 @@ use waybill_proto::convert::event_to_proto;
 use waybill_testkit::api::Api;
 use waybill_testkit::receiver::Receiver;
 
-const KEY: &str = "wb_matching_key_0123456789";
+const KEY: &str = "wb_matching_key_0123456789abcdef0";
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn start_stack() -> DevStack {

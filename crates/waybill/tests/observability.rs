@@ -27,7 +27,7 @@ use waybill_testkit::otlp::{CollectedSpan, Collector};
 use waybill_testkit::receiver::{Options, Receiver};
 
 const WAIT: Duration = Duration::from_secs(30);
-const API_KEY: &str = "wb_observability_key_5f1c2d";
+const API_KEY: &str = "wb_observability_key_5f1c2d0a1b2c";
 const OPERATOR_TOKEN: &str = "wbop_observability_operator_8a7e";
 
 fn one<'a>(spans: &'a [CollectedSpan], name: &str) -> &'a CollectedSpan {
