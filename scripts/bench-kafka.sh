@@ -90,9 +90,9 @@ start_kafka() {
 # Starts the three services with topics prefixed $2, logging into $1; sets
 # $api and $key.
 start_deployment() {
-  local logs="$1" prefix="$2" matcher delivery
+  local logs="$1" prefix="$2" matcher delivery ingest_admin
   mkdir -p "$logs"
-  api=$(free_port) matcher=$(free_port) delivery=$(free_port)
+  api=$(free_port) matcher=$(free_port) delivery=$(free_port) ingest_admin=$(free_port)
   key="wb_bench_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
   cat >"$logs/waybill.toml" <<TOML
 [kafka]
@@ -119,6 +119,7 @@ allow_any_port = true
 
 [ingest]
 listen = "127.0.0.1:$api"
+admin_listen = "127.0.0.1:$ingest_admin"
 api_keys = [{ id = "key_bench", key = "$key", tenant_id = "ten_bench" }]
 
 [matcher]
@@ -134,7 +135,7 @@ TOML
     pids+=($!)
   done
   local port
-  for port in "$api" "$matcher" "$delivery"; do wait_ready "http://127.0.0.1:$port/readyz"; done
+  for port in "$ingest_admin" "$matcher" "$delivery"; do wait_ready "http://127.0.0.1:$port/readyz"; done
 }
 
 echo "Kafka and the services log to $dir" >&2

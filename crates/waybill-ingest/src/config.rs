@@ -13,8 +13,11 @@ pub const MIN_IMPORTED_KEY_LEN: usize = 32;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct IngestConfig {
-    /// Address of the HTTP API (also serves `/healthz`, `/readyz`).
+    /// Address of the HTTP API (`/v1`, what tenants call).
     pub listen: SocketAddr,
+    /// Address of `/metrics`, `/healthz` and `/readyz` (kept off the API
+    /// port, so the API can be exposed without them).
+    pub admin_listen: SocketAddr,
     /// How long a write waits for this service's projection to apply it
     /// before answering `503 unavailable` (read-your-writes).
     #[serde(with = "waybill_core::duration")]
@@ -73,6 +76,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 8083)),
             write_timeout: Duration::from_secs(5),
             max_event_bytes: 256 * 1024,
             api_keys: Vec::new(),

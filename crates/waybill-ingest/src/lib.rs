@@ -188,6 +188,7 @@ const PROJECTION_SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
+    admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
@@ -319,9 +320,19 @@ pub async fn run(
         }
     });
 
-    let app = router(state).merge(admin::router(readiness, settings_metrics));
+    // `/metrics`, `/healthz` and `/readyz` are on their own listener, so
+    // that only the API (`/v1`) is exposed where tenants reach it.
+    tracing::info!(addr = %admin_listener.local_addr()?, "ingest admin listening");
+    let admin_server = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::router(readiness, settings_metrics),
+        shutdown.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, "ingest API listening");
-    admin::serve(listener, app, shutdown).await?;
+    admin::serve(listener, router(state), shutdown).await?;
+    if let Ok(Err(e)) = admin_server.await {
+        tracing::warn!(error = %e, "ingest admin server failed");
+    }
     producer.flush(Duration::from_secs(5))?;
     tracing::info!("ingest stopped");
     Ok(())

@@ -95,7 +95,7 @@ pub struct Cluster {
     options: Options,
     dir: PathBuf,
     config: PathBuf,
-    ports: [u16; 3],
+    ports: [u16; 4],
     procs: Vec<(Role, Child)>,
     /// More `waybill ingest` processes, with their ports.
     replicas: Vec<(u16, Child)>,
@@ -160,7 +160,7 @@ impl Cluster {
     /// `<dir>/kafka-<node>.log`.
     pub async fn start(dir: &Path, options: Options) -> Self {
         let kafka = KafkaCluster::start(dir, options.kafka_nodes).await;
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = [free_port(), free_port(), free_port(), free_port()];
         let config = dir.join("waybill.toml");
         std::fs::write(
             &config,
@@ -190,6 +190,7 @@ allow_any_port = true
 
 [ingest]
 listen = "127.0.0.1:{api}"
+admin_listen = "127.0.0.1:{ingest_admin}"
 api_keys = [{{ id = "key_e2e", key = "{KEY}", tenant_id = "{TENANT}" }}]
 operator_token = "{OPERATOR}"
 # A killed ingest's replays are taken over after 3 s, not 15 s.
@@ -209,6 +210,7 @@ listen = "127.0.0.1:{delivery}"
                 api = ports[0],
                 matcher = ports[1],
                 delivery = ports[2],
+                ingest_admin = ports[3],
                 extra = options.extra_config,
                 // librdkafka's debug contexts (e.g. `cgrp`) into the logs.
                 debug = std::env::var("TESTKIT_KAFKA_DEBUG")
@@ -253,6 +255,7 @@ listen = "127.0.0.1:{delivery}"
     /// log `ingest-<n>.log`) and returns its API's URL once it is ready.
     pub async fn start_ingest_replica(&mut self) -> String {
         let port = free_port();
+        let admin_port = free_port();
         let n = self.replicas.len() + 2;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -262,6 +265,10 @@ listen = "127.0.0.1:{delivery}"
         let mut child = self
             .command("ingest")
             .env("WAYBILL_INGEST__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "WAYBILL_INGEST__ADMIN_LISTEN",
+                format!("127.0.0.1:{admin_port}"),
+            )
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -271,7 +278,7 @@ listen = "127.0.0.1:{delivery}"
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = client
-                .get(format!("{url}/readyz"))
+                .get(format!("http://127.0.0.1:{admin_port}/readyz"))
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await
@@ -289,12 +296,12 @@ listen = "127.0.0.1:{delivery}"
         url
     }
 
-    /// `http://127.0.0.1:<port>` of a service's API or health port
-    /// (`/healthz`, `/readyz`, `/metrics`); `None` for the broker.
+    /// `http://127.0.0.1:<port>` of a service's admin port (`/healthz`,
+    /// `/readyz`, `/metrics`); `None` for the broker.
     pub fn health_url(&self, role: Role) -> Option<String> {
         let port = match role {
             Role::Broker => return None,
-            Role::Ingest => self.ports[0],
+            Role::Ingest => self.ports[3],
             Role::Matcher => self.ports[1],
             Role::Delivery => self.ports[2],
         };

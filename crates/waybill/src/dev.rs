@@ -37,7 +37,8 @@ pub struct DevArgs {
 pub struct DevStack {
     /// Address of the HTTP API.
     pub api: SocketAddr,
-    /// Addresses of the matcher's and delivery's admin endpoints.
+    /// Addresses of the admin endpoints (`/metrics`, `/healthz`, `/readyz`):
+    /// matcher, delivery, ingest.
     pub admin: Vec<SocketAddr>,
     /// The dev tenant's API key.
     pub api_key: String,
@@ -78,6 +79,7 @@ allow_any_port = true
 
 [ingest]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
 operator_token = "wbop_{operator}"
 
 [matcher]
@@ -105,29 +107,37 @@ pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack
 
     let shutdown = CancellationToken::new();
     let api_listener = bind(config.ingest.listen).await?;
+    let ingest_admin_listener = bind(config.ingest.admin_listen).await?;
     let matcher_listener = bind(config.matcher.listen).await?;
     let delivery_listener = bind(config.delivery.listen).await?;
     let api = api_listener.local_addr()?;
     let admin = vec![
         matcher_listener.local_addr()?,
         delivery_listener.local_addr()?,
+        ingest_admin_listener.local_addr()?,
     ];
 
     // One registry for the process: each service's /metrics shows all three.
     let metrics = waybill_runtime::metrics::Metrics::new();
     let mut services = Vec::new();
+    let mut ingest_admin = Some(ingest_admin_listener);
     for (service, listener) in [
         (Service::Ingest, api_listener),
         (Service::Matcher, matcher_listener),
         (Service::Delivery, delivery_listener),
     ] {
+        let admin = if service == Service::Ingest {
+            ingest_admin.take()
+        } else {
+            None
+        };
         let config = config.clone();
         let stop = shutdown.clone();
         let metrics = metrics.clone();
         services.push((
             service,
             tokio::spawn(async move {
-                crate::run_service(service, &config, listener, &metrics, stop).await
+                crate::run_service(service, &config, listener, admin, &metrics, stop).await
             }),
         ));
     }
@@ -200,9 +210,7 @@ impl DevStack {
 
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
-        let mut addrs = vec![self.api];
-        addrs.extend(&self.admin);
-        for addr in addrs {
+        for addr in self.admin.clone() {
             let url = format!("http://{addr}/readyz");
             waybill_testkit::wait::until(&format!("{url} to answer 200"), timeout, || {
                 let client = client.clone();
@@ -299,11 +307,13 @@ pub async fn run(
          tenant: {DEV_TENANT}\n\
          operator token: {}\n\
          kafka: {}\n\
+         metrics: http://{}/metrics\n\
          receiver for trying it: waybill listen --port 9000\n\n",
         stack.api_url(),
         stack.api_key,
         stack.operator_token,
         stack.brokers,
+        stack.admin[2],
     );
     {
         use std::io::Write as _;

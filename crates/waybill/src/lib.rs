@@ -236,6 +236,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
                 println!("kafka.brokers = {}", config.kafka.brokers);
                 println!("kafka.topic_prefix = {:?}", config.kafka.topic_prefix);
                 println!("ingest.listen = {}", config.ingest.listen);
+                println!("ingest.admin_listen = {}", config.ingest.admin_listen);
                 println!("matcher.listen = {}", config.matcher.listen);
                 println!("delivery.listen = {}", config.delivery.listen);
             }
@@ -417,16 +418,29 @@ pub async fn start_service(
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    let admin = match service {
+        Service::Ingest => {
+            let addr = config.ingest.admin_listen;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            )
+        }
+        _ => None,
+    };
     let metrics = waybill_runtime::metrics::Metrics::new();
-    run_service(service, config, listener, &metrics, shutdown).await
+    run_service(service, config, listener, admin, &metrics, shutdown).await
 }
 
 /// Runs one service on an already bound listener (its API for ingest, its
-/// admin endpoints otherwise) until `shutdown`.
+/// admin endpoints otherwise) until `shutdown`; ingest serves its admin
+/// endpoints on `admin`.
 pub async fn run_service(
     service: Service,
     config: &Config,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     metrics: &waybill_runtime::metrics::Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -444,7 +458,8 @@ pub async fn run_service(
                 catalog,
                 metrics,
             };
-            Ok(waybill_ingest::run(settings, listener, shutdown).await?)
+            let admin = admin.context("ingest needs its admin listener")?;
+            Ok(waybill_ingest::run(settings, listener, admin, shutdown).await?)
         }
         Service::Matcher => {
             let settings = waybill_matcher::Settings {

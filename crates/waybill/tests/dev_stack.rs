@@ -434,6 +434,18 @@ async fn metrics_count_what_happened() {
         );
         response.text().await.unwrap()
     };
+    // The API port serves the API only: the admin routes are on the admin
+    // listener (ingest's is admin[2]).
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let on_api = reqwest::get(format!("{}{path}", stack.api_url()))
+            .await
+            .unwrap();
+        assert_eq!(on_api.status(), 404, "{path} on the API port");
+        let on_admin = reqwest::get(format!("http://{}{path}", stack.admin[2]))
+            .await
+            .unwrap();
+        assert_eq!(on_admin.status(), 200, "{path} on ingest's admin port");
+    }
     let succeeded = r#"waybill_deliveries_total{outcome="succeeded",status_class="2xx"}"#;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
@@ -672,7 +684,7 @@ async fn unusable_state_records_are_counted_and_skipped() {
         "the skip to be counted",
         Duration::from_secs(30),
         || async {
-            let text = reqwest::get(format!("{}/metrics", stack.api_url()))
+            let text = reqwest::get(format!("http://{}/metrics", stack.admin[2]))
                 .await
                 .unwrap()
                 .text()
