@@ -75,12 +75,19 @@ impl std::fmt::Debug for CallbackAuth {
 
 impl std::fmt::Debug for OAuth2 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            token_url,
+            client_id,
+            client_secret: _,
+            scope,
+            extra_params,
+        } = self;
         f.debug_struct("OAuth2")
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
+            .field("token_url", token_url)
+            .field("client_id", client_id)
             .field("client_secret", &MASK)
-            .field("scope", &self.scope)
-            .field("extra_params", &self.extra_params)
+            .field("scope", scope)
+            .field("extra_params", extra_params)
             .finish()
     }
 }

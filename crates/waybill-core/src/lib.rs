@@ -7,7 +7,9 @@
 //! - [`event`]: the domain event model and the webhook body rendered from it.
 //! - [`subscription`]: the subscription model and the validation of create, replace and patch bodies.
 //! - [`ledger`]: which records of the subscription log count (revisions, deletions, health).
+//! - [`headers`]: custom headers: reserved and hop-by-hop names, secret values, validation.
 //! - [`auth`]: callback authentication (none, basic, api_key, bearer, oauth2).
+//! - [`redacted`]: configuration secrets whose `Debug` prints `***`.
 //! - [`filter`]: attribute filters (scopes OR'ed, predicates AND'ed).
 //! - [`retry`]: retry policies (explicit delays or exponential).
 //! - [`outcome`]: after an attempt: success, retry (when, in which tier), disable, dead.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod event;
 pub mod fields;
 pub mod filter;
+pub mod headers;
 pub mod ids;
 pub mod index;
 pub mod ledger;

@@ -32,6 +32,12 @@ impl From<&str> for Redacted {
     }
 }
 
+impl AsRef<str> for Redacted {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Debug for Redacted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("\"***\"")

@@ -59,11 +59,11 @@ impl std::fmt::Debug for Keyring {
 
 impl Keyring {
     /// A keyring from `key id → base64 key`, sealing with `current`.
-    pub fn new(current: &str, keys: &BTreeMap<String, String>) -> Result<Self, SealError> {
+    pub fn new(current: &str, keys: &BTreeMap<String, impl AsRef<str>>) -> Result<Self, SealError> {
         let mut ciphers = BTreeMap::new();
         for (id, encoded) in keys {
             let bytes = STANDARD
-                .decode(encoded.trim())
+                .decode(encoded.as_ref().trim())
                 .map_err(|_| SealError::BadKey(id.clone()))?;
             if bytes.len() != 32 {
                 return Err(SealError::BadKey(id.clone()));

@@ -66,8 +66,20 @@ pub fn is_secret_property(name: &str) -> bool {
 
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let properties: BTreeMap<&str, &str> = self
-            .properties
+        // Destructured, so that a new field cannot be left out.
+        let Self {
+            brokers,
+            topic_prefix,
+            create_topics,
+            partitions,
+            subscriptions_partitions,
+            replication_factor,
+            min_insync_replicas,
+            state_min_compaction_lag,
+            retry_tiers,
+            properties,
+        } = self;
+        let properties: BTreeMap<&str, &str> = properties
             .iter()
             .map(|(k, v)| {
                 let shown = if is_secret_property(k) { "***" } else { v };
@@ -75,15 +87,15 @@ impl std::fmt::Debug for KafkaConfig {
             })
             .collect();
         f.debug_struct("KafkaConfig")
-            .field("brokers", &self.brokers)
-            .field("topic_prefix", &self.topic_prefix)
-            .field("create_topics", &self.create_topics)
-            .field("partitions", &self.partitions)
-            .field("subscriptions_partitions", &self.subscriptions_partitions)
-            .field("replication_factor", &self.replication_factor)
-            .field("min_insync_replicas", &self.min_insync_replicas)
-            .field("state_min_compaction_lag", &self.state_min_compaction_lag)
-            .field("retry_tiers", &self.retry_tiers)
+            .field("brokers", brokers)
+            .field("topic_prefix", topic_prefix)
+            .field("create_topics", create_topics)
+            .field("partitions", partitions)
+            .field("subscriptions_partitions", subscriptions_partitions)
+            .field("replication_factor", replication_factor)
+            .field("min_insync_replicas", min_insync_replicas)
+            .field("state_min_compaction_lag", state_min_compaction_lag)
+            .field("retry_tiers", retry_tiers)
             .field("properties", &properties)
             .finish()
     }

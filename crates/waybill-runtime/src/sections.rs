@@ -26,15 +26,7 @@ impl SecretsConfig {
                     .into(),
             );
         }
-        Keyring::new(
-            &self.current_key_id,
-            &self
-                .keys
-                .iter()
-                .map(|(id, key)| (id.clone(), key.expose().to_owned()))
-                .collect(),
-        )
-        .map_err(|e| format!("secrets: {e}"))
+        Keyring::new(&self.current_key_id, &self.keys).map_err(|e| format!("secrets: {e}"))
     }
 }
 

@@ -120,17 +120,11 @@ pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack
     // One registry for the process: each service's /metrics shows all three.
     let metrics = waybill_runtime::metrics::Metrics::new();
     let mut services = Vec::new();
-    let mut ingest_admin = Some(ingest_admin_listener);
-    for (service, listener) in [
-        (Service::Ingest, api_listener),
-        (Service::Matcher, matcher_listener),
-        (Service::Delivery, delivery_listener),
+    for (service, listener, admin) in [
+        (Service::Ingest, api_listener, Some(ingest_admin_listener)),
+        (Service::Matcher, matcher_listener, None),
+        (Service::Delivery, delivery_listener, None),
     ] {
-        let admin = if service == Service::Ingest {
-            ingest_admin.take()
-        } else {
-            None
-        };
         let config = config.clone();
         let stop = shutdown.clone();
         let metrics = metrics.clone();

@@ -415,18 +415,14 @@ pub async fn start_service(
         Service::Matcher => config.matcher.listen,
         Service::Delivery => config.delivery.listen,
     };
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bind = |addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))
+    };
+    let listener = bind(addr).await?;
     let admin = match service {
-        Service::Ingest => {
-            let addr = config.ingest.admin_listen;
-            Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?,
-            )
-        }
+        Service::Ingest => Some(bind(config.ingest.admin_listen).await?),
         _ => None,
     };
     let metrics = waybill_runtime::metrics::Metrics::new();
