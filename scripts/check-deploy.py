@@ -27,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import helm_python as helm
@@ -156,6 +157,24 @@ def check_binary(label: str, docs: list[dict], binary: str, commands: set[str]) 
                     fail(f"{where}: waybill check-config refuses the chart's configuration:\n{result.stderr}")
 
 
+def check_quotas(label: str, docs: list[dict], values: dict) -> None:
+    """The tenant quotas of the values reach the services' configuration."""
+    config = tomllib.loads(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["waybill.toml"])
+    quotas = config.get("ingest", {}).get("quotas", {})
+    if quotas.get("requests_per_second") != 1000 or quotas.get("concurrent_replays") != 2:
+        fail(f"{label}: [ingest.quotas] does not carry the chart's defaults: {quotas}")
+    wanted = values.get("ingest", {}).get("quotas", {}).get("tenants", {})
+    for tenant, own in wanted.items():
+        got = quotas.get("tenants", {}).get(tenant)
+        expected = {
+            "requests_per_second": own.get("requestsPerSecond"),
+            "concurrent_replays": own.get("concurrentReplays"),
+        }
+        expected = {k: v for k, v in expected.items() if v is not None}
+        if got != expected:
+            fail(f"{label}: quotas of tenant {tenant}: {got}, expected {expected}")
+
+
 def check_checkov(label: str, values: dict) -> None:
     chart = helm.Chart.load(str(CHART))
     rendered = chart.render(values, name="waybill", namespace="webhooks", is_install=True)
@@ -228,7 +247,16 @@ def main() -> int:
     ha = yaml.safe_load((CHART / "values-ha.yaml").read_text())
     for label, values in (
         ("default values", REQUIRED),
-        ("values-ha.yaml", merge(merge(ha, REQUIRED), {"topicsJob": {"enabled": True}})),
+        (
+            "values-ha.yaml",
+            merge(
+                merge(ha, REQUIRED),
+                {
+                    "topicsJob": {"enabled": True},
+                    "ingest": {"quotas": {"tenants": {"ten_platform": {"requestsPerSecond": 0, "concurrentReplays": 4}}}},
+                },
+            ),
+        ),
     ):
         before = len(failures)
         report = helm.lint(str(CHART), merge(defaults, values), strict=True, kube_version=f"v{KUBE_VERSION}.0")
@@ -240,6 +268,7 @@ def main() -> int:
         docs = render(values)
         kinds = sorted({d["kind"] for d in docs})
         check_binary(label, docs, binary, commands)
+        check_quotas(label, docs, values)
         check_schemas(label, docs)
         check_checkov(label, values)
         if len(failures) == before:

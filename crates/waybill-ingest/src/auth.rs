@@ -91,19 +91,26 @@ impl FromRequestParts<Arc<AppState>> for Principal {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let key = bearer_or_api_key(&parts.headers)?;
-        if let Some(principal) = state.api_keys.authenticate(key) {
-            return Ok(principal.clone());
-        }
-        let presented = digest(key);
-        if let Some(principal) = state.tenants.read().authenticate(&presented) {
-            return Ok(principal.clone());
-        }
-        if state.operator_token == Some(presented) {
-            return Err(ApiError::unauthorized(
-                "the operator token manages tenants only; use one of the tenant's API keys",
-            ));
-        }
-        Err(ApiError::unauthorized("unknown or revoked API key"))
+        let principal = authenticate(&parts.headers, state)?;
+        state.quotas.admit_request(&principal.tenant_id)?;
+        Ok(principal)
     }
+}
+
+/// The tenant of the request's API key (before any quota).
+fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Principal, ApiError> {
+    let key = bearer_or_api_key(headers)?;
+    if let Some(principal) = state.api_keys.authenticate(key) {
+        return Ok(principal.clone());
+    }
+    let presented = digest(key);
+    if let Some(principal) = state.tenants.read().authenticate(&presented) {
+        return Ok(principal.clone());
+    }
+    if state.operator_token == Some(presented) {
+        return Err(ApiError::unauthorized(
+            "the operator token manages tenants only; use one of the tenant's API keys",
+        ));
+    }
+    Err(ApiError::unauthorized("unknown or revoked API key"))
 }

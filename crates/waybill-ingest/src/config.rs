@@ -59,6 +59,8 @@ pub struct IngestConfig {
     /// is taken over by another (or the restarted) process.
     #[serde(with = "waybill_core::duration")]
     pub replay_lease: Duration,
+    /// Per-tenant quotas (`[ingest.quotas]`).
+    pub quotas: crate::quotas::QuotaConfig,
 }
 
 /// One API key.
@@ -91,6 +93,7 @@ impl Default for IngestConfig {
             history_per_subscription: 1000,
             history_retention: Duration::from_secs(7 * 24 * 3600),
             replay_lease: Duration::from_secs(15),
+            quotas: crate::quotas::QuotaConfig::default(),
         }
     }
 }
@@ -143,6 +146,7 @@ impl IngestConfig {
         if self.replay_lease < Duration::from_secs(2) {
             out.push("ingest.replay_lease: must be at least 2s".into());
         }
+        out.extend(self.quotas.problems());
         out
     }
 }

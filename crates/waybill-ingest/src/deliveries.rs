@@ -371,6 +371,9 @@ impl ReplayRequest {
     }
 }
 
+/// When a replay refused by the tenant's quota is worth sending again.
+const REPLAY_QUOTA_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `POST /v1/subscriptions/{id}/replay` → `202 {"replay_id"}`.
 pub(crate) async fn replay(
     State(state): State<Arc<AppState>>,
@@ -406,6 +409,32 @@ pub(crate) async fn replay(
         } else {
             Vec::new()
         };
+        // Checked and recorded under the gate: two requests of this
+        // process cannot both take the tenant's last place.
+        let _gate = state.quotas.replay_gate.lock().await;
+        // Every job another replica started before this request counts.
+        if let Err(e) = state
+            .replays
+            .wait_fresh(std::time::SystemTime::now(), state.config.write_timeout)
+            .await
+        {
+            tracing::warn!(error = %e, "replay jobs lagging");
+            return Err(ApiError::unavailable(
+                "the replay jobs are not up to date (Kafka is lagging); retry shortly",
+            ));
+        }
+        let limit = state.quotas.limits(&principal.tenant_id).concurrent_replays;
+        let running = state.replays.read().running_of(&principal.tenant_id);
+        if running >= limit {
+            return Err(state.quotas.refuse(
+                crate::quotas::Kind::Replays,
+                &principal.tenant_id,
+                REPLAY_QUOTA_RETRY,
+                format!(
+                    "this tenant has {running} replays running, its quota is {limit}; wait for one to finish (GET /v1/replays/{{id}}) and send it again"
+                ),
+            ));
+        }
         let mut job =
             replays::plan(&state, &subscription, &request, topics.clone(), failed).await?;
         if !replays::write(&state, &mut job).await? {

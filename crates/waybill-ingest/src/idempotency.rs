@@ -62,24 +62,162 @@ impl Entry {
     }
 }
 
-/// Remembered answers.
+/// One tenant's remembered answers, by key.
+type TenantEntries = HashMap<String, Entry>;
+
+/// Remembered answers, by tenant: each tenant is bounded by its quota, all
+/// of them together by `capacity`.
 pub struct Store {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<Entries>,
     window: Duration,
     capacity: usize,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_tenant: HashMap<String, TenantEntries>,
+    total: usize,
+}
+
+/// How long and how many answers are kept.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    window: Duration,
+    /// Per tenant.
+    quota: usize,
+    /// All tenants together.
+    capacity: usize,
+}
+
+/// What the store says about a key.
+#[derive(Debug, PartialEq)]
+enum Local {
+    /// New here: now held as running.
+    Held,
+    /// Answered here before.
+    Done(StatusCode, Value),
+    /// Another request runs under it.
+    Running,
+    /// Used with another request.
+    Other,
+    /// The tenant has its quota of keys; the oldest lapses after this.
+    OverQuota(Duration),
+    /// Every place is taken by a running request.
+    Full,
+}
+
+impl Entries {
+    /// Looks `key` of `tenant` up at `now`, holding it when it is new.
+    fn begin(
+        &mut self,
+        tenant: &str,
+        key: &str,
+        fingerprint: [u8; 32],
+        now: Instant,
+        bounds: Bounds,
+    ) -> Local {
+        let Bounds {
+            window,
+            quota,
+            capacity,
+        } = bounds;
+        let live = |e: &Entry| now.duration_since(e.since()) < window;
+        let own = self.by_tenant.entry(tenant.to_owned()).or_default();
+        match own.get(key) {
+            Some(e) if !live(e) => {}
+            Some(Entry::Running { fingerprint: f, .. } | Entry::Done { fingerprint: f, .. })
+                if *f != fingerprint =>
+            {
+                return Local::Other;
+            }
+            Some(Entry::Running { .. }) => return Local::Running,
+            Some(Entry::Done { status, body, .. }) => return Local::Done(*status, body.clone()),
+            None => {}
+        }
+        if own.len() >= quota {
+            let before = own.len();
+            own.retain(|_, e| live(e));
+            self.total -= before - own.len();
+            if own.len() >= quota {
+                let oldest = own.values().map(Entry::since).min().unwrap_or(now);
+                return Local::OverQuota(window.saturating_sub(now.duration_since(oldest)));
+            }
+        }
+        if self.total >= capacity && !self.make_room(now, window, capacity) {
+            return Local::Full;
+        }
+        let own = self.by_tenant.entry(tenant.to_owned()).or_default();
+        if own
+            .insert(
+                key.to_owned(),
+                Entry::Running {
+                    fingerprint,
+                    since: now,
+                },
+            )
+            .is_none()
+        {
+            self.total += 1;
+        }
+        Local::Held
+    }
+
+    /// Forgets lapsed answers, then (if still full) the oldest answered one:
+    /// the shared topic still answers it. `false`: everything is running.
+    fn make_room(&mut self, now: Instant, window: Duration, capacity: usize) -> bool {
+        let mut total = 0;
+        for own in self.by_tenant.values_mut() {
+            own.retain(|_, e| now.duration_since(e.since()) < window);
+            total += own.len();
+        }
+        self.by_tenant.retain(|_, own| !own.is_empty());
+        self.total = total;
+        while self.total >= capacity {
+            let oldest = self
+                .by_tenant
+                .iter()
+                .flat_map(|(t, own)| own.iter().map(move |(k, e)| (t, k, e)))
+                .filter(|(_, _, e)| matches!(e, Entry::Done { .. }))
+                .min_by_key(|(_, _, e)| e.since())
+                .map(|(t, k, _)| (t.clone(), k.clone()));
+            let Some((tenant, key)) = oldest else {
+                return false;
+            };
+            self.remove(&tenant, &key);
+        }
+        true
+    }
+
+    fn remove(&mut self, tenant: &str, key: &str) {
+        if let Some(own) = self.by_tenant.get_mut(tenant)
+            && own.remove(key).is_some()
+        {
+            self.total -= 1;
+            if own.is_empty() {
+                self.by_tenant.remove(tenant);
+            }
+        }
+    }
+
+    fn answer(&mut self, tenant: &str, key: &str, entry: Entry) {
+        let own = self.by_tenant.entry(tenant.to_owned()).or_default();
+        if own.insert(key.to_owned(), entry).is_none() {
+            self.total += 1;
+        }
+    }
 }
 
 impl Store {
     /// A store keeping answers for `window`, at most `capacity` of them.
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
             window,
             capacity,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -229,48 +367,52 @@ impl<'a> Idempotent<'a> {
         hasher.update(body);
         let fingerprint: [u8; 32] = hasher.finalize().into();
         let store = &state.idempotency;
-        let id = (principal.tenant_id.clone(), key.to_owned());
-        {
-            let mut entries = store.lock();
-            let now = Instant::now();
-            if entries.len() >= store.capacity {
-                entries.retain(|_, e| now.duration_since(e.since()) < store.window);
-                if entries.len() >= store.capacity {
-                    return Err(ApiError::unavailable(
-                        "too many recent Idempotency-Keys; retry shortly",
-                    ));
-                }
+        let tenant = &principal.tenant_id;
+        let id = (tenant.clone(), key.to_owned());
+        let quota = state.quotas.limits(tenant).idempotency_keys;
+        let bounds = Bounds {
+            window: store.window,
+            quota,
+            capacity: store.capacity,
+        };
+        let seen = store
+            .lock()
+            .begin(tenant, key, fingerprint, Instant::now(), bounds);
+        match seen {
+            Local::Held => {}
+            Local::Other => {
+                return Err(ApiError::conflict(
+                    "this Idempotency-Key was used with a different request; use a new key",
+                ));
             }
-            match entries.get(&id) {
-                Some(e) if now.duration_since(e.since()) >= store.window => {}
-                Some(
-                    Entry::Running { fingerprint: f, .. } | Entry::Done { fingerprint: f, .. },
-                ) if *f != fingerprint => {
-                    return Err(ApiError::conflict(
-                        "this Idempotency-Key was used with a different request; use a new key",
-                    ));
-                }
-                Some(Entry::Running { .. }) => {
-                    return Err(ApiError::conflict(
-                        "a request with this Idempotency-Key is still running; retry shortly",
-                    ));
-                }
-                Some(Entry::Done { status, body, .. }) => {
-                    return Ok(Self {
-                        held: None,
-                        replay: Some((*status, body.clone())),
-                        claim: None,
-                    });
-                }
-                None => {}
+            Local::Running => {
+                return Err(ApiError::conflict(
+                    "a request with this Idempotency-Key is still running; retry shortly",
+                ));
             }
-            entries.insert(
-                id.clone(),
-                Entry::Running {
-                    fingerprint,
-                    since: now,
-                },
-            );
+            Local::Done(status, body) => {
+                return Ok(Self {
+                    held: None,
+                    replay: Some((status, body)),
+                    claim: None,
+                });
+            }
+            Local::OverQuota(wait) => {
+                return Err(state.quotas.refuse(
+                    crate::quotas::Kind::IdempotencyKeys,
+                    tenant,
+                    wait,
+                    format!(
+                        "this tenant has {quota} Idempotency-Keys remembered from the last {}, its quota; send the request without one, or retry after the Retry-After seconds",
+                        waybill_core::duration::format(store.window)
+                    ),
+                ));
+            }
+            Local::Full => {
+                return Err(ApiError::unavailable(
+                    "too many requests with an Idempotency-Key are running; retry shortly",
+                ));
+            }
         }
         let mut this = Self {
             held: Some((store, id, fingerprint)),
@@ -376,8 +518,9 @@ impl<'a> Idempotent<'a> {
         if let Ok((status, Json(body))) = &result
             && let Some((store, id, fingerprint)) = self.held.take()
         {
-            store.lock().insert(
-                id,
+            store.lock().answer(
+                &id.0,
+                &id.1,
                 Entry::Done {
                     fingerprint,
                     at: Instant::now(),
@@ -413,8 +556,105 @@ async fn write_raw(state: &AppState, key: &str, value: Option<&[u8]>) -> Result<
 impl Drop for Idempotent<'_> {
     /// A request that failed or was abandoned releases its key.
     fn drop(&mut self) {
-        if let Some((store, id, _)) = self.held.take() {
-            store.lock().remove(&id);
+        if let Some((store, (tenant, key), _)) = self.held.take() {
+            store.lock().remove(&tenant, &key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn done(entries: &mut Entries, tenant: &str, key: &str, at: Instant) {
+        entries.answer(
+            tenant,
+            key,
+            Entry::Done {
+                fingerprint: [1; 32],
+                at,
+                status: StatusCode::CREATED,
+                body: Value::from(key),
+            },
+        );
+    }
+
+    fn bounds(quota: usize, capacity: usize) -> Bounds {
+        Bounds {
+            window: HOUR,
+            quota,
+            capacity,
+        }
+    }
+
+    #[test]
+    fn a_tenant_at_its_quota_is_refused_until_its_oldest_key_lapses() {
+        let mut e = Entries::default();
+        let start = Instant::now();
+        for (i, key) in ["a", "b"].iter().enumerate() {
+            done(&mut e, "t1", key, start + Duration::from_secs(i as u64));
+        }
+        let now = start + Duration::from_secs(600);
+        assert_eq!(
+            e.begin("t1", "c", [1; 32], now, bounds(2, 100)),
+            Local::OverQuota(HOUR - Duration::from_secs(600))
+        );
+        // A repeat of a remembered key still answers.
+        assert_eq!(
+            e.begin("t1", "a", [1; 32], now, bounds(2, 100)),
+            Local::Done(StatusCode::CREATED, Value::from("a"))
+        );
+        // Another tenant has its own quota.
+        assert_eq!(
+            e.begin("t2", "c", [1; 32], now, bounds(2, 100)),
+            Local::Held
+        );
+        // Once the oldest lapsed, the tenant gets a place again.
+        let later = start + HOUR + Duration::from_millis(500);
+        assert_eq!(
+            e.begin("t1", "c", [1; 32], later, bounds(2, 100)),
+            Local::Held
+        );
+        assert_eq!(e.total, 3);
+    }
+
+    #[test]
+    fn a_full_store_forgets_the_oldest_answer_instead_of_refusing_everybody() {
+        let mut e = Entries::default();
+        let start = Instant::now();
+        done(&mut e, "t1", "old", start);
+        done(&mut e, "t2", "new", start + Duration::from_secs(5));
+        let now = start + Duration::from_secs(10);
+        assert_eq!(e.begin("t3", "k", [1; 32], now, bounds(10, 2)), Local::Held);
+        assert!(!e.by_tenant.contains_key("t1"), "the oldest answer went");
+        assert!(e.by_tenant["t2"].contains_key("new"));
+        assert_eq!(e.total, 2);
+        // Only running requests left: nothing can be forgotten.
+        let mut running = Entries::default();
+        assert_eq!(
+            running.begin("t1", "a", [1; 32], now, bounds(10, 1)),
+            Local::Held
+        );
+        assert_eq!(
+            running.begin("t2", "b", [1; 32], now, bounds(10, 1)),
+            Local::Full
+        );
+    }
+
+    #[test]
+    fn a_key_reused_with_another_request_is_a_conflict() {
+        let mut e = Entries::default();
+        let now = Instant::now();
+        assert_eq!(e.begin("t", "k", [1; 32], now, bounds(5, 5)), Local::Held);
+        assert_eq!(
+            e.begin("t", "k", [1; 32], now, bounds(5, 5)),
+            Local::Running
+        );
+        assert_eq!(e.begin("t", "k", [2; 32], now, bounds(5, 5)), Local::Other);
+        e.remove("t", "k");
+        assert_eq!(e.total, 0);
+        assert!(e.by_tenant.is_empty());
     }
 }

@@ -13,6 +13,8 @@
 //! - [`tenants`]: `/v1/tenants` — tenants and API keys (operator token),
 //!   event-sourced on the compacted `tenants` topic.
 //! - [`idempotency`]: `Idempotency-Key` answers remembered for 24 h.
+//! - [`quotas`]: per-tenant quotas (calls per second, Idempotency-Keys,
+//!   running replays) answered with `429 rate_limited`.
 //! - [`events`]: `/v1/events` — validates and publishes `DomainEvent`s,
 //!   keyed by entity id.
 //! - [`history`]: the delivery history, folded from `delivery_attempts`.
@@ -36,6 +38,7 @@ pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod openapi;
+pub mod quotas;
 pub mod replays;
 pub mod revisions;
 pub mod subscriptions;
@@ -107,6 +110,8 @@ pub(crate) struct AppState {
     pub metrics: waybill_runtime::metrics::Metrics,
     pub operator_token: Option<[u8; 32]>,
     pub idempotency: idempotency::Store,
+    /// Per-tenant quotas.
+    pub quotas: quotas::Quotas,
     /// Client event ids seen within the dedup window → the first answer.
     pub event_ids: events::SeenIds,
     pub write_locks: Vec<tokio::sync::Mutex<()>>,
@@ -275,6 +280,7 @@ pub async fn run(
             settings.ingest.idempotency_window,
             settings.ingest.idempotency_capacity,
         ),
+        quotas: quotas::Quotas::new(settings.ingest.quotas.clone(), settings.metrics.clone()),
         event_ids: events::seen_ids(
             settings.ingest.event_dedup_window,
             settings.ingest.event_dedup_capacity,

@@ -514,13 +514,17 @@ fn operation(op: Op, spec: &Operation) -> Value {
         },
     );
     for (status, when) in error_statuses(op, spec) {
-        responses.insert(
-            status.to_string(),
-            json!({
-                "description": when,
-                "content": {"application/json": {"schema": schema_ref("Error")}},
-            }),
-        );
+        let mut answer = json!({
+            "description": when,
+            "content": {"application/json": {"schema": schema_ref("Error")}},
+        });
+        if matches!(status, 429 | 503) {
+            answer["headers"] = json!({"Retry-After": {
+                "description": "Seconds to wait before sending the request again",
+                "schema": {"type": "integer", "minimum": 1},
+            }});
+        }
+        responses.insert(status.to_string(), answer);
     }
     o["responses"] = Value::Object(responses);
     o
@@ -586,6 +590,12 @@ fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
         out.push((
             415,
             "`unsupported_media_type`: send `content-type: application/json`",
+        ));
+    }
+    if spec.caller == Caller::Tenant {
+        out.push((
+            429,
+            "`rate_limited`: a quota of the tenant is used up (calls per second, Idempotency-Keys, running replays); retry after `Retry-After` seconds",
         ));
     }
     if op != Op::OpenApi && spec.method != "GET" {

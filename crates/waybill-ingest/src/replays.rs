@@ -71,6 +71,14 @@ impl Jobs {
         self.verdicts.get(write_id)
     }
 
+    /// How many of `tenant`'s jobs are running.
+    pub fn running_of(&self, tenant: &str) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| j.tenant_id == tenant && j.status == v1::ReplayStatus::Running as i32)
+            .count()
+    }
+
     /// Running jobs whose heartbeat is older than `lease` at `now`.
     pub fn abandoned(&self, now: OffsetDateTime, lease: Duration) -> Vec<v1::ReplayJob> {
         self.jobs

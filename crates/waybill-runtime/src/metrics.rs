@@ -75,6 +75,13 @@ pub struct HealthLabels {
     pub status: &'static str,
 }
 
+/// A tenant quota (`requests`, `idempotency_keys`, `replays`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// Which quota refused.
+    pub quota: &'static str,
+}
+
 /// Every metric of the process.
 pub struct Families {
     /// `waybill_http_requests_total{route, status}`.
@@ -125,6 +132,8 @@ pub struct Families {
     pub committed_offset: Family<GroupPartitionLabels, Gauge>,
     /// `waybill_takeover_rewinds_total{topic}`.
     pub takeover_rewinds: Family<TopicLabels, Counter>,
+    /// `waybill_quota_refusals_total{quota}`.
+    pub quota_refusals: Family<QuotaLabels, Counter>,
 }
 
 struct Inner {
@@ -183,6 +192,7 @@ impl Metrics {
             commit_failures: Family::default(),
             committed_offset: Family::default(),
             takeover_rewinds: Family::default(),
+            quota_refusals: Family::default(),
         };
         let f = &families;
         registry.register(
@@ -309,6 +319,11 @@ impl Metrics {
             "takeover_rewinds",
             "Partitions whose new owner was handed an offset past records with no recorded outcome, and went back to the first of them",
             f.takeover_rewinds.clone(),
+        );
+        registry.register(
+            "quota_refusals",
+            "API requests refused with 429 rate_limited because a tenant's quota was used up, by quota (requests, idempotency_keys, replays); the log names the tenant",
+            f.quota_refusals.clone(),
         );
         Self(Arc::new(Inner {
             registry,

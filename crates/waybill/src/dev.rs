@@ -95,6 +95,19 @@ listen = "127.0.0.1:0"
         .expect("the dev base configuration is valid TOML")
 }
 
+/// The dev defaults for `waybill bench`: the load tool is one tenant
+/// calling as fast as the system answers, so its calls are not limited.
+pub fn bench_config() -> toml::Table {
+    let mut config = base_config(0);
+    let ingest = config["ingest"]
+        .as_table_mut()
+        .expect("the dev configuration has [ingest]");
+    let mut quotas = toml::Table::new();
+    quotas.insert("requests_per_second".into(), 0.into());
+    ingest.insert("quotas".into(), quotas.into());
+    config
+}
+
 /// Starts the broker and the three services, then creates the dev tenant
 /// with `api_key` through the tenant API; returns once all are ready.
 pub async fn start(mut config: Config, api_key: &str) -> anyhow::Result<DevStack> {

@@ -317,7 +317,7 @@ async fn measure(
                         .await?
                 }
                 None => {
-                    let config = load(dev::base_config(0), file.as_deref(), env.clone())?;
+                    let config = load(dev::bench_config(), file.as_deref(), env.clone())?;
                     let stack = dev::start(config, dev::DEV_API_KEY).await?;
                     let target = waybill_bench::Target {
                         api: stack.api_url(),
