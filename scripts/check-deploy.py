@@ -157,6 +157,32 @@ def check_binary(label: str, docs: list[dict], binary: str, commands: set[str]) 
                     fail(f"{where}: waybill check-config refuses the chart's configuration:\n{result.stderr}")
 
 
+def check_sealing_keys(label: str, docs: list[dict], values: dict) -> None:
+    """Every pod gets every sealing key, and a changed Secret rolls the pods."""
+    previous = sorted(values.get("secrets", {}).get("previousKeys", {}))
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    for key_id in previous:
+        if f"sealing-key-{key_id}" not in secret.get("data", {}):
+            fail(f"{label}: the Secret lacks sealing-key-{key_id}")
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        where = f"{label}: {doc['kind']}/{doc['metadata']['name']}"
+        pod = doc["spec"]["template"]
+        env = {
+            e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("key")
+            for c in pod["spec"]["containers"]
+            for e in c.get("env", [])
+        }
+        wanted = {"WAYBILL_SECRETS__KEYS__K1": "sealing-key"}
+        wanted.update({f"WAYBILL_SECRETS__KEYS__{k.upper()}": f"sealing-key-{k}" for k in previous})
+        for name, key in wanted.items():
+            if env.get(name) != key:
+                fail(f"{where}: {name} should come from the Secret's {key}, not {env.get(name)}")
+        if doc["kind"] == "Deployment" and "checksum/secret" not in pod["metadata"].get("annotations", {}):
+            fail(f"{where}: no checksum/secret annotation (a new key would not roll the pods)")
+
+
 def check_quotas(label: str, docs: list[dict], values: dict) -> None:
     """The tenant quotas of the values reach the services' configuration."""
     config = tomllib.loads(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["waybill.toml"])
@@ -254,6 +280,8 @@ def main() -> int:
                 {
                     "topicsJob": {"enabled": True},
                     "ingest": {"quotas": {"tenants": {"ten_platform": {"requestsPerSecond": 0, "concurrentReplays": 4}}}},
+                    # In the middle of a key rotation: k1 current, k0 still opening.
+                    "secrets": {"previousKeys": {"k0": REQUIRED["secrets"]["sealingKey"]}},
                 },
             ),
         ),
@@ -269,6 +297,7 @@ def main() -> int:
         kinds = sorted({d["kind"] for d in docs})
         check_binary(label, docs, binary, commands)
         check_quotas(label, docs, values)
+        check_sealing_keys(label, docs, values)
         check_schemas(label, docs)
         check_checkov(label, values)
         if len(failures) == before:

@@ -8,6 +8,9 @@
 //!   answered `2xx`, every other answer is `409` or `412`, and the health is
 //!   the last one recorded (a user's edit never resets it, a health change
 //!   never undoes an edit).
+//! - Sealing-key rotation while events flow: a new key rolled out, `waybill
+//!   reseal`, the old key removed; every record stays readable, every event
+//!   arrives with its credentials.
 //! - DELETE racing health changes: the subscription never comes back, and
 //!   no delivery starts after the DELETE's answer (beyond the delivery
 //!   service's fold of the tombstone, measured).
@@ -17,8 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use waybill_core::signing::SigningSecret;
+use waybill_proto::Message as _;
+use waybill_proto::convert::SealedWith;
+use waybill_proto::v1;
 use waybill_testkit::api::Api;
-use waybill_testkit::cluster::{Cluster, KEY, Options};
+use waybill_testkit::cluster::{Cluster, KEY, Options, Role};
 use waybill_testkit::receiver::Receiver;
 
 const EVENT: &str = "freights.publication.accepted";
@@ -813,6 +820,246 @@ async fn a_fresh_projection_of_the_compacted_log_holds_every_winner() {
                 got[field], want[field],
                 "{path}: {field} after compaction\n{got}\n{want}"
             );
+        }
+    }
+}
+
+/// Rolls a new `[secrets]` section out: writes it into the configuration
+/// and restarts every service, one after the other.
+async fn roll_keys(cluster: &mut Cluster, current: &str, keys: &[(&str, &str)]) {
+    let path = cluster.config_path().to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("[secrets]").expect("a [secrets] section");
+    let end = start + text[start..].find("\n\n").expect("the section ends");
+    let keys = keys
+        .iter()
+        .map(|(id, key)| format!("{id} = \"{key}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let section = format!("[secrets]\ncurrent_key_id = \"{current}\"\nkeys = {{ {keys} }}");
+    std::fs::write(
+        &path,
+        format!("{}{section}{}", &text[..start], &text[end..]),
+    )
+    .unwrap();
+    // As a rolling update does: SIGTERM, then the new process.
+    for role in [Role::Ingest, Role::Matcher, Role::Delivery] {
+        if let Err(e) = cluster.terminate(role, Duration::from_secs(30)) {
+            panic!("{e}");
+        }
+        cluster.restart(role).await;
+    }
+}
+
+/// The key of the configuration's `[secrets]` section named `id`.
+fn configured_key(cluster: &Cluster, id: &str) -> String {
+    let text = std::fs::read_to_string(cluster.config_path()).unwrap();
+    let at = text
+        .find(&format!("{id} = \""))
+        .expect("the key is configured")
+        + id.len()
+        + 4;
+    text[at..at + text[at..].find('"').unwrap()].to_owned()
+}
+
+/// `waybill reseal` with `args`: its exit status and what it printed.
+fn reseal(cluster: &Cluster, args: &[&str]) -> (bool, String) {
+    let out = cluster.command("reseal").args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status.success(),
+        format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// The latest record of each subscription on the topic: how it is sealed.
+fn latest_seals(brokers: &str) -> std::collections::BTreeMap<String, SealedWith> {
+    let mut latest = std::collections::BTreeMap::new();
+    for r in waybill_testkit::topic::read_all(brokers, "subscriptions") {
+        let key = String::from_utf8(r.key.clone()).unwrap();
+        if key.starts_with("health/") {
+            continue;
+        }
+        if r.payload.is_empty() {
+            latest.remove(&key);
+            continue;
+        }
+        let record = v1::Subscription::decode(r.payload.as_slice()).unwrap();
+        latest.insert(key, SealedWith::of(&record));
+    }
+    latest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealing_keys_rotate_on_a_running_deployment_and_no_record_becomes_unreadable() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    // Subscriptions with every kind of sealed value: signing secret,
+    // credential, secret header.
+    let mut subs = Vec::new();
+    for n in 0..4 {
+        let (status, created) = api
+            .post(
+                "/v1/subscriptions",
+                json!({"name": format!("r{n}"), "url": receiver.url(&format!("/r{n}")),
+                       "event_types": [EVENT],
+                       "auth": {"type": "bearer", "token": format!("token-{n}")},
+                       "headers": {"X-Secret": format!("hv-{n}")},
+                       "secret_headers": ["X-Secret"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let secret = SigningSecret::parse(created["signing_secret"].as_str().unwrap()).unwrap();
+        subs.push((created["id"].as_str().unwrap().to_owned(), secret));
+    }
+
+    // Events go on through the whole rotation; a post that meets a
+    // restarting ingest is sent again under the same id (accepted once).
+    let stop = Arc::new(AtomicBool::new(false));
+    let poster = {
+        let api = api.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut posted = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"id": format!("evt-rot-{posted}"), "event_name": EVENT,
+                                  "entity": {"type": "freight", "id": format!("F-{}", posted % 5)},
+                                  "data": {"n": posted}});
+                loop {
+                    let sent = http
+                        .post(format!("{}/v1/events", api.base))
+                        .bearer_auth(KEY)
+                        .json(&body)
+                        .send()
+                        .await;
+                    if sent.is_ok_and(|r| r.status() == 202) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                posted += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            posted
+        })
+    };
+
+    // 1. A new key, current, next to the old one; every service rolled.
+    let old = configured_key(&cluster, "k1");
+    let new = waybill_core::sealing::Keyring::generate_key();
+    roll_keys(&mut cluster, "k2", &[("k1", &old), ("k2", &new)]).await;
+    // A change through the API now seals with the new key.
+    let (status, patched) = api
+        .patch(
+            &format!("/v1/subscriptions/{}", subs[0].0),
+            json!({"name": "r0 renamed"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    let seals = latest_seals(&cluster.brokers());
+    let under = |seals: &std::collections::BTreeMap<String, SealedWith>, key: &str| {
+        seals
+            .values()
+            .filter(|s| s.key_ids.iter().all(|k| k == key))
+            .count()
+    };
+    assert_eq!(
+        (under(&seals, "k1"), under(&seals, "k2")),
+        (3, 1),
+        "{seals:?}"
+    );
+
+    // 2. What is left under the old key: a dry run counts it, changes
+    // nothing and says the old key must stay.
+    let (ok, text) = reseal(&cluster, &["--dry-run"]);
+    assert!(!ok, "a dry run with records left must fail\n{text}");
+    assert!(text.contains("to reseal:       3"), "{text}");
+    assert!(text.contains("keep every key"), "{text}");
+    assert_eq!(latest_seals(&cluster.brokers()), seals);
+
+    // 3. The reseal, while events flow.
+    let (ok, text) = reseal(&cluster, &[]);
+    assert!(ok, "{text}\n{}", cluster.logs());
+    assert!(text.contains("resealed:        3"), "{text}");
+    assert!(text.contains("left to reseal:  0"), "{text}");
+    assert!(text.contains("unreadable:      0"), "{text}");
+    let seals = latest_seals(&cluster.brokers());
+    assert_eq!(seals.len(), 4);
+    for (id, sealed) in &seals {
+        assert_eq!(
+            sealed.key_ids.iter().collect::<Vec<_>>(),
+            ["k2"],
+            "{id} is still sealed with another key"
+        );
+        assert_eq!(sealed.version, waybill_proto::convert::SEAL_VERSION);
+    }
+    // Nothing of the subscriptions changed but their revision.
+    let (_, renamed) = api.get(&format!("/v1/subscriptions/{}", subs[0].0)).await;
+    assert_eq!(renamed["name"], "r0 renamed");
+
+    // 4. The old key removed; every service rolled again, and each reads
+    // every subscription with the new key alone.
+    roll_keys(&mut cluster, "k2", &[("k2", &new)]).await;
+    for (id, _) in &subs {
+        let (status, got) = api.get(&format!("/v1/subscriptions/{id}")).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["auth"]["token"], "***", "{got}");
+    }
+    let (ok, text) = reseal(&cluster, &["--dry-run"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("to reseal:       0"), "{text}");
+
+    // Every event posted through the rotation reached every subscription,
+    // with its credential, its secret header and its signature.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let posted = poster.await.unwrap();
+    assert!(posted > 10, "only {posted} events posted");
+    // At least once: a service stopped mid-delivery may send one again.
+    let unique = |got: &[waybill_testkit::receiver::Received]| {
+        got.iter()
+            .map(|r| {
+                (
+                    r.path.clone(),
+                    r.json()["id"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        let got = receiver.received();
+        if unique(&got) >= posted * subs.len() {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} deliveries arrived\n{}",
+            unique(&got),
+            posted * subs.len(),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (n, (_, secret)) in subs.iter().enumerate() {
+        let mine: Vec<_> = got.iter().filter(|r| r.path == format!("/r{n}")).collect();
+        let ids: std::collections::BTreeSet<_> = mine
+            .iter()
+            .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), posted, "subscription r{n} lost events");
+        for r in mine {
+            assert_eq!(
+                r.header("authorization"),
+                Some(format!("Bearer token-{n}").as_str())
+            );
+            assert_eq!(r.header("x-secret"), Some(format!("hv-{n}").as_str()));
+            assert!(r.signature_valid(secret), "r{n}: signature");
         }
     }
 }

@@ -80,6 +80,11 @@ impl Keyring {
         })
     }
 
+    /// The id of the key that seals.
+    pub fn current_id(&self) -> &str {
+        &self.current
+    }
+
     /// A new random base64 key, for `waybill dev` and key generation.
     pub fn generate_key() -> String {
         let mut key = [0u8; 32];

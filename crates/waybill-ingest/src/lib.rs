@@ -13,6 +13,8 @@
 //! - [`tenants`]: `/v1/tenants` — tenants and API keys (operator token),
 //!   event-sourced on the compacted `tenants` topic.
 //! - [`idempotency`]: `Idempotency-Key` answers remembered for 24 h.
+//! - [`reseal`]: `waybill reseal`, every subscription written again under
+//!   the current sealing key (key rotation).
 //! - [`quotas`]: per-tenant quotas (calls per second, Idempotency-Keys,
 //!   running replays) answered with `429 rate_limited`.
 //! - [`events`]: `/v1/events` — validates and publishes `DomainEvent`s,
@@ -40,6 +42,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod quotas;
 pub mod replays;
+pub mod reseal;
 pub mod revisions;
 pub mod subscriptions;
 pub mod tenants;

@@ -139,6 +139,50 @@ fn binding(tenant_id: &str, id: &str, version: u32) -> String {
     }
 }
 
+/// How a subscription record is sealed: the ids of the keys of its sealed
+/// values and its seal version.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SealedWith {
+    /// Every key id a value of the record is sealed with.
+    pub key_ids: std::collections::BTreeSet<String>,
+    /// `seal_version` of the record.
+    pub version: u32,
+}
+
+impl SealedWith {
+    /// How `p` is sealed.
+    pub fn of(p: &v1::Subscription) -> Self {
+        let mut key_ids = std::collections::BTreeSet::new();
+        let mut add = |s: Option<&v1::SealedSecret>| {
+            if let Some(s) = s {
+                key_ids.insert(s.key_id.clone());
+            }
+        };
+        add(p.signing_secret.as_ref());
+        add(p.previous_signing_secret.as_ref());
+        match p.auth.as_ref().and_then(|a| a.kind.as_ref()) {
+            Some(v1::callback_auth::Kind::Basic(b)) => add(b.password.as_ref()),
+            Some(v1::callback_auth::Kind::ApiKey(k)) => add(k.header_value.as_ref()),
+            Some(v1::callback_auth::Kind::Bearer(b)) => add(b.token.as_ref()),
+            Some(v1::callback_auth::Kind::Oauth2(o)) => add(o.client_secret.as_ref()),
+            None => {}
+        }
+        for sealed in p.sealed_headers.values() {
+            add(Some(sealed));
+        }
+        Self {
+            key_ids,
+            version: p.seal_version,
+        }
+    }
+
+    /// Whether the record is sealed the way this code seals with `keys`
+    /// (only its current key, the current seal version): nothing to reseal.
+    pub fn is_current(&self, keys: &Keyring) -> bool {
+        self.version >= SEAL_VERSION && self.key_ids.iter().all(|k| k == keys.current_id())
+    }
+}
+
 /// Seals one secret of a subscription, bound to `binding` (tenant and
 /// subscription id) and to the field, so a sealed value cannot be moved to
 /// another tenant, record or field.

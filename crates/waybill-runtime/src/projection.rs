@@ -20,7 +20,7 @@ use waybill_core::sealing::Keyring;
 use waybill_core::subscription::{Health, Subscription};
 use waybill_kafka::table::Fold;
 use waybill_proto::Message;
-use waybill_proto::convert::{health_from_proto, subscription_from_proto};
+use waybill_proto::convert::{SealedWith, health_from_proto, subscription_from_proto};
 use waybill_proto::v1;
 
 /// Starts following the `subscriptions` topic into `projection`.
@@ -133,8 +133,9 @@ pub fn health_key(id: &str) -> String {
 
 /// One record of the `subscriptions` topic.
 pub enum Record<'a> {
-    /// A state of the subscription (counts if the ledger says so).
-    Upsert(Box<Subscription>),
+    /// A state of the subscription (counts if the ledger says so), and how
+    /// its record is sealed.
+    Upsert(Box<Subscription>, SealedWith),
     /// The subscription of this id was deleted (a tombstone).
     Delete(&'a str),
     /// A delete marker: a deletion written on a revision.
@@ -189,8 +190,9 @@ pub fn decode_record<'a>(
             write_id: record.write_id,
         });
     }
+    let sealed = SealedWith::of(&record);
     let subscription = subscription_from_proto(record, keys).map_err(|e| e.to_string())?;
-    Ok(Record::Upsert(Box::new(subscription)))
+    Ok(Record::Upsert(Box::new(subscription), sealed))
 }
 
 /// What a projection keeps of the subscriptions the ledger lets through.
@@ -262,6 +264,12 @@ pub struct Log<S> {
     ledger: Ledger,
     sink: S,
     writes: Option<Writes>,
+    /// Subscriptions whose state that counts is sealed with another key
+    /// than the current one, or an older seal version (`waybill reseal`).
+    stale_seals: std::collections::BTreeSet<String>,
+    /// Subscriptions whose latest record could not be read (e.g. sealed
+    /// with a key this process does not have), with why.
+    unreadable: BTreeMap<String, String>,
 }
 
 impl<S> std::ops::Deref for Log<S> {
@@ -279,6 +287,8 @@ impl<S: Sink> Log<S> {
             ledger: Ledger::new(),
             sink,
             writes: None,
+            stale_seals: std::collections::BTreeSet::new(),
+            unreadable: BTreeMap::new(),
         }
     }
 
@@ -310,6 +320,18 @@ impl<S: Sink> Log<S> {
             .collect()
     }
 
+    /// Subscriptions whose record that counts is not sealed with the
+    /// current key and seal version: what `waybill reseal` writes again.
+    pub fn stale_seals(&self) -> &std::collections::BTreeSet<String> {
+        &self.stale_seals
+    }
+
+    /// Subscriptions whose latest record this process could not read, with
+    /// why (the state before it, if any, is what the projection holds).
+    pub fn unreadable(&self) -> &BTreeMap<String, String> {
+        &self.unreadable
+    }
+
     /// The revision folded for `id`.
     pub fn revision(&self, id: &str) -> Option<u64> {
         self.ledger.revision(id)
@@ -318,6 +340,14 @@ impl<S: Sink> Log<S> {
     /// Whether `id` was deleted (as far as this projection remembers).
     pub fn is_deleted(&self, id: &str) -> bool {
         self.ledger.is_deleted(id)
+    }
+
+    fn note_seal(&mut self, id: &str, sealed: &SealedWith) {
+        if sealed.is_current(&self.keys) {
+            self.stale_seals.remove(id);
+        } else {
+            self.stale_seals.insert(id.to_owned());
+        }
     }
 
     fn judged(&mut self, id: &str, write_id: &str, verdict: Verdict) {
@@ -337,16 +367,35 @@ impl<S: Sink> Log<S> {
 
 impl<S: Sink> Fold for Log<S> {
     fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        match decode_record(key, value, &self.keys)? {
-            Record::Upsert(s) => {
+        let record = match decode_record(key, value, &self.keys) {
+            Ok(record) => record,
+            Err(e) => {
+                if let Ok(id) = std::str::from_utf8(key)
+                    && !id.starts_with(HEALTH_KEY_PREFIX)
+                {
+                    self.unreadable.insert(id.to_owned(), e.clone());
+                }
+                return Err(e);
+            }
+        };
+        if let Ok(id) = std::str::from_utf8(key) {
+            self.unreadable.remove(id);
+        }
+        match record {
+            Record::Upsert(s, sealed) => {
                 let mut s = *s;
                 let verdict = self.ledger.judge(&s);
                 if verdict == Verdict::Applied {
+                    self.note_seal(&s.id, &sealed);
                     s.set_health(self.ledger.health(&s.id));
                     let (id, write_id) = (s.id.clone(), s.write_id.clone());
                     self.sink.upsert(s);
                     self.judged(&id, &write_id, verdict);
                 } else {
+                    // A state written again is read from its latest record.
+                    if verdict == Verdict::Restated {
+                        self.note_seal(&s.id, &sealed);
+                    }
                     let (id, write_id) = (s.id.clone(), s.write_id.clone());
                     self.judged(&id, &write_id, verdict);
                 }
@@ -360,6 +409,7 @@ impl<S: Sink> Fold for Log<S> {
                 if verdict == Verdict::Applied {
                     self.ledger.delete(id);
                     self.sink.remove(id);
+                    self.stale_seals.remove(id);
                     // The tombstone follows (the marker's writer writes
                     // it; a repair does if it cannot).
                     self.judged(id, &write_id, verdict);
@@ -373,6 +423,7 @@ impl<S: Sink> Fold for Log<S> {
             Record::Delete(id) => {
                 self.ledger.delete(id);
                 self.sink.remove(id);
+                self.stale_seals.remove(id);
                 if let Some(w) = &mut self.writes {
                     w.needs(id, None);
                 }

@@ -323,6 +323,12 @@ listen = "127.0.0.1:{delivery}"
         self.kafka.as_mut().expect("the Kafka cluster")
     }
 
+    /// The configuration file every process reads (edit it, then
+    /// [`restart`](Self::restart) the roles, to roll a change out).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     /// The directory of the logs (and of the Kafka nodes' data).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -58,6 +58,10 @@ pub enum Command {
     /// Create the missing topics (partitions, replication, compaction from
     /// the configuration) and exit; existing topics are left as they are.
     CreateTopics,
+    /// Write every subscription again under the current sealing key
+    /// (`secrets.current_key_id`), so that older keys can be removed; exits
+    /// 1 while any record is left sealed with another key or unreadable.
+    Reseal(ResealArgs),
     /// Measure a deployment (or `waybill dev`, started for the run): the raw
     /// HTTP ceiling, then workloads W1..W4; prints and writes JSON.
     Bench(BenchArgs),
@@ -94,6 +98,14 @@ pub struct BenchArgs {
     /// Where to write the results (JSON).
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
+}
+
+/// Options of `waybill reseal`.
+#[derive(Debug, clap::Args)]
+pub struct ResealArgs {
+    /// Only count what would be resealed; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Options of `waybill check-config`.
@@ -148,6 +160,7 @@ pub fn main() -> ExitCode {
         Command::Listen(_)
         | Command::CheckConfig(_)
         | Command::CreateTopics
+        | Command::Reseal(_)
         | Command::Bench(_) => None,
     };
     let telemetry = match service_name {
@@ -195,6 +208,30 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args, cli.config, env).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Bench(args) => bench(args, cli.config, env).await,
+        Command::Reseal(args) => {
+            let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;
+            let keys = config.secrets.keyring().map_err(anyhow::Error::msg)?;
+            let report = waybill_ingest::reseal::reseal(
+                &config.kafka,
+                keys,
+                config.ingest.write_timeout,
+                args.dry_run,
+            )
+            .await?;
+            // The report is the command's answer.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{report}");
+            }
+            anyhow::ensure!(
+                report.clean(),
+                "{} subscriptions left to reseal, {} unreadable, {} failed",
+                report.left,
+                report.unreadable.len(),
+                report.failed.len()
+            );
+            Ok(())
+        }
         Command::CreateTopics => {
             let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;
             let topics = waybill_kafka::Topics::of(&config.kafka);

@@ -48,3 +48,50 @@ app.kubernetes.io/component: {{ .service }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The sealing keys as environment variables: the current key (Secret key
+`sealing-key`) and every previous one (`sealing-key-<id>`), each as
+WAYBILL_SECRETS__KEYS__<ID>.
+*/}}
+{{- define "waybill.sealingKeysEnv" -}}
+{{- $current := .Values.secrets.currentKeyId -}}
+{{- if not (regexMatch "^[a-z0-9_]+$" $current) -}}
+{{- fail (printf "secrets.currentKeyId %q: use lowercase letters, digits and _ (it names an environment variable)" $current) -}}
+{{- end -}}
+- name: WAYBILL_SECRETS__KEYS__{{ $current | upper }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "waybill.secretName" . }}
+      key: sealing-key
+{{- range $id := include "waybill.previousKeyIds" . | fromJsonArray }}
+- name: WAYBILL_SECRETS__KEYS__{{ $id | upper }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "waybill.secretName" $ }}
+      key: sealing-key-{{ $id }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Ids of the previous sealing keys (from secrets.previousKeys, or
+secrets.previousKeyIds with an existing Secret), as a JSON array.
+*/}}
+{{- define "waybill.previousKeyIds" -}}
+{{- $ids := list -}}
+{{- range $id, $_ := .Values.secrets.previousKeys -}}
+{{- $ids = append $ids $id -}}
+{{- end -}}
+{{- range .Values.secrets.previousKeyIds -}}
+{{- $ids = append $ids . -}}
+{{- end -}}
+{{- range $ids -}}
+{{- if not (regexMatch "^[a-z0-9_]+$" .) -}}
+{{- fail (printf "sealing key id %q: use lowercase letters, digits and _ (it names an environment variable)" .) -}}
+{{- end -}}
+{{- if eq . $.Values.secrets.currentKeyId -}}
+{{- fail (printf "sealing key id %q is both current and previous" .) -}}
+{{- end -}}
+{{- end -}}
+{{- $ids | uniq | sortAlpha | toJson -}}
+{{- end -}}
