@@ -26,9 +26,15 @@ kafka: ## Fetch the Apache Kafka broker's jars for end-to-end tests (Maven; cach
 	scripts/ensure-kafka.sh
 
 .PHONY: test
-test: ## Run every test: unit, in-process (embedded broker), end-to-end and chaos (Apache Kafka + 3 processes), deploy checks
+test: ## Run every test: unit, in-process (embedded broker), end-to-end and chaos (Apache Kafka + 3 processes), deploy checks, a short API fuzz run
 	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" $(CARGO) test --locked --workspace
 	$(MAKE) check-deploy
+	$(MAKE) fuzz-api FUZZ_SECONDS=20
+
+.PHONY: fuzz-api
+fuzz-api: ## Fuzz the HTTP API with schemathesis against a fresh waybill dev (FUZZ_SECONDS per pass, default 600)
+	$(CARGO) build --locked -q -p waybill
+	scripts/fuzz-api.sh "$${CARGO_TARGET_DIR:-target}/debug/waybill" $(or $(FUZZ_SECONDS),600)
 
 .PHONY: check-deploy
 check-deploy: ## Render, lint, schema-validate and scan the Helm chart; check compose.yaml against the binary

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Installs the Python tools that check the Helm chart and the compose file
-# (helm-python-sdk, kubernetes-validate, checkov; pinned in
-# deploy-requirements.txt) into a virtualenv in the cache, once per version
-# of the requirements. Prints the virtualenv's python.
+# Installs pinned Python tools into a virtualenv in the cache, once per
+# version of their requirements, and prints the virtualenv's python.
+#
+#   scripts/ensure-deploy-tools.sh          the tools that check the Helm chart
+#                                           and the compose file (helm-python-sdk,
+#                                           kubernetes-validate, checkov:
+#                                           deploy-requirements.txt)
+#   scripts/ensure-deploy-tools.sh fuzz     schemathesis, the API fuzzer of
+#                                           scripts/fuzz-api.sh (fuzz-requirements.txt)
 #
 # WAYBILL_CACHE (default ~/.cache/waybill) chooses the cache directory.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-requirements="$here/deploy-requirements.txt"
+set_name="${1:-deploy}"
+requirements="$here/$set_name-requirements.txt"
+[ -f "$requirements" ] || { echo "no $requirements" >&2; exit 2; }
 stamp="$(sha256sum "$requirements" | cut -c1-12)"
 cache="${WAYBILL_CACHE:-$HOME/.cache/waybill}"
-venv="$cache/deploy-tools-$stamp"
+venv="$cache/$set_name-tools-$stamp"
 python="$venv/bin/python"
 
 if [ -x "$python" ] && [ -f "$venv/.complete" ]; then
@@ -19,7 +26,7 @@ if [ -x "$python" ] && [ -f "$venv/.complete" ]; then
   exit 0
 fi
 
-echo "installing the deploy check tools into $venv (first time only, ~1 min)..." >&2
+echo "installing the $set_name tools into $venv (first time only, ~1 min)..." >&2
 rm -rf "$venv"
 mkdir -p "$cache"
 python3 -m venv "$venv" >&2

@@ -184,7 +184,10 @@ fn parse_predicate(p: &mut Fields) -> Option<Predicate> {
     for (k, v) in raw_values.iter().enumerate() {
         match crate::fields::scalar_to_string(v) {
             Some(s) => values.push(s),
-            None => p.error(&format!("values[{k}]"), "must be a string or a number"),
+            None => p.error(
+                &format!("values[{k}]"),
+                "must be a string, a number or a boolean",
+            ),
         }
     }
     if raw_values.is_empty() && !p.failed("values") {
@@ -263,7 +266,7 @@ mod tests {
             [
                 "filter.scopes[0].predicates: must hold at least one predicate",
                 "filter.scopes[1].predicates[0].comparator: must be \"IN\" or \"NOT_IN\", not \"LIKE\"",
-                "filter.scopes[1].predicates[0].values[0]: must be a string or a number",
+                "filter.scopes[1].predicates[0].values[0]: must be a string, a number or a boolean",
                 "filter.scopes[1].x: unknown field; accepted fields are: predicates",
             ]
         );

@@ -141,6 +141,20 @@ fn parse_batch(body: &[u8], max: usize) -> Result<Vec<Box<serde_json::value::Raw
             ),
         )]));
     }
+    // An item that is not even an object is a malformed batch (nothing is
+    // published); an object with invalid fields gets its error in `results`.
+    let shapeless: Vec<waybill_core::FieldError> = batch
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, raw)| !raw.get().trim_start().starts_with('{'))
+        .map(|(i, _)| {
+            waybill_core::FieldError::new(format!("events[{i}]"), "must be an event object")
+        })
+        .collect();
+    if !shapeless.is_empty() {
+        return Err(ApiError::validation(shapeless));
+    }
     Ok(batch.events)
 }
 
@@ -362,4 +376,26 @@ fn type_view(e: &waybill_core::catalog::EventType) -> serde_json::Value {
         "topic": e.topic.name(),
         "description": e.description,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_item_that_is_not_an_object_refuses_the_whole_batch() {
+        let e = parse_batch(br#"{"events": [{"event_name": "x"}, [null, null], 3]}"#, 10)
+            .expect_err("malformed");
+        let json = e.to_json();
+        assert_eq!(json["error"]["code"], "validation_failed");
+        assert_eq!(json["error"]["details"][0]["field"], "events[1]");
+        assert_eq!(json["error"]["details"][1]["field"], "events[2]");
+        // Objects with invalid fields are judged one by one later.
+        assert_eq!(
+            parse_batch(br#"{"events": [{}, {"x": 1}]}"#, 10)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
 }

@@ -354,11 +354,13 @@ impl<'a> Idempotent<'a> {
         let key = raw
             .to_str()
             .ok()
-            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+            .filter(|k| {
+                !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+            })
             .ok_or_else(|| {
                 ApiError::validation(vec![waybill_core::FieldError::new(
                     "Idempotency-Key",
-                    format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+                    format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters (no spaces)"),
                 )])
             })?;
         let mut hasher = Sha256::new();

@@ -463,21 +463,21 @@ fn operation(op: Op, spec: &Operation) -> Value {
             json!({"name": "since", "in": "query", "description": "Created at or after (RFC 3339)", "schema": {"type": "string", "format": "date-time"}}),
             json!({"name": "until", "in": "query", "description": "Created at or before (RFC 3339)", "schema": {"type": "string", "format": "date-time"}}),
             json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
-            json!({"name": "cursor", "in": "query", "description": "`next_cursor` of the previous page", "schema": {"type": "string"}}),
+            json!({"name": "cursor", "in": "query", "description": "`next_cursor` of the previous page, as it is", "schema": {"type": "string", "minLength": 1}}),
         ]);
     }
     if conditional(op) {
         params.push(json!({
             "name": "If-Match", "in": "header", "required": false,
             "description": "`\"<revision>\"` (the subscription's ETag): the call changes nothing and answers 412 unless it is the current revision; `*` or no header: any revision.",
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
         }));
     }
     if spec.idempotent {
         params.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
             "description": "A repeat with the same key within 24 h answers the first result; a different body under the same key answers 409.",
-            "schema": {"type": "string", "maxLength": 255},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
         }));
     }
     if !params.is_empty() {
@@ -552,12 +552,17 @@ fn tag(path: &str) -> &'static str {
 fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
     let mut out = Vec::new();
     if spec.body.is_some()
+        || spec.idempotent
+        || conditional(op)
         || matches!(
             op,
             Op::ListSubscriptions | Op::ListDeliveries | Op::SearchDeliveries
         )
     {
-        out.push((400, "`validation_failed`: every invalid field in `details`"));
+        out.push((
+            400,
+            "`validation_failed`: every invalid field (or header: If-Match, Idempotency-Key) in `details`",
+        ));
     }
     if spec.caller != Caller::Anyone {
         out.push((
@@ -582,7 +587,9 @@ fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
             409,
             "`conflict`: the subscription is disabled, the task is no longer in the log, or the Idempotency-Key is used",
         ));
-    } else if spec.idempotent || matches!(op, Op::CreateTenant | Op::CreateApiKey) {
+    } else if spec.idempotent
+        || matches!(op, Op::CreateTenant | Op::CreateApiKey | Op::AddEventType)
+    {
         out.push((409, "`conflict`: the id or Idempotency-Key is already used"));
     }
     if spec.body.is_some() {
@@ -635,11 +642,24 @@ fn words<const N: usize>(all: [&'static str; N]) -> Value {
 fn list_parameters() -> Vec<Value> {
     vec![
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
-        json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}}),
+        json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}}),
         json!({"name": "enabled", "in": "query", "schema": {"type": "boolean"}}),
         json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": words(Status::ALL.map(|s| s.as_str()))}}),
         json!({"name": "event_type", "in": "query", "description": "Subscriptions that would receive this event name, or that list this exact pattern", "schema": {"type": "string"}}),
     ]
+}
+
+/// What `If-Match` may hold: `*`, or a list of entity tags (strong ones
+/// are revisions; weak ones are valid but never match).
+const IF_MATCH_PATTERN: &str =
+    r#"^(\*|(W/"[!#-~]*"|"[0-9]{1,19}")( *, *(W/"[!#-~]*"|"[0-9]{1,19}"))*)$"#;
+
+/// The largest `offset` the server takes.
+const MAX_OFFSET: u64 = u64::MAX;
+
+/// `schema`, or `null` (an optional field sent as null is left out).
+fn or_null(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
 }
 
 fn schema_ref(name: &str) -> Value {
@@ -766,15 +786,15 @@ fn schemas(catalog: &Catalog) -> Value {
         let schema = match *field {
             "event_name" => json!({"type": "string", "enum": event_names}),
             "id" => {
-                json!({"type": "string", "maxLength": MAX_ID_LEN, "description": "Client id; a repeat within the dedup window is accepted once"})
+                json!({"type": "string", "minLength": 1, "maxLength": MAX_ID_LEN, "description": "Client id; a repeat within the dedup window is accepted once"})
             }
             "occurred_at" => timestamp.clone(),
             "entity" => json!({
                 "type": "object",
-                "required": ["id"],
+                "description": "Without `id`, the event's `id` is the partition key",
                 "properties": {
-                    "type": {"type": "string"},
-                    "id": {"type": "string", "maxLength": MAX_ID_LEN, "description": "Partition key: events of one entity are delivered in order"},
+                    "type": {"type": ["string", "null"]},
+                    "id": {"type": ["string", "null"], "maxLength": MAX_ID_LEN, "description": "Partition key: events of one entity are delivered in order"},
                 },
                 "additionalProperties": false,
             }),
@@ -782,6 +802,12 @@ fn schemas(catalog: &Catalog) -> Value {
             "data" => json!({"description": "Any JSON; delivered as is"}),
             "callback_url" => json!({"type": "string", "format": "uri", "maxLength": MAX_URL_LEN}),
             other => json!({"description": other}),
+        };
+        // An optional field sent as `null` is taken as left out.
+        let schema = if *field == "event_name" {
+            schema
+        } else {
+            or_null(schema)
         };
         event_props.insert((*field).to_owned(), schema);
     }
@@ -841,7 +867,10 @@ fn schemas(catalog: &Catalog) -> Value {
             "required": ["events"],
             "additionalProperties": false,
             "properties": {
-                "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": schema_ref("EventInput")},
+                "events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {
+                    "type": "object",
+                    "description": "An EventInput; each is judged on its own, an invalid one gets its error in `results` and the others are published",
+                }},
             },
             "example": {"events": [
                 {"event_name": "freights.publication.created", "id": "pub-12345-created",
@@ -924,7 +953,7 @@ fn schemas(catalog: &Catalog) -> Value {
                     "properties": {
                         "attribute": {"type": "string", "minLength": 1},
                         "comparator": {"type": "string", "enum": words(waybill_core::filter::Comparator::ALL.map(|c| c.as_str()))},
-                        "values": {"type": "array", "minItems": 1, "maxItems": MAX_VALUES, "items": {"type": "string"}},
+                        "values": {"type": "array", "minItems": 1, "maxItems": MAX_VALUES, "items": {"type": ["string", "number", "boolean"], "description": "Compared as text: 7 and \"7\" match the same"}},
                     },
                 }}},
             }}},
@@ -1055,7 +1084,7 @@ fn schemas(catalog: &Catalog) -> Value {
             "additionalProperties": false,
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 256},
-                "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "Omit to get a generated id"},
+                "id": or_null(json!({"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "Omit (or null) to get a generated id"})),
             },
             "example": {"name": "ACME Logistics"},
         },
@@ -1094,7 +1123,7 @@ fn schemas(catalog: &Catalog) -> Value {
         "ApiKeyInput": {
             "type": "object",
             "additionalProperties": false,
-            "properties": {"key": {"type": "string", "minLength": 16, "description": "Import this key instead of generating one"}},
+            "properties": {"key": or_null(json!({"type": "string", "minLength": crate::config::MIN_IMPORTED_KEY_LEN, "maxLength": 256, "pattern": "^[!-~]+$", "description": "Import this key instead of generating one"}))},
             "example": {},
         },
         "CreatedApiKey": {
@@ -1165,7 +1194,7 @@ fn subscription_field(field: &str, catalog: &Catalog) -> Value {
             json!({
                 "type": "array", "minItems": 1, "maxItems": MAX_EVENT_TYPES,
                 "description": "Exact event names of the catalog, `domain.*` / `domain.object.*` prefixes, or `*`",
-                "items": {"type": "string", "examples": examples},
+                "items": {"type": "string", "minLength": 1, "examples": examples},
             })
         }
         "filter" => schema_ref("Filter"),
@@ -1219,11 +1248,8 @@ fn auth_schema(kind: &str, masked: bool) -> Value {
                 ("client_secret", secret),
                 (
                     "scope",
-                    if masked {
-                        json!({"type": ["string", "null"]})
-                    } else {
-                        json!({"type": "string"})
-                    },
+                    // null is no scope, in answers and requests alike.
+                    json!({"type": ["string", "null"]}),
                 ),
                 (
                     "extra_params",
