@@ -157,6 +157,60 @@ def check_binary(label: str, docs: list[dict], binary: str, commands: set[str]) 
                     fail(f"{where}: waybill check-config refuses the chart's configuration:\n{result.stderr}")
 
 
+# Ranges a delivery pod must never reach, whatever the values: the private,
+# loopback, link-local, shared and IPv4-carrying IPv6 ranges the URL policy
+# refuses (waybill-core::url_policy).
+NEVER_REACHED = {
+    "ipv4": ["10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"],
+    "ipv6": ["::/8", "64:ff9b::/96", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10"],
+}
+
+
+def check_exposure(label: str, docs: list[dict], values: dict) -> None:
+    """The delivery pods reach public addresses on the allowed ports only;
+    the Ingress routes the API (/v1) only; metrics are scraped on the admin port."""
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    delivery = next((p for n, p in policies.items() if n.endswith("-delivery")), None)
+    if delivery is None:
+        fail(f"{label}: no NetworkPolicy for delivery")
+        return
+    if "Egress" not in delivery["spec"].get("policyTypes", []):
+        fail(f"{label}: the delivery NetworkPolicy does not restrict egress")
+        return
+    policy = values["urlPolicy"]
+    ports = policy.get("allowedPorts") or [443, 8443] + ([80] if policy.get("allowHttp") else [])
+    public = [
+        rule for rule in delivery["spec"]["egress"]
+        if any("ipBlock" in peer and peer["ipBlock"]["cidr"] in ("0.0.0.0/0", "::/0") for peer in rule.get("to", []))
+    ]
+    if len(public) != 1:
+        fail(f"{label}: expected one egress rule to public addresses, found {len(public)}")
+        return
+    rule = public[0]
+    if sorted(p["port"] for p in rule["ports"]) != sorted(ports):
+        fail(f"{label}: public egress on ports {rule['ports']}, the URL policy allows {ports}")
+    for peer in rule["to"]:
+        block = peer["ipBlock"]
+        family = "ipv4" if block["cidr"] == "0.0.0.0/0" else "ipv6"
+        missing = [r for r in NEVER_REACHED[family] if r not in block.get("except", [])]
+        if missing:
+            fail(f"{label}: delivery egress reaches {missing}")
+    for rule in delivery["spec"]["egress"]:
+        if rule is not public[0] and not rule.get("ports"):
+            fail(f"{label}: an egress rule without ports: {rule}")
+    for doc in docs:
+        if doc["kind"] == "Ingress":
+            for r in doc["spec"].get("rules", []):
+                for path in r.get("http", {}).get("paths", []):
+                    port = path["backend"]["service"]["port"]
+                    if not path["path"].startswith("/v1") or port.get("name") != "http":
+                        fail(f"{label}: the Ingress routes {path['path']} to {port}: only /v1 to the API port")
+        if doc["kind"] == "ServiceMonitor":
+            for endpoint in doc["spec"]["endpoints"]:
+                if endpoint.get("port") != "admin":
+                    fail(f"{label}: the ServiceMonitor scrapes {endpoint.get('port')}, not the admin port")
+
+
 def check_sealing_keys(label: str, docs: list[dict], values: dict) -> None:
     """Every pod gets every sealing key, and a changed Secret rolls the pods."""
     previous = sorted(values.get("secrets", {}).get("previousKeys", {}))
@@ -298,6 +352,7 @@ def main() -> int:
         check_binary(label, docs, binary, commands)
         check_quotas(label, docs, values)
         check_sealing_keys(label, docs, values)
+        check_exposure(label, docs, merge(defaults, values))
         check_schemas(label, docs)
         check_checkov(label, values)
         if len(failures) == before:
