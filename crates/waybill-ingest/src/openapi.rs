@@ -669,7 +669,6 @@ fn schema_ref(name: &str) -> Value {
 /// Every schema. Request schemas are closed (`additionalProperties: false`)
 /// because the server rejects unknown fields.
 fn schemas(catalog: &Catalog) -> Value {
-    let string_map = |max: usize| json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": max});
     let timestamp = json!({"type": "string", "format": "date-time"});
     let nullable_string = json!({"type": ["string", "null"]});
     let event_names: Vec<&str> = catalog.iter().map(|e| e.name.as_str()).collect();
@@ -798,7 +797,11 @@ fn schemas(catalog: &Catalog) -> Value {
                 },
                 "additionalProperties": false,
             }),
-            "attributes" => string_map(MAX_ATTRIBUTES),
+            "attributes" => json!({
+                "type": "object", "maxProperties": MAX_ATTRIBUTES,
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+                "description": "What filters compare, as text (7 and \"7\" are the same)",
+            }),
             "data" => json!({"description": "Any JSON; delivered as is"}),
             "callback_url" => json!({"type": "string", "format": "uri", "maxLength": MAX_URL_LEN}),
             other => json!({"description": other}),
