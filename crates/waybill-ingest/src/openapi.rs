@@ -1045,8 +1045,8 @@ fn schemas(catalog: &Catalog) -> Value {
             "additionalProperties": false,
             "properties": {
                 "since": {"type": "string", "format": "date-time", "description": "Events written to Waybill at or after this time"},
-                "until": {"type": "string", "format": "date-time", "description": "... and at or before this time (default: now)"},
-                "only_failed": {"type": "boolean", "default": false, "description": "Only events whose delivery failed or is dead"},
+                "until": or_null(json!({"type": "string", "format": "date-time", "description": "... and at or before this time (default, or null: now)"})),
+                "only_failed": or_null(json!({"type": "boolean", "default": false, "description": "Only events whose delivery failed or is dead"})),
             },
             "example": {"since": "2026-01-01T00:00:00Z", "only_failed": true},
         },
