@@ -413,16 +413,7 @@ pub(crate) async fn replay(
         // process cannot both take the tenant's last place.
         let _gate = state.quotas.replay_gate.lock().await;
         // Every job another replica started before this request counts.
-        if let Err(e) = state
-            .replays
-            .wait_fresh(std::time::SystemTime::now(), state.config.write_timeout)
-            .await
-        {
-            tracing::warn!(error = %e, "replay jobs lagging");
-            return Err(ApiError::unavailable(
-                "the replay jobs are not up to date (Kafka is lagging); retry shortly",
-            ));
-        }
+        state.wait_current(&state.replays, "replay jobs").await?;
         let limit = state.quotas.limits(&principal.tenant_id).concurrent_replays;
         let running = state.replays.read().running_of(&principal.tenant_id);
         if running >= limit {

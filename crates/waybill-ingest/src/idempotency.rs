@@ -424,16 +424,9 @@ impl<'a> Idempotent<'a> {
         // Another replica may have seen it: claim the key on the topic.
         let shared = shared_key(&principal.tenant_id, key);
         // Everything another replica wrote before this request counts.
-        if let Err(e) = state
-            .answers
-            .wait_fresh(std::time::SystemTime::now(), state.config.write_timeout)
-            .await
-        {
-            tracing::warn!(error = %e, "Idempotency-Key answers lagging");
-            return Err(ApiError::unavailable(
-                "the Idempotency-Key answers are not up to date (Kafka is lagging); retry shortly",
-            ));
-        }
+        state
+            .wait_current(&state.answers, "Idempotency-Key answers")
+            .await?;
         let running_until = Instant::now() + RUNNING_WAIT;
         for _ in 0..64 {
             let (seen, revision) = {

@@ -177,6 +177,24 @@ impl AppState {
             })
     }
 
+    /// Waits until `table` holds every record other replicas wrote before
+    /// now; `what` names it in the `503` when Kafka lags.
+    pub async fn wait_current<S: waybill_kafka::table::Fold>(
+        &self,
+        table: &Table<S>,
+        what: &str,
+    ) -> Result<(), error::ApiError> {
+        table
+            .wait_fresh(std::time::SystemTime::now(), self.config.write_timeout)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, table = what, "table lagging");
+                error::ApiError::unavailable(format!(
+                    "the {what} are not up to date (Kafka is lagging); retry shortly"
+                ))
+            })
+    }
+
     /// Serialises read-modify-write changes of one object within this
     /// instance (striped by id), so concurrent updates do not lose each other.
     pub async fn write_lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {

@@ -57,6 +57,21 @@ async fn other_tenant(stack: &DevStack, api: &Api) -> (String, Api) {
     (id, api.with_key(key["key"].as_str().unwrap()))
 }
 
+/// `POST /v1/subscriptions` of `body` under an `Idempotency-Key`.
+async fn post_keyed(
+    api: &Api,
+    body: &Value,
+    key: &str,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    api.call_full(
+        reqwest::Method::POST,
+        "/v1/subscriptions",
+        Some(body),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
 fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
     headers
         .get("retry-after")
@@ -110,25 +125,11 @@ async fn a_tenant_over_its_quotas_is_refused_and_the_others_are_not() {
     let sub = json!({"url": receiver.url("/hook"), "event_types": ["*"]});
     let mut first: Option<Value> = None;
     for key in ["k1", "k2", "k3"] {
-        let (status, body, _) = other
-            .call_full(
-                reqwest::Method::POST,
-                "/v1/subscriptions",
-                Some(&sub),
-                &[("idempotency-key", key)],
-            )
-            .await;
+        let (status, body, _) = post_keyed(&other, &sub, key).await;
         assert_eq!(status, 201, "{body}");
         first.get_or_insert(body);
     }
-    let (status, body, headers) = other
-        .call_full(
-            reqwest::Method::POST,
-            "/v1/subscriptions",
-            Some(&sub),
-            &[("idempotency-key", "k4")],
-        )
-        .await;
+    let (status, body, headers) = post_keyed(&other, &sub, "k4").await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     assert!(
@@ -142,14 +143,7 @@ async fn a_tenant_over_its_quotas_is_refused_and_the_others_are_not() {
     let wait = retry_after(&headers);
     assert!((86_000..=86_400).contains(&wait), "Retry-After: {wait}");
     // A repeat of a remembered key still answers its first result.
-    let (status, repeat, _) = other
-        .call_full(
-            reqwest::Method::POST,
-            "/v1/subscriptions",
-            Some(&sub),
-            &[("idempotency-key", "k1")],
-        )
-        .await;
+    let (status, repeat, _) = post_keyed(&other, &sub, "k1").await;
     assert_eq!(status, 201, "{repeat}");
     assert_eq!(Some(&repeat), first.as_ref());
     // Without a key the tenant goes on; the other tenant's keys are its own
@@ -157,14 +151,7 @@ async fn a_tenant_over_its_quotas_is_refused_and_the_others_are_not() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (status, body) = other.post("/v1/subscriptions", sub.clone()).await;
     assert_eq!(status, 201, "{body}");
-    let (status, body, _) = dev_api
-        .call_full(
-            reqwest::Method::POST,
-            "/v1/subscriptions",
-            Some(&sub),
-            &[("idempotency-key", "k4")],
-        )
-        .await;
+    let (status, body, _) = post_keyed(&dev_api, &sub, "k4").await;
     assert_eq!(status, 201, "{body}");
 
     // Replays: one running at once per tenant, counted on the shared
