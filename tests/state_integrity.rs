@@ -154,6 +154,26 @@ async fn concurrent_patches_through_two_replicas_lose_nothing() {
     );
     assert!(reapplied > 0, "no write ever raced another");
 
+    // Every delivery of the rounds settles (the endpoint answers again), so
+    // none is in flight while the health is judged below.
+    receiver.set_status(200);
+    post_event(&a, "F-settled").await;
+    let deliveries = format!("{path}/deliveries?limit=100");
+    until(&a, &deliveries, "every delivery settled", |s, g| {
+        let settled = |d: &Value| d["status"] == "succeeded" || d["status"] == "dead";
+        s == 200
+            && g["deliveries"]
+                .as_array()
+                .is_some_and(|d| d.len() == 31 && d.iter().all(settled))
+    })
+    .await;
+    for api in [&a, &b] {
+        until(api, &path, "active after the rounds", |_, g| {
+            g["status"] == "active"
+        })
+        .await;
+    }
+
     // Health is the last one recorded, and edits neither reset it nor are
     // undone by it; it does not count as a revision.
     receiver.set_status(500);

@@ -35,6 +35,7 @@ pub mod event;
 pub mod fields;
 pub mod filter;
 pub mod headers;
+pub mod health;
 pub mod ids;
 pub mod index;
 pub mod ledger;

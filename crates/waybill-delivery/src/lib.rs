@@ -130,7 +130,7 @@ pub async fn run(
         keys: settings.keys,
         config: settings.delivery.clone(),
         limits: limits::RateLimits::default(),
-        health_written: Default::default(),
+        health: tokio::sync::Mutex::new(waybill_core::health::LatestAttempts::new(100_000)),
         succeeded: worker::succeeded_cache(),
         kafka: settings.kafka.clone(),
         metrics: settings.metrics.clone(),

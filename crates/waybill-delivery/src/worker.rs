@@ -8,8 +8,8 @@
 //! disables the subscription; an exhausted policy writes it to
 //! `deliveries.dlq`. The offset is stored only once that outcome is durable.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -20,10 +20,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use waybill_core::event::Event;
+use waybill_core::health::LatestAttempts;
 use waybill_core::outcome::{Decision, ErrorClass, classify, due_at, tier_for};
 use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::Keyring;
-use waybill_core::subscription::{HealthChange, Status, Subscription};
+use waybill_core::subscription::{HealthChange, Subscription};
 use waybill_core::trace::TraceParent;
 use waybill_kafka::offsets::OffsetTracker;
 use waybill_kafka::partitioned::Assigned;
@@ -92,9 +93,10 @@ pub struct Worker {
     pub kafka: waybill_kafka::KafkaConfig,
     /// The process's metrics.
     pub metrics: waybill_runtime::metrics::Metrics,
-    /// The health status and revision this process last recorded for each
-    /// subscription (so concurrent failures write it once).
-    pub health_written: Mutex<HashMap<String, (&'static str, u64)>>,
+    /// The latest attempt judged per subscription: its health follows the
+    /// attempt that started last, and one judgement at a time (held until
+    /// the projection shows what it wrote).
+    pub health: tokio::sync::Mutex<LatestAttempts>,
     /// Delivery ids that succeeded recently (here, or by a previous owner
     /// of a partition taken over): a first attempt of one of them that no
     /// user asked for again is a duplicate.
@@ -635,16 +637,21 @@ impl Worker {
                     subscription_id = %subscription.id,
                     "endpoint answered 410 Gone; disabling the subscription"
                 );
-                let change = HealthChange::Disabled {
-                    reason: "the endpoint answered 410 Gone".to_owned(),
-                };
-                self.change_health(&subscription, &change, stop).await
+                let _one_at_a_time = self.health.lock().await;
+                self.change_health(&subscription, stop, |_| {
+                    Some(HealthChange::Disabled {
+                        reason: "the endpoint answered 410 Gone".to_owned(),
+                    })
+                })
+                .await
             }
         }
     }
 
     /// Records the health change an attempt outcome brings (failing,
-    /// recovered, disabled after failing too long), if any.
+    /// recovered, disabled after failing too long), if any, judged on the
+    /// latest state: attempts of other entities settle at the same time,
+    /// and one that started before the recorded health changes nothing.
     async fn update_health(
         &self,
         subscription: &Subscription,
@@ -652,9 +659,23 @@ impl Worker {
         at: OffsetDateTime,
         stop: &CancellationToken,
     ) {
-        if let Some(change) = subscription.health_after(succeeded, at, self.config.disable_after) {
-            self.change_health(subscription, &change, stop).await;
+        let disable_after = self.config.disable_after;
+        let mut latest = self.health.lock().await;
+        if !latest.admit(&subscription.id, at) {
+            return;
         }
+        // Most outcomes change nothing on the state known now: only a
+        // change waits for the projection to be fresh and is judged again.
+        let known = self.subscriptions.read().get(&subscription.id).cloned();
+        let known = known.as_ref().unwrap_or(subscription);
+        if known.health_after(succeeded, at, disable_after).is_none() {
+            return;
+        }
+        self.change_health(subscription, stop, |current| {
+            current.health_after(succeeded, at, disable_after)
+        })
+        .await;
+        drop(latest);
     }
 
     /// The retry tier topic for a wait of `after`.
@@ -727,35 +748,23 @@ impl Worker {
     async fn change_health(
         &self,
         subscription: &Subscription,
-        change: &HealthChange,
         stop: &CancellationToken,
+        judge: impl FnOnce(&Subscription) -> Option<HealthChange>,
     ) -> Finished {
         // Judge on the latest state: a user's delete or disable wins, and a
         // change another attempt already recorded is not recorded again.
         let Some(current) = self.subscription(&subscription.id, SystemTime::now()).await else {
             return Finished::Done;
         };
-        let already = match change {
-            HealthChange::Failing { .. } => current.status == Status::Failing,
-            HealthChange::Recovered => current.status == Status::Active,
-            HealthChange::Disabled { .. } => false,
-        };
-        if already || current.status == Status::Disabled || !current.spec.enabled {
+        if !current.is_deliverable() {
             return Finished::Done;
         }
+        let Some(change) = judge(&current) else {
+            return Finished::Done;
+        };
+        let change = &change;
         let now = OffsetDateTime::now_utc();
         let health = current.health_record(change, now);
-        {
-            let mut written = self.health_written.lock().expect("health writes");
-            let this = (health.status.as_str(), health.revision);
-            if written.get(&current.id) == Some(&this) {
-                return Finished::Done;
-            }
-            if written.len() > 100_000 {
-                written.clear();
-            }
-            written.insert(current.id.clone(), this);
-        }
         self.metrics
             .get()
             .health_changes
@@ -782,6 +791,16 @@ impl Worker {
                 )
             })
             .await;
+        if written.is_some() {
+            // The next judgement reads what this one wrote.
+            if let Err(e) = self
+                .subscriptions
+                .wait_fresh(SystemTime::now(), self.config.freshness_timeout)
+                .await
+            {
+                tracing::warn!(error = %e, subscription_id = %current.id, "projection lagging");
+            }
+        }
         let changed = current;
         let HealthChange::Disabled { reason } = change else {
             return written.into();
