@@ -135,6 +135,110 @@ pub fn classify(outcome: &Outcome, attempt: u32, policy: &RetryPolicy, jitter: f
     }
 }
 
+/// Where a delivery goes: its subscription's endpoint, or the per-event
+/// `callback_url` of a callbacks subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The subscription's own URL: its outcomes are the subscription's
+    /// health.
+    Endpoint,
+    /// An event's own URL: one callback's outcome says nothing of the
+    /// others, nor of the subscription.
+    Callback,
+}
+
+/// What an attempt tells of its subscription's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthSignal {
+    /// Nothing (a callback).
+    Unchanged,
+    /// The endpoint took it.
+    Succeeded,
+    /// The endpoint failed it.
+    Failed,
+    /// The endpoint is gone (`410`): the subscription is disabled.
+    Gone,
+}
+
+/// The settled outcome of one attempt: what happens to the delivery, and
+/// to its subscription's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// What happens to the delivery.
+    pub decision: Decision,
+    /// What the subscription's health learns.
+    pub health: HealthSignal,
+}
+
+impl Settlement {
+    /// The `outcome` label of the delivery metrics and spans.
+    pub fn label(&self) -> &'static str {
+        match self.decision {
+            Decision::Success => "succeeded",
+            Decision::Retry(_) => "retried",
+            Decision::Dead => "dead",
+            Decision::Disable => "disabled",
+        }
+    }
+}
+
+/// Settles attempt number `attempt` of a delivery to `target`: the
+/// decision of [`classify`], except that a callback answering `410` is
+/// dead (it says nothing of the subscription's other callbacks), and the
+/// health signal of the subscription.
+pub fn settle(
+    outcome: &Outcome,
+    attempt: u32,
+    policy: &RetryPolicy,
+    target: Target,
+    jitter: f64,
+) -> Settlement {
+    let decision = match (classify(outcome, attempt, policy, jitter), target) {
+        (Decision::Disable, Target::Callback) => Decision::Dead,
+        (decision, _) => decision,
+    };
+    let health = match (target, decision) {
+        (Target::Callback, _) => HealthSignal::Unchanged,
+        (Target::Endpoint, Decision::Success) => HealthSignal::Succeeded,
+        (Target::Endpoint, Decision::Retry(_) | Decision::Dead) => HealthSignal::Failed,
+        (Target::Endpoint, Decision::Disable) => HealthSignal::Gone,
+    };
+    Settlement { decision, health }
+}
+
+/// A delivery ready to be sent: its subscription as of the task (with a
+/// callback's URL in place of its own) and where it goes.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The subscription to send with (auth, signing, headers, URL).
+    pub subscription: crate::subscription::Subscription,
+    /// Its endpoint or an event's callback URL.
+    pub target: Target,
+}
+
+/// Whether a delivery is sent, given its subscription as of the task
+/// (`None`: deleted) and, for a delivery of a callbacks subscription
+/// (`target` [`Target::Callback`]), the event's `callback_url`; `Err`
+/// names why it is not (the attempt record's `error_class`).
+pub fn prepare(
+    subscription: Option<crate::subscription::Subscription>,
+    target: Target,
+    callback_url: Option<&str>,
+) -> Result<Ready, ErrorClass> {
+    let mut subscription = subscription.ok_or(ErrorClass::SubscriptionDeleted)?;
+    if target == Target::Callback {
+        let url = callback_url.ok_or(ErrorClass::NoCallbackUrl)?;
+        url.clone_into(&mut subscription.spec.url);
+    }
+    if !subscription.is_deliverable() {
+        return Err(ErrorClass::SubscriptionDisabled);
+    }
+    Ok(Ready {
+        subscription,
+        target,
+    })
+}
+
 /// The wait before the attempt after `attempt`, or `None` when `attempt` was
 /// the last. The policy's delay grows by up to [`JITTER`]; a `Retry-After`
 /// (capped at [`MAX_RETRY_AFTER`]) longer than that wins.
@@ -224,6 +328,90 @@ mod tests {
         assert_eq!(classify(&r(500), 3, &p, 0.0), Decision::Dead);
         assert_eq!(classify(&Outcome::NoResponse, 3, &p, 0.0), Decision::Dead);
         assert_eq!(classify(&r(200), 3, &p, 0.0), Decision::Success);
+    }
+
+    fn subscription(enabled: bool) -> crate::subscription::Subscription {
+        let mut spec = crate::subscription::Spec::new("https://example.com/hook", Vec::new());
+        spec.enabled = enabled;
+        crate::subscription::Subscription::new(
+            "sub_1".into(),
+            "t".into(),
+            spec,
+            "key_1",
+            time::OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn a_delivery_is_sent_only_to_a_live_subscription_and_a_callback_only_to_its_url() {
+        assert_eq!(
+            prepare(None, Target::Endpoint, None).unwrap_err(),
+            ErrorClass::SubscriptionDeleted
+        );
+        assert_eq!(
+            prepare(Some(subscription(false)), Target::Endpoint, None).unwrap_err(),
+            ErrorClass::SubscriptionDisabled
+        );
+        let ready = prepare(
+            Some(subscription(true)),
+            Target::Endpoint,
+            Some("https://x.example"),
+        )
+        .unwrap();
+        assert_eq!(ready.subscription.spec.url, "https://example.com/hook");
+        assert_eq!(ready.target, Target::Endpoint);
+        assert_eq!(
+            prepare(Some(subscription(true)), Target::Callback, None).unwrap_err(),
+            ErrorClass::NoCallbackUrl
+        );
+        let ready = prepare(
+            Some(subscription(true)),
+            Target::Callback,
+            Some("https://x.example/cb"),
+        )
+        .unwrap();
+        assert_eq!(ready.subscription.spec.url, "https://x.example/cb");
+        assert_eq!(ready.target, Target::Callback);
+    }
+
+    #[test]
+    fn a_callback_answering_410_is_dead_not_a_disabled_subscription() {
+        let p = delays(&[5]);
+        let gone = Outcome::response(410, None);
+        let s = settle(&gone, 1, &p, Target::Callback, 0.0);
+        assert_eq!(s.decision, Decision::Dead);
+        assert_eq!(s.health, HealthSignal::Unchanged);
+        assert_eq!(s.label(), "dead");
+        let s = settle(&gone, 1, &p, Target::Endpoint, 0.0);
+        assert_eq!(s.decision, Decision::Disable);
+        assert_eq!(s.health, HealthSignal::Gone);
+        assert_eq!(s.label(), "disabled");
+    }
+
+    #[test]
+    fn an_endpoints_outcomes_are_its_health_a_callbacks_are_not() {
+        let p = delays(&[5]);
+        let ok = Outcome::response(204, None);
+        let err = Outcome::response(500, None);
+        let at = |o, n, t| settle(o, n, &p, t, 0.0);
+        assert_eq!(at(&ok, 1, Target::Endpoint).health, HealthSignal::Succeeded);
+        let retried = at(&err, 1, Target::Endpoint);
+        assert_eq!(retried.decision, Decision::Retry(Duration::from_secs(5)));
+        assert_eq!(retried.health, HealthSignal::Failed);
+        assert_eq!(retried.label(), "retried");
+        let dead = at(&Outcome::NoResponse, 2, Target::Endpoint);
+        assert_eq!(
+            (dead.decision, dead.health),
+            (Decision::Dead, HealthSignal::Failed)
+        );
+        for o in [&ok, &err, &Outcome::NoResponse] {
+            assert_eq!(at(o, 1, Target::Callback).health, HealthSignal::Unchanged);
+        }
+        // A callback is retried by the policy like any delivery.
+        assert_eq!(
+            at(&err, 1, Target::Callback).decision,
+            Decision::Retry(Duration::from_secs(5))
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub const MAX_METADATA: usize = 50;
 pub const MAX_NAME_LEN: usize = 256;
 /// Highest `rate_limit_per_second`.
 pub const MAX_RATE_LIMIT: u32 = 10_000;
+/// Highest `max_in_flight`.
+pub const MAX_IN_FLIGHT: u32 = 64;
+/// `max_in_flight` when not set.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 8;
 
 pub use crate::headers::{
     ALWAYS_SECRET_HEADERS, HOP_BY_HOP_HEADERS, RESERVED_HEADERS, is_header_name, is_reserved,
@@ -50,6 +54,40 @@ impl Method {
             Method::Post => "POST",
             Method::Put => "PUT",
         }
+    }
+}
+
+/// The order a subscription's deliveries keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Ordering {
+    /// One delivery at a time per entity, in the order of its events; a
+    /// failed one waits in its retry tier while the entity's later events
+    /// go on.
+    #[default]
+    Entity,
+    /// As `Entity`, and an entity's later events also wait while an
+    /// earlier one is being retried, until it succeeded or is dead.
+    Strict,
+    /// No order: one entity's deliveries may run side by side.
+    None,
+}
+
+impl Ordering {
+    /// Every ordering.
+    pub const ALL: [Ordering; 3] = [Ordering::Entity, Ordering::Strict, Ordering::None];
+
+    /// `entity`, `strict` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::Entity => "entity",
+            Ordering::Strict => "strict",
+            Ordering::None => "none",
+        }
+    }
+
+    /// The ordering named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == name)
     }
 }
 
@@ -107,6 +145,10 @@ pub struct Spec {
     pub rate_limit_per_second: Option<u32>,
     /// Retry policy; `None` = the deployment default.
     pub retry_policy: Option<RetryPolicy>,
+    /// The order its deliveries keep.
+    pub ordering: Ordering,
+    /// Deliveries in flight at once, at most (1 to [`MAX_IN_FLIGHT`]).
+    pub max_in_flight: u32,
     /// Free-form metadata.
     pub metadata: BTreeMap<String, String>,
 }
@@ -126,6 +168,8 @@ impl std::fmt::Debug for Spec {
             enabled,
             rate_limit_per_second,
             retry_policy,
+            ordering,
+            max_in_flight,
             metadata,
         } = self;
         f.debug_struct("Spec")
@@ -140,6 +184,8 @@ impl std::fmt::Debug for Spec {
             .field("enabled", enabled)
             .field("rate_limit_per_second", rate_limit_per_second)
             .field("retry_policy", retry_policy)
+            .field("ordering", ordering)
+            .field("max_in_flight", max_in_flight)
             .field("metadata", metadata)
             .finish()
     }
@@ -160,6 +206,8 @@ impl Spec {
             enabled: true,
             rate_limit_per_second: None,
             retry_policy: None,
+            ordering: Ordering::Entity,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             metadata: BTreeMap::new(),
         }
     }
@@ -461,6 +509,8 @@ pub const SUBSCRIPTION_FIELDS: &[&str] = &[
     "enabled",
     "rate_limit_per_second",
     "retry_policy",
+    "ordering",
+    "max_in_flight",
     "metadata",
 ];
 
@@ -601,6 +651,31 @@ pub fn parse_spec(
         spec.retry_policy = parse_retry_policy(&mut f);
     }
 
+    if read(&f, "ordering") {
+        let names = "\"entity\", \"strict\" or \"none\"";
+        spec.ordering = match f.optional::<String>("ordering", names).as_deref() {
+            None => Ordering::Entity,
+            Some(name) => Ordering::parse(name).unwrap_or_else(|| {
+                f.error("ordering", format!("must be {names}, not {name:?}"));
+                Ordering::Entity
+            }),
+        };
+    }
+
+    if read(&f, "max_in_flight") {
+        spec.max_in_flight = f
+            .optional::<u32>("max_in_flight", "an integer from 1 to 64")
+            .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if !(1..=MAX_IN_FLIGHT).contains(&spec.max_in_flight) {
+            f.error(
+                "max_in_flight",
+                format!(
+                    "must be between 1 and {MAX_IN_FLIGHT} (leave it out for {DEFAULT_MAX_IN_FLIGHT})"
+                ),
+            );
+        }
+    }
+
     if read(&f, "metadata") {
         spec.metadata = f
             .optional("metadata", "an object of string values")
@@ -733,6 +808,61 @@ mod tests {
         assert_eq!(s.rate_limit_per_second, Some(50));
         assert_eq!(s.filter.unwrap().scopes.len(), 1);
         assert_eq!(s.retry_policy.unwrap().max_attempts(), 3);
+    }
+
+    #[test]
+    fn ordering_and_max_in_flight() {
+        let s = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"]}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap();
+        assert_eq!((s.ordering, s.max_in_flight), (Ordering::Entity, 8));
+        let s = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"], "ordering": "strict", "max_in_flight": 64}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap();
+        assert_eq!((s.ordering, s.max_in_flight), (Ordering::Strict, 64));
+        let errors = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"], "ordering": "fifo", "max_in_flight": 0}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["ordering", "max_in_flight"]);
+        assert!(
+            errors[0].message.contains("\"strict\""),
+            "{}",
+            errors[0].message
+        );
+        assert!(
+            errors[1].message.contains("between 1 and 64"),
+            "{}",
+            errors[1].message
+        );
+        let errors = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"], "ordering": 1, "max_in_flight": 65}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["ordering", "max_in_flight"]);
+        // A patch keeps what it leaves out; null resets to the default.
+        let base = s;
+        let patch = |body: &str| {
+            parse_spec(
+                body.as_bytes(),
+                Mode::Patch(&base),
+                &Catalog::builtin(),
+                &UrlPolicy::strict(),
+            )
+            .unwrap()
+        };
+        let p = patch(r#"{"name": "x"}"#);
+        assert_eq!((p.ordering, p.max_in_flight), (Ordering::Strict, 64));
+        let p = patch(r#"{"ordering": null, "max_in_flight": null}"#);
+        assert_eq!((p.ordering, p.max_in_flight), (Ordering::Entity, 8));
+        let p = patch(r#"{"ordering": "none"}"#);
+        assert_eq!((p.ordering, p.max_in_flight), (Ordering::None, 64));
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //!
 //! Records of one partition belong to many subscriptions. Each (subscription,
 //! entity) pair is a lane: its deliveries run one at a time, in offset order,
-//! so one entity's events reach a subscriber in the order they happened.
-//! Lanes of one subscription run side by side up to a per-subscription cap,
-//! and lanes of different subscriptions never wait for each other, so a slow
-//! endpoint holds only its own lanes.
+//! so one entity's events reach a subscriber in the order they happened (a
+//! subscription with `ordering: none` gives each delivery a lane of its
+//! own). Lanes of one subscription run side by side up to its cap (its
+//! `max_in_flight`), and lanes of different subscriptions never wait for
+//! each other, so a slow endpoint holds only its own lanes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -15,7 +16,10 @@ pub type LaneKey = (String, String);
 /// Deliveries waiting in lanes, and the running ones.
 #[derive(Debug)]
 pub struct Lanes<J> {
+    /// The cap of a subscription whose push gave none.
     per_subscription: usize,
+    /// Each busy or waiting subscription's cap, as its latest push gave it.
+    caps: HashMap<String, usize>,
     queued: HashMap<LaneKey, VecDeque<J>>,
     busy: HashSet<LaneKey>,
     running: HashMap<String, usize>,
@@ -25,10 +29,12 @@ pub struct Lanes<J> {
 
 impl<J> Lanes<J> {
     /// Lanes letting at most `per_subscription` deliveries of one
-    /// subscription run at once (at least one).
+    /// subscription run at once (at least one), unless a push says
+    /// otherwise.
     pub fn new(per_subscription: usize) -> Self {
         Self {
             per_subscription: per_subscription.max(1),
+            caps: HashMap::new(),
             queued: HashMap::new(),
             busy: HashSet::new(),
             running: HashMap::new(),
@@ -38,6 +44,15 @@ impl<J> Lanes<J> {
 
     /// Queues `job` on `lane`; returns it back if it may start now.
     pub fn push(&mut self, lane: LaneKey, job: J) -> Option<(LaneKey, J)> {
+        let cap = self.per_subscription;
+        self.push_capped(lane, job, cap)
+    }
+
+    /// Queues `job` on `lane`, its subscription running at most `cap`
+    /// deliveries at once (at least one; the latest push's cap holds);
+    /// returns it back if it may start now.
+    pub fn push_capped(&mut self, lane: LaneKey, job: J, cap: usize) -> Option<(LaneKey, J)> {
+        self.caps.insert(lane.0.clone(), cap.max(1));
         let queue = self.queued.entry(lane.clone()).or_default();
         let had_work = !queue.is_empty();
         queue.push_back(job);
@@ -47,7 +62,7 @@ impl<J> Lanes<J> {
         if had_work || self.busy.contains(&lane) {
             return None;
         }
-        if self.running.get(&lane.0).copied().unwrap_or(0) < self.per_subscription {
+        if self.running.get(&lane.0).copied().unwrap_or(0) < self.cap(&lane.0) {
             return self.start(lane);
         }
         self.waiting
@@ -75,7 +90,8 @@ impl<J> Lanes<J> {
             self.queued.remove(lane);
         }
         let mut started = Vec::new();
-        while self.running.get(&subscription).copied().unwrap_or(0) < self.per_subscription {
+        let cap = self.cap(&subscription);
+        while self.running.get(&subscription).copied().unwrap_or(0) < cap {
             let Some(next) = self
                 .waiting
                 .get_mut(&subscription)
@@ -95,7 +111,17 @@ impl<J> Lanes<J> {
         if self.running.get(&subscription) == Some(&0) {
             self.running.remove(&subscription);
         }
+        if !self.running.contains_key(&subscription) && !self.waiting.contains_key(&subscription) {
+            self.caps.remove(&subscription);
+        }
         started
+    }
+
+    fn cap(&self, subscription: &str) -> usize {
+        self.caps
+            .get(subscription)
+            .copied()
+            .unwrap_or(self.per_subscription)
     }
 
     fn start(&mut self, lane: LaneKey) -> Option<(LaneKey, J)> {
@@ -108,6 +134,11 @@ impl<J> Lanes<J> {
     /// Whether nothing is queued or running.
     pub fn is_idle(&self) -> bool {
         self.busy.is_empty() && self.queued.values().all(VecDeque::is_empty)
+    }
+
+    /// Subscriptions with work queued or running (each holds a cap).
+    pub fn subscriptions(&self) -> usize {
+        self.caps.len()
     }
 }
 
@@ -159,5 +190,29 @@ mod tests {
         assert_eq!(l.finish(&lane("s", "b")), vec![(lane("s", "a"), 2)]);
         assert!(l.finish(&lane("s", "a")).is_empty());
         assert!(l.is_idle());
+    }
+
+    #[test]
+    fn each_subscription_has_its_own_cap() {
+        let mut l = Lanes::new(8);
+        // `one` runs a delivery at a time, whatever the entity.
+        assert!(l.push_capped(lane("one", "a"), 1, 1).is_some());
+        assert_eq!(l.push_capped(lane("one", "b"), 2, 1), None);
+        // `three` runs three entities at once.
+        for (n, e) in ["a", "b", "c"].into_iter().enumerate() {
+            assert!(l.push_capped(lane("three", e), 10 + n, 3).is_some(), "{e}");
+        }
+        assert_eq!(l.push_capped(lane("three", "d"), 13, 3), None);
+        assert_eq!(l.finish(&lane("one", "a")), vec![(lane("one", "b"), 2)]);
+        assert_eq!(
+            l.finish(&lane("three", "b")),
+            vec![(lane("three", "d"), 13)]
+        );
+        assert!(l.finish(&lane("one", "b")).is_empty());
+        for e in ["a", "c", "d"] {
+            assert!(l.finish(&lane("three", e)).is_empty());
+        }
+        assert!(l.is_idle());
+        assert_eq!(l.subscriptions(), 0, "caps are forgotten when idle");
     }
 }

@@ -23,9 +23,11 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod health;
 pub mod lanes;
 pub mod limits;
 pub mod oauth2;
+pub mod partition;
 pub mod request;
 pub mod sender;
 pub mod takeover;
@@ -130,7 +132,7 @@ pub async fn run(
         keys: settings.keys,
         config: settings.delivery.clone(),
         limits: limits::RateLimits::default(),
-        health: tokio::sync::Mutex::new(waybill_core::health::LatestAttempts::new(100_000)),
+        health: health::HealthLocks::new(100_000),
         succeeded: worker::succeeded_cache(),
         kafka: settings.kafka.clone(),
         metrics: settings.metrics.clone(),

@@ -1,33 +1,30 @@
-//! One task per assigned partition of `deliveries` and of each retry tier.
+//! One delivery, from its record to its durable outcome.
 //!
-//! A `deliveries` record is attempted at once. A retry tier record waits
-//! until it is due (its partition's task waits on nothing else: the tier's
-//! records are due in offset order), then either hops to the tier of its
-//! remaining wait or is attempted. After an attempt, [`classify`] decides:
-//! success ends it; a retry writes the task to the tier of its delay; `410`
-//! disables the subscription; an exhausted policy writes it to
-//! `deliveries.dlq`. The offset is stored only once that outcome is durable.
+//! A `deliveries` record is attempted at once; a due retry tier record
+//! either hops to the tier of its remaining wait or is attempted (the
+//! partition loop is in [`crate::partition`]). An attempt goes through
+//! typed stages: prepare (is it sent, and with what), call (rate limit and
+//! request), [`settle`] (pure: success ends it, a retry goes to the tier of
+//! its delay, `410` disables the subscription, an exhausted policy goes to
+//! `deliveries.dlq`) and apply (make that durable, then the health). The
+//! offset is stored only once the outcome is durable.
 
-use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Header};
 use time::OffsetDateTime;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use waybill_core::event::Event;
-use waybill_core::health::LatestAttempts;
-use waybill_core::outcome::{Decision, ErrorClass, classify, due_at, tier_for};
+use waybill_core::outcome::{
+    Decision, ErrorClass, HealthSignal, Ready, Settlement, Target, prepare, settle, tier_for,
+};
 use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::Keyring;
-use waybill_core::subscription::{HealthChange, Subscription};
+use waybill_core::subscription::{DEFAULT_MAX_IN_FLIGHT, HealthChange, Ordering, Subscription};
 use waybill_core::trace::TraceParent;
-use waybill_kafka::offsets::OffsetTracker;
-use waybill_kafka::partitioned::Assigned;
 use waybill_kafka::producer::Acked;
 use waybill_kafka::table::Table;
 use waybill_kafka::{Producer, Topics, dead_letter, headers};
@@ -39,7 +36,8 @@ use waybill_runtime::projection::AllSubscriptions;
 use waybill_runtime::telemetry;
 
 use crate::config::DeliveryConfig;
-use crate::lanes::{LaneKey, Lanes};
+use crate::health::HealthLocks;
+use crate::lanes::LaneKey;
 use crate::limits::RateLimits;
 use crate::sender::{Attempt, Sender};
 use crate::takeover;
@@ -93,10 +91,9 @@ pub struct Worker {
     pub kafka: waybill_kafka::KafkaConfig,
     /// The process's metrics.
     pub metrics: waybill_runtime::metrics::Metrics,
-    /// The latest attempt judged per subscription: its health follows the
-    /// attempt that started last, and one judgement at a time (held until
-    /// the projection shows what it wrote).
-    pub health: tokio::sync::Mutex<LatestAttempts>,
+    /// One health judgement at a time per subscription, following the
+    /// attempt that started last.
+    pub health: HealthLocks,
     /// Delivery ids that succeeded recently (here, or by a previous owner
     /// of a partition taken over): a first attempt of one of them that no
     /// user asked for again is a duplicate.
@@ -104,7 +101,7 @@ pub struct Worker {
 }
 
 /// How one record ended in this process.
-enum Finished {
+pub(crate) enum Finished {
     /// Durable outcome: the offset may move past the record.
     Done,
     /// Interrupted (revoke or shutdown): the next owner handles it again.
@@ -112,198 +109,45 @@ enum Finished {
 }
 
 /// A decoded record of a partition, ready to be processed.
-struct Job {
-    offset: i64,
+pub(crate) struct Job {
+    pub(crate) offset: i64,
     /// Where the record is, to be read again by a retry through the API.
     source: v1::TaskRef,
-    task: v1::DeliveryTask,
+    pub(crate) task: v1::DeliveryTask,
     event: Event,
     /// When the record was written (its Kafka timestamp).
-    written: SystemTime,
+    pub(crate) written: SystemTime,
     /// The trace context of the record (from its `traceparent` header).
     parent: Option<TraceParent>,
 }
 
 impl Job {
-    fn lane(&self) -> LaneKey {
-        (
-            self.task.subscription_id.clone(),
-            self.event.partition_key().to_owned(),
-        )
+    /// Its lane: the entity's, or one of its own when its subscription
+    /// keeps no order.
+    pub(crate) fn lane(&self, ordering: Ordering) -> LaneKey {
+        let key = match ordering {
+            // The record itself: unique, whatever the entity.
+            Ordering::None => format!("\0{}/{}", self.source.topic, self.offset),
+            Ordering::Entity | Ordering::Strict => self.event.partition_key().to_owned(),
+        };
+        (self.task.subscription_id.clone(), key)
     }
 
     /// Not to be attempted before this time.
-    fn not_before(&self) -> SystemTime {
+    pub(crate) fn not_before(&self) -> SystemTime {
         from_timestamp(self.task.not_before.as_ref(), "not_before")
             .map_or(self.written, SystemTime::from)
     }
 }
 
 impl Worker {
-    /// Consumes one partition until it is revoked or the service stops.
-    ///
-    /// Records are read ahead (up to `max_in_flight_per_partition`) into
-    /// [`Lanes`]; deliveries of different subscriptions and entities run
-    /// concurrently, and the stored offset only covers the contiguous prefix
-    /// of finished records. A retry tier partition holds its head record
-    /// until it is due.
-    pub async fn run_partition(self: Arc<Self>, assigned: Assigned) {
-        let tier = self.topics.tier_of(&assigned.topic);
-        let stop = assigned.stop.clone();
-        let mut stream = assigned.messages.stream();
-        let mut offsets = OffsetTracker::default();
-        let mut lanes: Lanes<Job> = Lanes::new(self.config.max_in_flight_per_subscription);
-        let mut running: JoinSet<(i64, Finished)> = JoinSet::new();
-        // Lanes whose request is over: the next delivery of the lane may
-        // start while the previous one's outcome is being written.
-        let (released_tx, mut released) = tokio::sync::mpsc::unbounded_channel::<LaneKey>();
-        let mut held: Option<(Job, SystemTime)> = None;
-        // Records the previous owner delivered after its last commit.
-        let mut delivered_before: Option<HashSet<i64>> = None;
-        // Set after going back below the handed offset: until the record
-        // gone back to arrives, what arrives was fetched before.
-        let mut rewound_to: Option<i64> = None;
-        let spawn = |running: &mut JoinSet<_>, lane: LaneKey, job: Job| {
-            let worker = self.clone();
-            let stop = stop.clone();
-            let mut slot = LaneSlot {
-                lane: Some(lane),
-                released: released_tx.clone(),
-            };
-            running.spawn(async move {
-                let finished = worker.process(&job, tier, &stop, &mut slot).await;
-                (job.offset, finished)
-            });
-        };
-        loop {
-            let read_more =
-                held.is_none() && offsets.in_flight() < self.config.max_in_flight_per_partition;
-            let hold_for = held.as_ref().map_or(Duration::ZERO, |(_, due)| {
-                due.duration_since(SystemTime::now()).unwrap_or_default()
-            });
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                Some(lane) = released.recv() => {
-                    for (lane, job) in lanes.finish(&lane) {
-                        spawn(&mut running, lane, job);
-                    }
-                }
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    let Ok((offset, finished)) = joined else {
-                        tracing::error!(topic = %assigned.topic, partition = assigned.partition, "delivery task panicked; partition stops");
-                        break;
-                    };
-                    if matches!(finished, Finished::Interrupted) {
-                        break;
-                    }
-                    if let Some(upto) = offsets.finish(offset) {
-                        assigned.store_offset(upto);
-                    }
-                }
-                _ = tokio::time::sleep(hold_for), if held.is_some() => {
-                    if let Some((job, _)) = held.take()
-                        && let Some((lane, job)) = lanes.push(job.lane(), job)
-                    {
-                        spawn(&mut running, lane, job);
-                    }
-                }
-                message = stream.next(), if read_more => {
-                    let message = match message {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            tracing::warn!(topic = %assigned.topic, partition = assigned.partition, error = %e, "consume error");
-                            continue;
-                        }
-                        None => break,
-                    };
-                    if let Some(to) = rewound_to {
-                        // Records fetched before the rewind's seek took effect.
-                        if message.offset() > to {
-                            continue;
-                        }
-                        rewound_to = None;
-                    }
-                    // Retry tiers carry few records: their duplicates
-                    // after a crash are not worth the scan.
-                    if delivered_before.is_none() && tier.is_none() {
-                        tracing::debug!(topic = %assigned.topic, partition = assigned.partition, offset = message.offset(), "first record of the assignment");
-                        let plan = self
-                            .takeover(&assigned.topic, assigned.partition, message.offset(), waybill_kafka::produced_at(&message))
-                            .await;
-                        delivered_before = Some(plan.delivered);
-                        if let Some(to) = plan.rewind_to {
-                            tracing::warn!(
-                                topic = %assigned.topic,
-                                partition = assigned.partition,
-                                handed = message.offset(),
-                                rewind_to = to,
-                                "the group's offset is past records with no recorded outcome; going back to the first of them (what was delivered since is not sent again)"
-                            );
-                            Families::topic_counter(&self.metrics.get().takeover_rewinds, &assigned.topic);
-                            match assigned.rewind(to) {
-                                Ok(()) => {
-                                    rewound_to = Some(to);
-                                    continue;
-                                }
-                                Err(e) => tracing::error!(topic = %assigned.topic, partition = assigned.partition, rewind_to = to, error = %e, "cannot go back; the records before the handed offset are not delivered"),
-                            }
-                        }
-                    }
-                    offsets.read(message.offset());
-                    if delivered_before.as_ref().is_some_and(|d| d.contains(&message.offset())) {
-                        tracing::debug!(topic = %assigned.topic, partition = assigned.partition, offset = message.offset(), "delivered by the previous owner; not sent again");
-                        self.metrics.get().takeover_skipped.inc();
-                        if let Some(upto) = offsets.finish(message.offset()) {
-                            assigned.store_offset(upto);
-                        }
-                        continue;
-                    }
-                    let job = match self.decode(&message).await {
-                        Ok(job) => job,
-                        Err(reason) => {
-                            match self.dead_letter(&message, &reason, &stop).await {
-                                Finished::Done => {
-                                    if let Some(upto) = offsets.finish(message.offset()) {
-                                        assigned.store_offset(upto);
-                                    }
-                                }
-                                Finished::Interrupted => break,
-                            }
-                            continue;
-                        }
-                    };
-                    if let Some(tier) = tier {
-                        let due = due_at(job.written, tier, job.not_before());
-                        if due > SystemTime::now() {
-                            held = Some((job, due));
-                            continue;
-                        }
-                    }
-                    if let Some((lane, job)) = lanes.push(job.lane(), job) {
-                        spawn(&mut running, lane, job);
-                    }
-                }
-            }
-        }
-        // Revoked or stopping: running deliveries see `stop` and end; store
-        // what finished, so the next owner starts after it.
-        while let Some(joined) = running.join_next().await {
-            if let Ok((offset, Finished::Done)) = joined
-                && let Some(upto) = offsets.finish(offset)
-            {
-                assigned.store_offset(upto);
-            }
-        }
-    }
-
     /// The takeover plan of a `deliveries` partition whose first record is
     /// at `first`, written at `written` (see [`crate::takeover`]): the
     /// records its previous owner delivered after its last commit, and
     /// whether the handed offset skips records with no recorded outcome.
     /// A log that cannot be read gives the plain plan (deliver from
     /// `first`, skip nothing).
-    async fn takeover(
+    pub(crate) async fn takeover(
         &self,
         topic: &str,
         partition: i32,
@@ -347,7 +191,7 @@ impl Worker {
     }
 
     /// Decodes a record; `Err` carries why it is poison.
-    async fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Job, String> {
+    pub(crate) async fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Job, String> {
         let task = v1::DeliveryTask::decode(message.payload().unwrap_or_default())
             .map_err(|e| format!("undecodable DeliveryTask: {e}"))?;
         let record = task
@@ -378,7 +222,7 @@ impl Worker {
 
     /// A due record: hops to the next retry tier if its wait is not over
     /// (it waited a whole tier), else is attempted.
-    async fn process(
+    pub(crate) async fn process(
         &self,
         job: &Job,
         tier: Option<Duration>,
@@ -426,7 +270,10 @@ impl Worker {
         self.deliver(job, trace, stop, slot).await
     }
 
-    /// Attempts the delivery once and makes its outcome durable.
+    /// Attempts the delivery once and makes its outcome durable, in
+    /// stages: [`Self::prepare`] (is it sent, and with what),
+    /// [`Self::call`] (the rate limit and the request), [`settle`] (pure:
+    /// what the outcome means) and [`Self::apply`] (make it durable).
     async fn deliver(
         &self,
         job: &Job,
@@ -434,56 +281,85 @@ impl Worker {
         stop: &CancellationToken,
         slot: &mut LaneSlot,
     ) -> Finished {
-        let (task, event) = (&job.task, &job.event);
-        let span = tracing::Span::current();
-        let attempt_no = task.attempt.max(1);
+        let attempt_no = job.task.attempt.max(1);
+        let ready = match self.prepare(job, attempt_no).await {
+            Some(ready) => ready,
+            None => return Finished::Done,
+        };
+        let Some(attempt) = self.call(job, &ready, trace, stop, slot).await else {
+            return Finished::Interrupted;
+        };
+        let policy = ready
+            .subscription
+            .spec
+            .retry_policy
+            .as_ref()
+            .unwrap_or(&DEFAULT_RETRY_POLICY);
+        let settlement = settle(
+            &attempt.outcome,
+            attempt_no,
+            policy,
+            ready.target,
+            rand::random::<f64>(),
+        );
+        self.apply(job, attempt_no, &ready, &attempt, settlement, trace, stop)
+            .await
+    }
+
+    /// Whether the delivery is sent: not a duplicate of one that
+    /// succeeded, its subscription (as of the task) live. A delivery not
+    /// sent is recorded as skipped here (`None`).
+    async fn prepare(&self, job: &Job, attempt_no: u32) -> Option<Ready> {
+        let task = &job.task;
         if attempt_no == 1 && !task.redeliver && self.succeeded.contains_key(&task.delivery_id) {
             self.metrics.get().duplicate_tasks_skipped.inc();
-            span.record("outcome", "duplicate");
+            tracing::Span::current().record("outcome", "duplicate");
             tracing::debug!(delivery_id = %task.delivery_id, "delivered before; duplicate task skipped");
-            return Finished::Done;
+            return None;
         }
-        let Some(subscription) = self.subscription(&task.subscription_id, job.written).await else {
-            self.limits.forget(&task.subscription_id);
-            self.record_skip(job, attempt_no, ErrorClass::SubscriptionDeleted)
-                .await;
-            self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
-            tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription deleted; delivery dropped");
-            return Finished::Done;
-        };
         // A per-event callback: the tenant's callbacks subscription signs and
-        // retries it, to the event's own URL; its health is not the
-        // subscription's (every event has another URL).
-        let callback = task
+        // retries it, to the event's own URL.
+        let target = if task
             .subscription_id
-            .starts_with(waybill_core::ids::CALLBACKS_PREFIX);
-        let mut subscription = subscription;
-        if callback {
-            match &event.callback_url {
-                Some(url) => subscription.spec.url.clone_from(url),
-                None => {
-                    self.record_skip(job, attempt_no, ErrorClass::NoCallbackUrl)
-                        .await;
-                    self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
-                    return Finished::Done;
+            .starts_with(waybill_core::ids::CALLBACKS_PREFIX)
+        {
+            Target::Callback
+        } else {
+            Target::Endpoint
+        };
+        let subscription = self.subscription(&task.subscription_id, job.written).await;
+        match prepare(subscription, target, job.event.callback_url.as_deref()) {
+            Ok(ready) => Some(ready),
+            Err(why) => {
+                if why == ErrorClass::SubscriptionDeleted {
+                    self.limits.forget(&task.subscription_id);
                 }
+                self.record_skip(job, attempt_no, why).await;
+                self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
+                tracing::Span::current().record("outcome", "skipped");
+                tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, why = why.as_str(), "delivery not sent");
+                None
             }
         }
-        if !subscription.is_deliverable() {
-            self.record_skip(job, attempt_no, ErrorClass::SubscriptionDisabled)
-                .await;
-            self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
-            tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, "subscription disabled; delivery dropped");
-            return Finished::Done;
-        }
+    }
 
-        // Waiting for a permit ends when the partition is taken away; a
-        // request once sent is seen through (it is bounded by the request
-        // timeout, shorter than the drain timeout), so a stop does not turn
-        // it into a duplicate.
+    /// Waits for the subscription's rate limit and sends the request;
+    /// `None` if the partition is taken away while waiting. A request once
+    /// sent is seen through (it is bounded by the request timeout, shorter
+    /// than the drain timeout), so a stop does not turn it into a
+    /// duplicate. The lane is free once the request is over.
+    async fn call(
+        &self,
+        job: &Job,
+        ready: &Ready,
+        trace: &TraceParent,
+        stop: &CancellationToken,
+        slot: &mut LaneSlot,
+    ) -> Option<Attempt> {
+        let subscription = &ready.subscription;
         let waited = tokio::select! {
             biased;
-            _ = stop.cancelled() => return Finished::Interrupted,
+            _ = stop.cancelled() => return None,
             w = self
                 .limits
                 .acquire(&subscription.id, subscription.spec.rate_limit_per_second) => w,
@@ -511,13 +387,20 @@ impl Worker {
         let request_trace = telemetry::propagate(&attempt_span, Some(trace));
         let attempt = self
             .sender
-            .attempt(&subscription, &task.delivery_id, event, &request_trace)
+            .attempt(
+                subscription,
+                &job.task.delivery_id,
+                &job.event,
+                &request_trace,
+            )
             .instrument(attempt_span.clone())
             .await;
         // A success is remembered before the lane's next delivery may start:
         // a duplicate task right behind it on the lane is then skipped.
         if attempt.succeeded() {
-            self.succeeded.insert(task.delivery_id.clone(), ()).await;
+            self.succeeded
+                .insert(job.task.delivery_id.clone(), ())
+                .await;
         }
         // The endpoint is done with this delivery: the lane's next one may
         // go while this outcome is made durable (its offset still waits).
@@ -529,46 +412,33 @@ impl Worker {
             attempt_span.record("error.type", attempt.error_class);
             attempt_span.record("otel.status_code", "error");
         }
-        drop(attempt_span);
-        let policy = subscription
-            .spec
-            .retry_policy
-            .as_ref()
-            .unwrap_or(&DEFAULT_RETRY_POLICY);
-        let mut decision = classify(&attempt.outcome, attempt_no, policy, rand::random::<f64>());
-        if callback && decision == Decision::Disable {
-            // 410 from one callback URL says nothing of the others.
-            decision = Decision::Dead;
-        }
-        let mut record = attempt_record(job, attempt_no, &attempt, &decision);
-        let outcome = match decision {
-            Decision::Success => "succeeded",
-            Decision::Retry(_) => "retried",
-            Decision::Dead => "dead",
-            Decision::Disable => "disabled",
-        };
-        span.record("outcome", outcome);
+        Some(attempt)
+    }
+
+    /// Makes the settled outcome durable: the delivery's next step (a retry
+    /// tier, the dead letters) and its attempt record first — what a
+    /// partition's next owner reads to know what was delivered — then
+    /// what it tells of the subscription's health.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        job: &Job,
+        attempt_no: u32,
+        ready: &Ready,
+        attempt: &Attempt,
+        settlement: Settlement,
+        trace: &TraceParent,
+        stop: &CancellationToken,
+    ) -> Finished {
+        let task = &job.task;
+        let subscription = &ready.subscription;
+        tracing::Span::current().record("outcome", settlement.label());
         self.metrics
             .get()
-            .delivery(outcome, attempt.status, attempt.duration);
-        match decision {
-            // A callback's health is not the callbacks subscription's.
-            _ if callback => {}
-            // Failures count towards the subscription's health; a 410
-            // disables it below anyway.
-            Decision::Retry(_) | Decision::Dead => {
-                self.update_health(&subscription, false, attempt.started, stop)
-                    .await;
-            }
+            .delivery(settlement.label(), attempt.status, attempt.duration);
+        let mut record = attempt_record(job, attempt_no, attempt, &settlement.decision);
+        let written = match settlement.decision {
             Decision::Success => {
-                self.update_health(&subscription, true, attempt.started, stop)
-                    .await;
-            }
-            Decision::Disable => {}
-        }
-        match decision {
-            Decision::Success => {
-                self.publish_attempt(&record).await;
                 tracing::debug!(
                     delivery_id = %task.delivery_id,
                     subscription_id = %subscription.id,
@@ -577,10 +447,10 @@ impl Worker {
                     duration_ms = attempt.duration.as_millis() as u64,
                     "delivered"
                 );
+                self.publish_attempt(&record).await;
                 Finished::Done
             }
             Decision::Retry(after) => {
-                self.publish_attempt(&record).await;
                 tracing::warn!(
                     delivery_id = %task.delivery_id,
                     subscription_id = %subscription.id,
@@ -591,6 +461,7 @@ impl Worker {
                     retry_in_ms = after.as_millis() as u64,
                     "delivery failed; retry scheduled"
                 );
+                self.publish_attempt(&record).await;
                 let mut next = task.clone();
                 next.attempt = attempt_no + 1;
                 next.not_before = Some(timestamp(OffsetDateTime::now_utc() + after));
@@ -631,14 +502,29 @@ impl Worker {
                 Finished::Done
             }
             Decision::Disable => {
-                self.publish_attempt(&record).await;
                 tracing::warn!(
                     delivery_id = %task.delivery_id,
                     subscription_id = %subscription.id,
                     "endpoint answered 410 Gone; disabling the subscription"
                 );
-                let _one_at_a_time = self.health.lock().await;
-                self.change_health(&subscription, stop, |_| {
+                self.publish_attempt(&record).await;
+                Finished::Done
+            }
+        };
+        if matches!(written, Finished::Interrupted) {
+            return written;
+        }
+        match settlement.health {
+            HealthSignal::Unchanged => Finished::Done,
+            HealthSignal::Succeeded | HealthSignal::Failed => {
+                let succeeded = settlement.health == HealthSignal::Succeeded;
+                self.update_health(subscription, succeeded, attempt.started, stop)
+                    .await;
+                Finished::Done
+            }
+            HealthSignal::Gone => {
+                let _judging = self.health.lock(&subscription.id).await;
+                self.change_health(subscription, stop, |_| {
                     Some(HealthChange::Disabled {
                         reason: "the endpoint answered 410 Gone".to_owned(),
                     })
@@ -651,7 +537,7 @@ impl Worker {
     /// Records the health change an attempt outcome brings (failing,
     /// recovered, disabled after failing too long), if any, judged on the
     /// latest state: attempts of other entities settle at the same time,
-    /// and one that started before the recorded health changes nothing.
+    /// and one that started before the latest judged changes nothing.
     async fn update_health(
         &self,
         subscription: &Subscription,
@@ -660,8 +546,8 @@ impl Worker {
         stop: &CancellationToken,
     ) {
         let disable_after = self.config.disable_after;
-        let mut latest = self.health.lock().await;
-        if !latest.admit(&subscription.id, at) {
+        let judging = self.health.lock(&subscription.id).await;
+        if !judging.admit(at) {
             return;
         }
         // Most outcomes change nothing on the state known now: only a
@@ -675,7 +561,20 @@ impl Worker {
             current.health_after(succeeded, at, disable_after)
         })
         .await;
-        drop(latest);
+        drop(judging);
+    }
+
+    /// How a subscription's deliveries queue: its ordering and
+    /// `max_in_flight`, as the projection knows them now (a subscription it
+    /// does not know yet queues by entity; its deliveries wait for the
+    /// projection before they are sent).
+    pub(crate) fn lane_policy(&self, subscription_id: &str) -> (Ordering, usize) {
+        self.subscriptions
+            .read()
+            .get(subscription_id)
+            .map_or((Ordering::Entity, DEFAULT_MAX_IN_FLIGHT as usize), |s| {
+                (s.spec.ordering, s.spec.max_in_flight as usize)
+            })
     }
 
     /// The retry tier topic for a wait of `after`.
@@ -881,7 +780,7 @@ impl Worker {
         }
     }
 
-    async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         message: &BorrowedMessage<'_>,
         reason: &str,
@@ -899,12 +798,22 @@ impl Worker {
 
 /// A running delivery's hold on its lane, given back once its request is
 /// over, or when the delivery ends without one.
-struct LaneSlot {
+pub(crate) struct LaneSlot {
     lane: Option<LaneKey>,
     released: tokio::sync::mpsc::UnboundedSender<LaneKey>,
 }
 
 impl LaneSlot {
+    pub(crate) fn new(
+        lane: LaneKey,
+        released: tokio::sync::mpsc::UnboundedSender<LaneKey>,
+    ) -> Self {
+        Self {
+            lane: Some(lane),
+            released,
+        }
+    }
+
     fn release(&mut self) {
         if let Some(lane) = self.lane.take() {
             // The partition loop may be gone (revoked): nothing to free.

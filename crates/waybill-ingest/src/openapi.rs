@@ -9,8 +9,8 @@ use waybill_core::event::{EVENT_FIELDS, MAX_ATTRIBUTES, MAX_ID_LEN};
 use waybill_core::filter::{MAX_PREDICATES, MAX_SCOPES, MAX_VALUES};
 use waybill_core::retry::MAX_ATTEMPTS;
 use waybill_core::subscription::{
-    MAX_EVENT_TYPES, MAX_HEADERS, MAX_METADATA, MAX_NAME_LEN, MAX_RATE_LIMIT, Method,
-    SUBSCRIPTION_FIELDS, Status,
+    DEFAULT_MAX_IN_FLIGHT, MAX_EVENT_TYPES, MAX_HEADERS, MAX_IN_FLIGHT, MAX_METADATA, MAX_NAME_LEN,
+    MAX_RATE_LIMIT, Method, Ordering, SUBSCRIPTION_FIELDS, Status,
 };
 use waybill_core::url_policy::MAX_URL_LEN;
 
@@ -696,6 +696,8 @@ fn schemas(catalog: &Catalog) -> Value {
                 "enabled": true,
                 "rate_limit_per_second": 50,
                 "retry_policy": {"delays": ["5s", "5m", "30m", "2h"]},
+                "ordering": "strict",
+                "max_in_flight": 8,
                 "metadata": {"team": "ops"},
             },
         })
@@ -714,6 +716,8 @@ fn schemas(catalog: &Catalog) -> Value {
         "secret_headers",
         "rate_limit_per_second",
         "retry_policy",
+        "ordering",
+        "max_in_flight",
         "metadata",
     ] {
         let prop = &mut subscription_patch["properties"][nullable];
@@ -1218,6 +1222,14 @@ fn subscription_field(field: &str, catalog: &Catalog) -> Value {
         "retry_policy" => {
             json!({"allOf": [schema_ref("RetryPolicy")], "description": "Omit for the deployment default (spanning more than 24 h)"})
         }
+        "ordering" => json!({
+            "type": "string", "enum": words(Ordering::ALL.map(|o| o.as_str())), "default": "entity",
+            "description": "entity: one delivery at a time per entity, in the order of its events (a failed one waits in its retry tier while later ones go on); strict: as entity, and an entity's later events wait while an earlier one is retried, until it succeeded or is dead; none: no order",
+        }),
+        "max_in_flight" => json!({
+            "type": "integer", "minimum": 1, "maximum": MAX_IN_FLIGHT, "default": DEFAULT_MAX_IN_FLIGHT,
+            "description": "Deliveries of this subscription in flight at once, at most",
+        }),
         "metadata" => {
             json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": MAX_METADATA})
         }

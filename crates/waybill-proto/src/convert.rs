@@ -12,7 +12,10 @@ use waybill_core::pattern::EventTypePattern;
 use waybill_core::retry::RetryPolicy;
 use waybill_core::sealing::{Keyring, SealError, Sealed};
 use waybill_core::signing::SigningSecret;
-use waybill_core::subscription::{Health, Method, PreviousSecret, Spec, Status, Subscription};
+use waybill_core::subscription::{
+    DEFAULT_MAX_IN_FLIGHT, Health, MAX_IN_FLIGHT, Method, Ordering, PreviousSecret, Spec, Status,
+    Subscription,
+};
 
 use crate::v1;
 
@@ -344,6 +347,12 @@ pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscripti
         filter,
         retry_policy,
         rate_limit_per_second: spec.rate_limit_per_second,
+        ordering: match spec.ordering {
+            Ordering::Entity => v1::DeliveryOrdering::Entity,
+            Ordering::Strict => v1::DeliveryOrdering::Strict,
+            Ordering::None => v1::DeliveryOrdering::None,
+        } as i32,
+        max_in_flight: (spec.max_in_flight != DEFAULT_MAX_IN_FLIGHT).then_some(spec.max_in_flight),
         previous_signing_secret: s
             .previous_secret
             .as_ref()
@@ -562,6 +571,15 @@ pub fn subscription_from_proto(
             enabled: p.enabled,
             rate_limit_per_second: p.rate_limit_per_second,
             retry_policy,
+            // A value this build does not know keeps the default order.
+            ordering: match v1::DeliveryOrdering::try_from(p.ordering) {
+                Ok(v1::DeliveryOrdering::Strict) => Ordering::Strict,
+                Ok(v1::DeliveryOrdering::None) => Ordering::None,
+                _ => Ordering::Entity,
+            },
+            max_in_flight: p
+                .max_in_flight
+                .map_or(DEFAULT_MAX_IN_FLIGHT, |n| n.clamp(1, MAX_IN_FLIGHT)),
             metadata: p.metadata.into_iter().collect(),
         },
         id: p.id,
@@ -642,6 +660,8 @@ mod tests {
             max_attempts: 4,
         });
         spec.rate_limit_per_second = Some(50);
+        spec.ordering = waybill_core::subscription::Ordering::Strict;
+        spec.max_in_flight = 3;
         let mut s = Subscription::new(
             "sub_1".into(),
             "t1".into(),

@@ -57,6 +57,10 @@ impl Received {
 /// Called for every request (e.g. to print it).
 pub type OnRequest = Arc<dyn Fn(&Received) + Send + Sync>;
 
+/// Picks the status of a request by what it is (`None`: the script's or
+/// the default status).
+pub type Answer = Arc<dyn Fn(&Received) -> Option<u16> + Send + Sync>;
+
 struct Shared {
     received: Mutex<Vec<Received>>,
     /// Statuses to answer, in order; when exhausted, `default_status`.
@@ -66,6 +70,7 @@ struct Shared {
     answer_headers: Vec<(String, String)>,
     delay: Option<Duration>,
     on_request: Option<OnRequest>,
+    answer: Option<Answer>,
 }
 
 /// A running receiver; stops when dropped.
@@ -99,6 +104,8 @@ pub struct Options {
     pub delay: Option<Duration>,
     /// Hook called for every request.
     pub on_request: Option<OnRequest>,
+    /// Picks the status of a request by its content, before the script.
+    pub answer: Option<Answer>,
 }
 
 impl Receiver {
@@ -120,6 +127,7 @@ impl Receiver {
             answer_headers: options.answer_headers,
             delay: options.delay,
             on_request: options.on_request,
+            answer: options.answer,
         });
         let app = Router::new().fallback(record).with_state(shared.clone());
         let (addr, stop) = crate::serve::spawn(bind, app).await?;
@@ -207,21 +215,24 @@ async fn record(
     if let Some(hook) = &shared.on_request {
         hook(&received);
     }
+    let chosen = shared.answer.as_ref().and_then(|answer| answer(&received));
     shared
         .received
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(received);
-    let status = shared
-        .script
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-        .unwrap_or_else(|| {
-            shared
-                .default_status
-                .load(std::sync::atomic::Ordering::Relaxed)
-        });
+    let status = chosen.unwrap_or_else(|| {
+        shared
+            .script
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| {
+                shared
+                    .default_status
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+    });
     if let Some(delay) = shared.delay {
         tokio::time::sleep(delay).await;
     }
