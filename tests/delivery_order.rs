@@ -150,3 +150,148 @@ async fn entity_order_by_default_none_overlaps_and_max_in_flight_caps() {
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"]["code"], "validation_failed", "{refused}");
 }
+
+/// `ordering: "strict"`: one entity's 20 events, the 3rd answered 500
+/// twice, arrive (2xx) exactly in order; another entity of the subscription
+/// is not delayed by the held one. With `kill`, the delivery process is
+/// SIGKILLed while the 3rd waits in its retry tier, and started again.
+async fn strict_order(kill: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let third_seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let receiver = {
+        let third_seen = third_seen.clone();
+        Receiver::with(receiver::Options {
+            answer: Some(std::sync::Arc::new(move |r: &Received| {
+                let third = entity(r) == "F-held" && seq(r) == 3;
+                let seen = if third {
+                    third_seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                } else {
+                    usize::MAX
+                };
+                (seen < 2).then_some(500)
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    };
+    let strict = subscribe(
+        &api,
+        receiver.url("/strict"),
+        json!({"ordering": "strict", "retry_policy": {"delays": ["2s", "2s", "2s"]}}),
+    )
+    .await;
+    assert_eq!(strict["ordering"], "strict", "{strict}");
+
+    let n = 20;
+    for seq in 1..=n {
+        post_event(&api, "F-held", seq).await;
+        post_event(&api, "F-free", seq).await;
+        if seq == 3 && kill {
+            // The 3rd failed once and waits in its tier: the process dies.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while third_seen.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the 3rd never came\n{}",
+                    cluster.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    if kill {
+        // Later events of the held entity are parked meanwhile.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.kill(waybill_testkit::cluster::Role::Delivery);
+        cluster
+            .restart(waybill_testkit::cluster::Role::Delivery)
+            .await;
+    }
+    let ok = |r: &&Received| r.path == "/strict";
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = receiver.received();
+        let held_2xx = got
+            .iter()
+            .filter(ok)
+            .filter(|r| entity(r) == "F-held" && !(seq(r) == 3 && failed_third(r, &got)))
+            .count();
+        if held_2xx >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{held_2xx} of {n} held-entity deliveries arrived\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.received();
+    let held: Vec<&Received> = got
+        .iter()
+        .filter(ok)
+        .filter(|r| entity(r) == "F-held")
+        .collect();
+    // The two failed attempts of the 3rd are the 3rd and 4th requests.
+    let answered_2xx: Vec<u64> = held
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(*i == 2 || *i == 3))
+        .map(|(_, r)| seq(r))
+        .collect();
+    let held_order: Vec<u64> = held.iter().map(|r| seq(r)).collect();
+    assert_eq!(
+        &held_order[..4],
+        &[1, 2, 3, 3],
+        "the 3rd failed twice before anything else of its entity went: {held_order:?}"
+    );
+    assert_eq!(
+        answered_2xx,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "2xx in order: {held_order:?}"
+    );
+    // The free entity went on while the held one waited.
+    let free: Vec<&Received> = got
+        .iter()
+        .filter(ok)
+        .filter(|r| entity(r) == "F-free")
+        .collect();
+    let free_order: Vec<u64> = free.iter().map(|r| seq(r)).collect();
+    assert_eq!(free_order, (1..=n as u64).collect::<Vec<_>>());
+    let third_ok = held[4].at;
+    let last_free = free.last().unwrap().at;
+    assert!(
+        last_free < third_ok,
+        "the free entity's last delivery came {:?} after the held one went on",
+        last_free - third_ok
+    );
+    eprintln!(
+        "strict (kill: {kill}): held entity released {:?} after the free one finished",
+        third_ok - last_free
+    );
+}
+
+/// Whether `r` (the held entity's 3rd) was one of its two failed attempts.
+fn failed_third(r: &Received, got: &[Received]) -> bool {
+    let thirds: Vec<&Received> = got
+        .iter()
+        .filter(|g| g.path == "/strict" && entity(g) == "F-held" && seq(g) == 3)
+        .collect();
+    thirds.iter().take(2).any(|t| t.at == r.at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_order_holds_an_entity_behind_its_retried_delivery() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    strict_order(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_order_survives_a_delivery_kill_while_an_entity_is_held() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    strict_order(true).await;
+}

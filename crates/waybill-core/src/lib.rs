@@ -36,6 +36,7 @@ pub mod fields;
 pub mod filter;
 pub mod headers;
 pub mod health;
+pub mod hold;
 pub mod ids;
 pub mod index;
 pub mod ledger;

@@ -30,6 +30,7 @@ pub mod oauth2;
 pub mod partition;
 pub mod request;
 pub mod sender;
+pub mod strict;
 pub mod takeover;
 pub mod worker;
 
@@ -123,7 +124,22 @@ pub async fn run(
     )
     .await?;
     settings.metrics.watch_skipped(&catalog);
+    let holds = waybill_kafka::table::Table::follow(
+        &settings.kafka,
+        &topics.delivery_lanes(),
+        strict::Holds::default(),
+        shutdown.clone(),
+    )
+    .await?;
+    settings.metrics.watch_skipped(&holds);
+    if let Err(e) = holds
+        .wait_fresh(std::time::SystemTime::now(), Duration::from_secs(60))
+        .await
+    {
+        tracing::warn!(error = %e, "lane holds not loaded yet; going on");
+    }
     let worker = Arc::new(worker::Worker {
+        holds,
         sender,
         producer: producer.clone(),
         topics: topics.clone(),

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use waybill_core::event::Event;
+use waybill_core::hold::{LaneEffect, lane_effect};
 use waybill_core::outcome::{
     Decision, ErrorClass, HealthSignal, Ready, Settlement, Target, prepare, settle, tier_for,
 };
@@ -40,6 +41,7 @@ use crate::health::HealthLocks;
 use crate::lanes::LaneKey;
 use crate::limits::RateLimits;
 use crate::sender::{Attempt, Sender};
+use crate::strict::{Holds, LaneCtx, Released};
 use crate::takeover;
 
 /// The policy of subscriptions without one, built once.
@@ -80,6 +82,8 @@ pub struct Worker {
     pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     /// The subscription projection.
     pub subscriptions: Table<AllSubscriptions>,
+    /// The holds on strict lanes.
+    pub holds: Table<Holds>,
     /// Seals secrets of the subscription records this service writes.
     pub keys: Keyring,
     /// The `[delivery]` section.
@@ -114,7 +118,7 @@ pub(crate) struct Job {
     /// Where the record is, to be read again by a retry through the API.
     source: v1::TaskRef,
     pub(crate) task: v1::DeliveryTask,
-    event: Event,
+    pub(crate) event: Event,
     /// When the record was written (its Kafka timestamp).
     pub(crate) written: SystemTime,
     /// The trace context of the record (from its `traceparent` header).
@@ -191,7 +195,7 @@ impl Worker {
     }
 
     /// Decodes a record; `Err` carries why it is poison.
-    pub(crate) async fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Job, String> {
+    pub(crate) async fn decode<M: Message>(&self, message: &M) -> Result<Job, String> {
         let task = v1::DeliveryTask::decode(message.payload().unwrap_or_default())
             .map_err(|e| format!("undecodable DeliveryTask: {e}"))?;
         let record = task
@@ -267,13 +271,19 @@ impl Worker {
             tracing::Span::current().record("outcome", "waiting");
             return self.write(&next, &job.task, trace, None, stop).await.into();
         }
+        if tier.is_some() && job.task.strict_retry && !job.task.redeliver {
+            return self.send_home(job, trace, stop).await;
+        }
         self.deliver(job, trace, stop, slot).await
     }
 
     /// Attempts the delivery once and makes its outcome durable, in
-    /// stages: [`Self::prepare`] (is it sent, and with what),
-    /// [`Self::call`] (the rate limit and the request), [`settle`] (pure:
-    /// what the outcome means) and [`Self::apply`] (make it durable).
+    /// stages: [`Self::prepare`] (is it sent, and with what), the lane's
+    /// gate (a strict lane held by another delivery parks it, see
+    /// [`crate::strict`]), [`Self::call`] (the rate limit and the request),
+    /// [`settle`] (pure: what the outcome means) and [`Self::apply`] (make
+    /// it durable); a strict lane's blocker that is over then releases
+    /// what was parked behind it.
     async fn deliver(
         &self,
         job: &Job,
@@ -282,12 +292,61 @@ impl Worker {
         slot: &mut LaneSlot,
     ) -> Finished {
         let attempt_no = job.task.attempt.max(1);
-        let ready = match self.prepare(job, attempt_no).await {
-            Some(ready) => ready,
-            None => return Finished::Done,
+        let ready = self.prepare(job, attempt_no).await;
+        let ordering = ready
+            .as_ref()
+            .map_or(Ordering::Entity, |r| r.subscription.spec.ordering);
+        let mut lane = self.lane_of(job, ordering).await;
+        let Some(ready) = ready else {
+            // A blocker not sent (its subscription gone) is over too.
+            if lane.is_blocker(job) && !job.task.redeliver {
+                return self.released(&mut lane, trace, stop).await;
+            }
+            return Finished::Done;
         };
-        let Some(attempt) = self.call(job, &ready, trace, stop, slot).await else {
-            return Finished::Interrupted;
+        if let Some(finished) = self.hold_gate(job, &mut lane, trace, stop).await {
+            return finished;
+        }
+        let (finished, effect) = self
+            .attempt(job, attempt_no, &ready, &mut lane, trace, stop, Some(slot))
+            .await;
+        match (finished, effect) {
+            (Finished::Done, LaneEffect::Release) => self.released(&mut lane, trace, stop).await,
+            (finished, _) => finished,
+        }
+    }
+
+    /// Releases the lane's parked deliveries; done unless interrupted.
+    async fn released(
+        &self,
+        lane: &mut LaneCtx,
+        trace: &TraceParent,
+        stop: &CancellationToken,
+    ) -> Finished {
+        match self.release(lane, trace, stop).await {
+            Released::Interrupted => Finished::Interrupted,
+            Released::Free | Released::Blocked => Finished::Done,
+        }
+    }
+
+    /// One attempt of a delivery that may be sent: call, settle, apply;
+    /// and what it does to its lane. The lane is given to its next delivery
+    /// once the request is over when its outcome cannot hold the lane
+    /// (`slot`), else when the delivery task ends.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn attempt(
+        &self,
+        job: &Job,
+        attempt_no: u32,
+        ready: &Ready,
+        lane: &mut LaneCtx,
+        trace: &TraceParent,
+        stop: &CancellationToken,
+        slot: Option<&mut LaneSlot>,
+    ) -> (Finished, LaneEffect) {
+        let slot = slot.filter(|_| lane.frees_early());
+        let Some(attempt) = self.call(job, ready, trace, stop, slot).await else {
+            return (Finished::Interrupted, LaneEffect::Unchanged);
         };
         let policy = ready
             .subscription
@@ -302,14 +361,24 @@ impl Worker {
             ready.target,
             rand::random::<f64>(),
         );
-        self.apply(job, attempt_no, &ready, &attempt, settlement, trace, stop)
-            .await
+        let effect = lane_effect(
+            lane.strict,
+            settlement.decision,
+            lane.is_blocker(job),
+            job.task.redeliver,
+        );
+        let finished = self
+            .apply(
+                job, attempt_no, ready, &attempt, settlement, effect, lane, trace, stop,
+            )
+            .await;
+        (finished, effect)
     }
 
     /// Whether the delivery is sent: not a duplicate of one that
     /// succeeded, its subscription (as of the task) live. A delivery not
     /// sent is recorded as skipped here (`None`).
-    async fn prepare(&self, job: &Job, attempt_no: u32) -> Option<Ready> {
+    pub(crate) async fn prepare(&self, job: &Job, attempt_no: u32) -> Option<Ready> {
         let task = &job.task;
         if attempt_no == 1 && !task.redeliver && self.succeeded.contains_key(&task.delivery_id) {
             self.metrics.get().duplicate_tasks_skipped.inc();
@@ -354,7 +423,7 @@ impl Worker {
         ready: &Ready,
         trace: &TraceParent,
         stop: &CancellationToken,
-        slot: &mut LaneSlot,
+        slot: Option<&mut LaneSlot>,
     ) -> Option<Attempt> {
         let subscription = &ready.subscription;
         let waited = tokio::select! {
@@ -404,7 +473,9 @@ impl Worker {
         }
         // The endpoint is done with this delivery: the lane's next one may
         // go while this outcome is made durable (its offset still waits).
-        slot.release();
+        if let Some(slot) = slot {
+            slot.release();
+        }
         if attempt.status != 0 {
             attempt_span.record("http.response.status_code", attempt.status);
         }
@@ -427,6 +498,8 @@ impl Worker {
         ready: &Ready,
         attempt: &Attempt,
         settlement: Settlement,
+        effect: LaneEffect,
+        lane: &mut LaneCtx,
         trace: &TraceParent,
         stop: &CancellationToken,
     ) -> Finished {
@@ -465,6 +538,15 @@ impl Worker {
                 let mut next = task.clone();
                 next.attempt = attempt_no + 1;
                 next.not_before = Some(timestamp(OffsetDateTime::now_utc() + after));
+                // The lane is held before the retry exists: its next
+                // attempt finds the lane held by it.
+                let blocker = lane.is_blocker(job);
+                if effect == LaneEffect::Block
+                    && let Finished::Interrupted = self.block(job, lane, stop).await
+                {
+                    return Finished::Interrupted;
+                }
+                next.strict_retry = !task.redeliver && (blocker || effect == LaneEffect::Block);
                 let topic = self.retry_topic(after);
                 Families::topic_counter(&self.metrics.get().retries_scheduled, &topic);
                 self.write(&topic, &next, trace, None, stop).await.into()
@@ -606,7 +688,7 @@ impl Worker {
     /// Writes `task` to `topic` (a retry tier or the DLQ), retrying until
     /// Kafka acknowledges it (`Some`, where it was written) or the
     /// partition is taken away (`None`).
-    async fn write(
+    pub(crate) async fn write(
         &self,
         topic: &str,
         task: &v1::DeliveryTask,
@@ -729,7 +811,7 @@ impl Worker {
     /// Retries a Kafka write with backoff until it is acknowledged (then
     /// where it was written) or the partition is taken away (`None`: the
     /// record is handled again by its next owner).
-    async fn until_acked<F, Fut>(
+    pub(crate) async fn until_acked<F, Fut>(
         &self,
         stop: &CancellationToken,
         what: &str,

@@ -508,6 +508,7 @@ pub(crate) fn replay_task(
         created_at: Some(timestamp(now)),
         redeliver: true,
         replay_id: String::new(),
+        strict_retry: false,
     })
 }
 

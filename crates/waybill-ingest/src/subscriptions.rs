@@ -578,6 +578,7 @@ pub(crate) async fn test(
             // Every test notification is new.
             redeliver: true,
             replay_id: String::new(),
+            strict_retry: false,
         };
         state
             .send(

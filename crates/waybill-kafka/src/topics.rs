@@ -33,6 +33,9 @@ pub struct TopicSpec {
 /// How long answers under an `Idempotency-Key` stay on their topic (the
 /// window `ingest.idempotency_window` may not exceed it).
 pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long `deliveries.parked` keeps a record: longer than a lane is held
+/// (a retry policy spans at most days, a pause `delivery.pause_retention`).
+pub const PARKED_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl TopicSpec {
     /// Its `cleanup.policy`.
@@ -124,6 +127,17 @@ impl Topics {
         self.named("delivery_attempts")
     }
 
+    /// Holds on strict lanes: which delivery an entity's later deliveries
+    /// wait for, and where they are parked (compacted).
+    pub fn delivery_lanes(&self) -> String {
+        self.named("delivery_lanes")
+    }
+
+    /// Deliveries parked behind a held lane, in order (key = subscription).
+    pub fn deliveries_parked(&self) -> String {
+        self.named("deliveries.parked")
+    }
+
     /// Undecodable or invalid records of any input topic, with the reason.
     pub fn dead_letters(&self) -> String {
         self.named("dead_letters")
@@ -180,6 +194,15 @@ impl Topics {
             out.push(spec(topic, config.partitions, false));
         }
         out.push(spec(self.deliveries_dlq(), config.partitions, false));
+        out.push(spec(
+            self.delivery_lanes(),
+            config.subscriptions_partitions,
+            true,
+        ));
+        out.push(TopicSpec {
+            retention: Some(PARKED_RETENTION),
+            ..spec(self.deliveries_parked(), config.partitions, false)
+        });
         out.push(spec(self.delivery_attempts(), config.partitions, false));
         out.push(spec(self.dead_letters(), config.partitions, false));
         out.push(spec(self.operational_events(), 1, false));

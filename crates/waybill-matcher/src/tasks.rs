@@ -38,6 +38,7 @@ pub fn tasks_for(
             created_at: Some(timestamp(now)),
             redeliver: false,
             replay_id: String::new(),
+            strict_retry: false,
         })
         .collect()
 }

@@ -110,6 +110,8 @@ pub struct Families {
     pub takeover_skipped: Counter,
     /// `waybill_duplicate_tasks_skipped_total`.
     pub duplicate_tasks_skipped: Counter,
+    /// `waybill_deliveries_parked_total`.
+    pub deliveries_parked: Counter,
     /// `waybill_dead_letters_total{topic}`: poison records set aside.
     pub poison_records: Family<TopicLabels, Counter>,
     /// `waybill_projection_subscriptions`.
@@ -181,6 +183,7 @@ impl Metrics {
             health_changes: Family::default(),
             takeover_skipped: Counter::default(),
             duplicate_tasks_skipped: Counter::default(),
+            deliveries_parked: Counter::default(),
             poison_records: Family::default(),
             projection_subscriptions: Gauge::default(),
             consumer_lag: Family::default(),
@@ -261,6 +264,11 @@ impl Metrics {
             "duplicate_tasks_skipped",
             "First-attempt tasks not sent because their delivery id succeeded recently (a restarted matcher re-emits tasks)",
             f.duplicate_tasks_skipped.clone(),
+        );
+        registry.register(
+            "deliveries_parked",
+            "Deliveries parked behind a strict lane's delivery being retried (sent in order once it is over)",
+            f.deliveries_parked.clone(),
         );
         registry.register(
             "poison_records",

@@ -131,6 +131,7 @@ async fn sigkill_during_10000_deliveries_loses_nothing() {
             created_at: Some(timestamp(now)),
             redeliver: false,
             replay_id: String::new(),
+            strict_retry: false,
         };
         let producer = producer.clone();
         let topic = topics.deliveries();
