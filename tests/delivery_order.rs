@@ -295,3 +295,135 @@ async fn strict_order_survives_a_delivery_kill_while_an_entity_is_held() {
     waybill_testkit::wait::watchdog(Duration::from_secs(600));
     strict_order(true).await;
 }
+
+/// Pause keeps, resume sends: 500 events arrive while a subscription is
+/// paused, none goes out before the resume, all do after it, per entity in
+/// order; another subscription on the same partition keeps its latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_subscription_keeps_its_deliveries_until_resumed() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new(env!("CARGO_BIN_EXE_waybill"));
+    // One partition: the two subscriptions share it.
+    options.partitions = 1;
+    let cluster = Cluster::start(dir.path(), options).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let paused = subscribe(&api, receiver.url("/paused"), json!({})).await;
+    let other = subscribe(&api, receiver.url("/other"), json!({})).await;
+    let path = format!("/v1/subscriptions/{}", paused["id"].as_str().unwrap());
+
+    let (status, answer) = api.post(&format!("{path}/pause"), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "paused", "{answer}");
+    let (_, listed) = api.get("/v1/subscriptions?status=paused").await;
+    assert_eq!(listed["total_count"], 1, "{listed}");
+
+    let (entities, per_entity) = (10, 50);
+    let mut posted = std::collections::HashMap::new();
+    for seq in 0..per_entity {
+        for e in 0..entities {
+            let entity = format!("F-{e}");
+            post_event(&api, &entity, seq).await;
+            posted.insert((entity, seq as u64), Instant::now());
+        }
+    }
+    let n = entities * per_entity;
+    let other_got = |got: &[Received]| got.iter().filter(|r| r.path == "/other").count();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while other_got(&receiver.received()) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the other subscription got {} of {n}",
+            other_got(&receiver.received())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The pause goes on a while longer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = receiver.received();
+    assert_eq!(
+        got.iter().filter(|r| r.path == "/paused").count(),
+        0,
+        "nothing is sent to a paused subscription"
+    );
+    let latencies: Vec<Duration> = got
+        .iter()
+        .filter(|r| r.path == "/other")
+        .map(|r| r.at - posted[&(entity(r), seq(r))])
+        .collect();
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    // The kept deliveries are listed as pending.
+    let (_, pending) = api
+        .get(&format!("{path}/deliveries?status=pending&limit=100"))
+        .await;
+    assert_eq!(
+        pending["deliveries"].as_array().map(Vec::len),
+        Some(100),
+        "kept deliveries are pending: {pending}"
+    );
+
+    let resumed_at = Instant::now();
+    let (status, answer) = api.post(&format!("{path}/resume"), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "active", "{answer}");
+    let kept = |got: &[Received]| got.iter().filter(|r| r.path == "/paused").count();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while kept(&receiver.received()) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} kept deliveries arrived after the resume\n{}",
+            kept(&receiver.received()),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Newer events go after the kept ones.
+    post_event(&api, "F-0", per_entity).await;
+    receiver
+        .wait_for(2 * n + 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.received();
+    let to_paused: Vec<&Received> = got.iter().filter(|r| r.path == "/paused").collect();
+    assert_eq!(
+        to_paused.len(),
+        n + 1,
+        "each kept delivery once, then the new one"
+    );
+    assert!(
+        to_paused.iter().all(|r| r.at >= resumed_at),
+        "none before the resume"
+    );
+    for e in 0..entities {
+        let entity_id = format!("F-{e}");
+        let order: Vec<u64> = to_paused
+            .iter()
+            .filter(|r| entity(r) == entity_id)
+            .map(|r| seq(r))
+            .collect();
+        let expected = if e == 0 { per_entity + 1 } else { per_entity };
+        assert_eq!(
+            order,
+            (0..expected as u64).collect::<Vec<_>>(),
+            "{entity_id} in order"
+        );
+    }
+    let drained = to_paused[n - 1].at - resumed_at;
+    eprintln!(
+        "pause: the other subscription's worst latency {worst:?} during the pause; {n} kept deliveries out {drained:?} after the resume"
+    );
+    assert!(
+        worst < Duration::from_secs(10),
+        "the other subscription waited {worst:?}"
+    );
+
+    // A disabled subscription cannot be paused.
+    let other_path = format!("/v1/subscriptions/{}", other["id"].as_str().unwrap());
+    let (status, _) = api.patch(&other_path, json!({"enabled": false})).await;
+    assert_eq!(status, 200);
+    let (status, refused) = api.post(&format!("{other_path}/pause"), json!({})).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+}

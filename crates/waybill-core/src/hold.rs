@@ -112,6 +112,15 @@ pub fn lane_effect(strict: bool, decision: Decision, blocker: bool, redeliver: b
     }
 }
 
+/// `blocked_by` of a paused subscription's hold.
+pub const PAUSED: &str = "\u{1}paused";
+
+/// The key of a paused subscription's hold (it cannot be a lane's: those
+/// have a NUL after the subscription id).
+pub fn paused_key(subscription_id: &str) -> String {
+    format!("{subscription_id}\u{1}paused")
+}
+
 /// The key of a lane's hold record: subscription id, NUL, entity key.
 pub fn key(subscription_id: &str, entity: &str) -> String {
     format!("{subscription_id}\0{entity}")

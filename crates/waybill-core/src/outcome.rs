@@ -34,11 +34,14 @@ pub enum ErrorClass {
     /// Not sent: an event for the callbacks subscription without a
     /// `callback_url`.
     NoCallbackUrl,
+    /// Not sent: kept while its subscription was paused for longer than
+    /// `delivery.pause_retention` (dead; a retry sends it).
+    PauseRetention,
 }
 
 impl ErrorClass {
     /// Every class, in the order the API document lists them.
-    pub const ALL: [ErrorClass; 9] = [
+    pub const ALL: [ErrorClass; 10] = [
         ErrorClass::Status,
         ErrorClass::Timeout,
         ErrorClass::Connect,
@@ -48,6 +51,7 @@ impl ErrorClass {
         ErrorClass::SubscriptionDeleted,
         ErrorClass::SubscriptionDisabled,
         ErrorClass::NoCallbackUrl,
+        ErrorClass::PauseRetention,
     ];
 
     /// The API's word for it.
@@ -62,6 +66,7 @@ impl ErrorClass {
             ErrorClass::SubscriptionDeleted => "subscription_deleted",
             ErrorClass::SubscriptionDisabled => "subscription_disabled",
             ErrorClass::NoCallbackUrl => "no_callback_url",
+            ErrorClass::PauseRetention => "pause_retention",
         }
     }
 }

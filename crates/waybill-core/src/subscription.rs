@@ -292,7 +292,14 @@ pub struct Subscription {
     /// (`reset`, switching a disabled subscription back on): health
     /// recorded on an older revision no longer counts.
     pub health_reset_revision: u64,
+    /// Paused by the user: still matched, nothing sent; its deliveries are
+    /// kept and go out after `resume`.
+    pub paused: bool,
 }
+
+/// The statuses an answer shows: the health, `disabled` when switched off
+/// by the user, `paused` while paused.
+pub const SHOWN_STATUSES: [&str; 4] = ["active", "disabled", "failing", "paused"];
 
 impl Subscription {
     /// A new subscription with a fresh signing secret, created by `by` at `now`.
@@ -313,6 +320,20 @@ impl Subscription {
             revision: 1,
             write_id: crate::ids::new_write_id(),
             health_reset_revision: 1,
+            paused: false,
+        }
+    }
+
+    /// The status an answer shows, and why it is disabled if it is.
+    pub fn shown_status(&self) -> (&'static str, Option<String>) {
+        if !self.spec.enabled && self.status != Status::Disabled {
+            ("disabled", Some("disabled by the user".to_owned()))
+        } else if self.status == Status::Disabled {
+            ("disabled", self.disabled_reason.clone())
+        } else if self.paused {
+            ("paused", None)
+        } else {
+            (self.status.as_str(), None)
         }
     }
 

@@ -24,10 +24,11 @@ pub struct DeliveryConfig {
     pub freshness_timeout: Duration,
     /// Records of one partition read ahead and worked on at once.
     pub max_in_flight_per_partition: usize,
-    /// Requests of one subscription in flight at once in one partition
-    /// (one per entity at most, so an entity's events stay in order). A
-    /// request's slot is free once its response is in; writing its outcome
-    /// to Kafka happens behind it.
+    /// The most requests of one subscription in flight at once in one
+    /// partition, whatever its `max_in_flight` says (which is 8 unless the
+    /// subscription sets it, at most 64). A request's slot is free once its
+    /// response is in; writing its outcome to Kafka happens behind it
+    /// (except on a strict lane, where the outcome may hold the lane).
     pub max_in_flight_per_subscription: usize,
     /// How long a revoked partition may take to finish its current request.
     #[serde(with = "waybill_core::duration")]
@@ -41,6 +42,12 @@ pub struct DeliveryConfig {
     /// re-enables it. Default 5 days.
     #[serde(with = "waybill_core::duration")]
     pub disable_after: Duration,
+    /// How long a paused subscription's deliveries are kept: one kept
+    /// longer is dead when the subscription is resumed (error class
+    /// `pause_retention`; a retry sends it). Default 7 days; keep it below
+    /// the retention of `deliveries.parked` (30 days).
+    #[serde(with = "waybill_core::duration")]
+    pub pause_retention: Duration,
     /// Forward proxy for every webhook and token request (`http://` or
     /// `https://` URL, credentials allowed). None by default, and the
     /// `HTTP(S)_PROXY`/`ALL_PROXY` environment variables are ignored: with
@@ -77,10 +84,11 @@ impl Default for DeliveryConfig {
             request_timeout: Duration::from_secs(15),
             freshness_timeout: Duration::from_secs(10),
             max_in_flight_per_partition: 1000,
-            max_in_flight_per_subscription: 8,
+            max_in_flight_per_subscription: 64,
             drain_timeout: Duration::from_secs(20),
             backlog_sample_interval: Duration::from_secs(15),
             disable_after: Duration::from_secs(5 * 24 * 3600),
+            pause_retention: Duration::from_secs(7 * 24 * 3600),
             proxy: None,
         }
     }
@@ -109,6 +117,9 @@ impl DeliveryConfig {
         }
         if !(1..=1000).contains(&self.max_in_flight_per_subscription) {
             out.push("delivery.max_in_flight_per_subscription: must be between 1 and 1000".into());
+        }
+        if self.pause_retention.is_zero() {
+            out.push("delivery.pause_retention: must be positive".into());
         }
         if self.disable_after.is_zero() {
             out.push("delivery.disable_after: must be positive".into());

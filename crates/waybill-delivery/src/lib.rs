@@ -28,6 +28,7 @@ pub mod lanes;
 pub mod limits;
 pub mod oauth2;
 pub mod partition;
+pub mod pause;
 pub mod request;
 pub mod sender;
 pub mod strict;
@@ -140,6 +141,7 @@ pub async fn run(
     }
     let worker = Arc::new(worker::Worker {
         holds,
+        pause_lock: tokio::sync::Mutex::new(()),
         sender,
         producer: producer.clone(),
         topics: topics.clone(),

@@ -33,6 +33,8 @@ enum Step {
     Nothing,
     /// Start this delivery.
     Start(Box<(LaneKey, Job)>),
+    /// Release what this subscription kept while paused (a resume marker).
+    Resume(i64, String),
     /// The partition cannot go on (revoked while writing a dead letter).
     Stop,
 }
@@ -169,6 +171,9 @@ impl Partition {
             self.store(assigned, offset);
             return Step::Nothing;
         }
+        if let Some(subscription_id) = resume_marker(message) {
+            return Step::Resume(offset, subscription_id);
+        }
         let job = match worker.decode(message).await {
             Ok(job) => job,
             Err(reason) => {
@@ -201,6 +206,13 @@ impl Partition {
     }
 }
 
+/// The subscription a resume marker is for, if the record is one.
+fn resume_marker(message: &BorrowedMessage<'_>) -> Option<String> {
+    use waybill_proto::Message as _;
+    let task = waybill_proto::v1::DeliveryTask::decode(message.payload()?).ok()?;
+    task.resume.then_some(task.subscription_id)
+}
+
 impl Worker {
     /// Consumes one partition until it is revoked or the service stops.
     pub async fn run_partition(self: Arc<Self>, assigned: Assigned) {
@@ -217,7 +229,7 @@ impl Worker {
             let stop = stop.clone();
             let mut slot = LaneSlot::new(lane, released_tx.clone());
             running.spawn(async move {
-                let finished = worker.process(&job, tier, &stop, &mut slot).await;
+                let finished = worker.process(&job, tier, &stop, Some(&mut slot)).await;
                 (job.offset, finished)
             });
         };
@@ -261,6 +273,12 @@ impl Worker {
                         Step::Start(start) => {
                             let (lane, job) = *start;
                             spawn(&mut running, lane, job);
+                        }
+                        Step::Resume(offset, subscription_id) => {
+                            let (worker, stop) = (self.clone(), stop.clone());
+                            running.spawn(async move {
+                                (offset, worker.release_kept(&subscription_id, &stop).await)
+                            });
                         }
                         Step::Stop => break,
                     }

@@ -78,11 +78,12 @@ fn from_record(r: &v1::LaneHold) -> Hold {
     }
 }
 
-/// A delivery's lane, as its settlement needs it.
+/// A delivery's lane, as its settlement needs it (or a paused
+/// subscription's hold).
 pub(crate) struct LaneCtx {
     /// The hold record's key.
     pub key: String,
-    subscription_id: String,
+    pub subscription_id: String,
     entity: String,
     /// Its subscription's ordering is strict.
     pub strict: bool,
@@ -91,6 +92,17 @@ pub(crate) struct LaneCtx {
 }
 
 impl LaneCtx {
+    /// The hold of a paused subscription, keyed `key`.
+    pub fn paused(subscription_id: &str, hold: Option<Hold>) -> Self {
+        Self {
+            key: waybill_core::hold::paused_key(subscription_id),
+            subscription_id: subscription_id.to_owned(),
+            entity: String::new(),
+            strict: false,
+            hold,
+        }
+    }
+
     /// Whether `job` holds the lane.
     pub fn is_blocker(&self, job: &Job) -> bool {
         self.hold
@@ -184,7 +196,7 @@ impl Worker {
     }
 
     /// Parks `job` behind its lane's blocker.
-    async fn park(
+    pub(crate) async fn park(
         &self,
         job: &Job,
         lane: &mut LaneCtx,
@@ -207,6 +219,17 @@ impl Worker {
             return Finished::Interrupted;
         };
         self.metrics.get().deliveries_parked.inc();
+        // The history shows it pending, and where it waits.
+        let queued = v1::DeliveryAttempt {
+            outcome: v1::AttemptOutcome::Queued as i32,
+            task: Some(v1::TaskRef {
+                topic: topic.clone(),
+                partition: acked.partition,
+                offset: acked.offset,
+            }),
+            ..crate::worker::job_record(job, 0, time::OffsetDateTime::now_utc())
+        };
+        self.publish_attempt(&queued).await;
         tracing::Span::current().record("outcome", "parked");
         tracing::debug!(delivery_id = %job.task.delivery_id, partition = acked.partition, offset = acked.offset, "parked behind its lane's blocker");
         let Some(hold) = lane.hold.as_mut() else {
@@ -238,7 +261,7 @@ impl Worker {
 
     /// Writes the lane's hold (`None`: the lane is free) and waits until
     /// this process's table shows it.
-    async fn write_hold(
+    pub(crate) async fn write_hold(
         &self,
         lane: &mut LaneCtx,
         hold: Option<Hold>,
@@ -302,7 +325,10 @@ impl Worker {
                     Finished::Interrupted => Released::Interrupted,
                 };
             };
-            let records = match self.read_parked(lane, parked).await {
+            let records = match self
+                .read_parked(&lane.subscription_id, Some(&lane.entity), parked)
+                .await
+            {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read parked deliveries; trying again");
@@ -373,15 +399,16 @@ impl Worker {
             .await
     }
 
-    /// The next parked records of `lane` from `parked` (at most
-    /// [`RELEASE_BATCH`]), in order.
-    async fn read_parked(
+    /// The next parked records of a subscription (of one entity, if
+    /// given) from `parked` (at most [`RELEASE_BATCH`]), in order.
+    pub(crate) async fn read_parked(
         &self,
-        lane: &LaneCtx,
+        subscription: &str,
+        entity: Option<&str>,
         parked: Parked,
     ) -> waybill_kafka::Result<Vec<OwnedMessage>> {
         let (kafka, topic) = (self.kafka.clone(), self.topics.deliveries_parked());
-        let (subscription, entity) = (lane.subscription_id.clone(), lane.entity.clone());
+        let (subscription, entity) = (subscription.to_owned(), entity.map(str::to_owned));
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             waybill_kafka::log::scan_range(
@@ -400,10 +427,12 @@ impl Worker {
                         .and_then(|p| v1::DeliveryTask::decode(p).ok())
                         .is_some_and(|t| {
                             t.subscription_id == subscription
-                                && t.event
-                                    .as_ref()
-                                    .and_then(|e| e.entity.as_ref())
-                                    .is_some_and(|e| e.id == entity)
+                                && entity.as_ref().is_none_or(|entity| {
+                                    t.event
+                                        .as_ref()
+                                        .and_then(|e| e.entity.as_ref())
+                                        .is_some_and(|e| &e.id == entity)
+                                })
                         });
                     if ours {
                         out.push(m.detach());

@@ -82,8 +82,11 @@ pub struct Worker {
     pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     /// The subscription projection.
     pub subscriptions: Table<AllSubscriptions>,
-    /// The holds on strict lanes.
+    /// The holds on strict lanes and paused subscriptions.
     pub holds: Table<Holds>,
+    /// Parking a paused subscription's delivery and finding nothing more
+    /// to release, one at a time.
+    pub pause_lock: tokio::sync::Mutex<()>,
     /// Seals secrets of the subscription records this service writes.
     pub keys: Keyring,
     /// The `[delivery]` section.
@@ -123,6 +126,9 @@ pub(crate) struct Job {
     pub(crate) written: SystemTime,
     /// The trace context of the record (from its `traceparent` header).
     parent: Option<TraceParent>,
+    /// Kept while its subscription was paused, now released: sent even if
+    /// the subscription's pause hold is still there.
+    pub(crate) kept: bool,
 }
 
 impl Job {
@@ -221,6 +227,7 @@ impl Worker {
             event,
             written: waybill_kafka::produced_at(message),
             parent: headers::trace_parent(message.headers()),
+            kept: false,
         })
     }
 
@@ -231,7 +238,7 @@ impl Worker {
         job: &Job,
         tier: Option<Duration>,
         stop: &CancellationToken,
-        slot: &mut LaneSlot,
+        slot: Option<&mut LaneSlot>,
     ) -> Finished {
         let span = tracing::info_span!(
             "delivery.task",
@@ -259,7 +266,7 @@ impl Worker {
         trace: &TraceParent,
         tier: Option<Duration>,
         stop: &CancellationToken,
-        slot: &mut LaneSlot,
+        slot: Option<&mut LaneSlot>,
     ) -> Finished {
         if tier.is_some()
             && let Ok(remaining) = job.not_before().duration_since(SystemTime::now())
@@ -289,7 +296,7 @@ impl Worker {
         job: &Job,
         trace: &TraceParent,
         stop: &CancellationToken,
-        slot: &mut LaneSlot,
+        slot: Option<&mut LaneSlot>,
     ) -> Finished {
         let attempt_no = job.task.attempt.max(1);
         let ready = self.prepare(job, attempt_no).await;
@@ -304,11 +311,14 @@ impl Worker {
             }
             return Finished::Done;
         };
+        if let Some(finished) = self.pause_gate(job, &ready, trace, stop).await {
+            return finished;
+        }
         if let Some(finished) = self.hold_gate(job, &mut lane, trace, stop).await {
             return finished;
         }
         let (finished, effect) = self
-            .attempt(job, attempt_no, &ready, &mut lane, trace, stop, Some(slot))
+            .attempt(job, attempt_no, &ready, &mut lane, trace, stop, slot)
             .await;
         match (finished, effect) {
             (Finished::Done, LaneEffect::Release) => self.released(&mut lane, trace, stop).await,
@@ -669,7 +679,11 @@ impl Worker {
     /// before the task (a rotated secret, new auth, a delete) is applied
     /// first. The wait is shared by all tasks and is free once the
     /// projection is known fresh past that time.
-    async fn subscription(&self, id: &str, produced_at: SystemTime) -> Option<Subscription> {
+    pub(crate) async fn subscription(
+        &self,
+        id: &str,
+        produced_at: SystemTime,
+    ) -> Option<Subscription> {
         if let Err(e) = self
             .subscriptions
             .wait_fresh(produced_at, self.config.freshness_timeout)
@@ -846,7 +860,7 @@ impl Worker {
         self.publish_attempt(&record).await;
     }
 
-    async fn publish_attempt(&self, record: &v1::DeliveryAttempt) {
+    pub(crate) async fn publish_attempt(&self, record: &v1::DeliveryAttempt) {
         let value = record.encode_to_vec();
         if let Err(e) = self
             .producer
@@ -949,7 +963,7 @@ fn attempt_record(
 }
 
 /// The fields every attempt record of a job shares.
-fn job_record(job: &Job, attempt: u32, started: OffsetDateTime) -> v1::DeliveryAttempt {
+pub(crate) fn job_record(job: &Job, attempt: u32, started: OffsetDateTime) -> v1::DeliveryAttempt {
     v1::DeliveryAttempt {
         delivery_id: job.task.delivery_id.clone(),
         subscription_id: job.task.subscription_id.clone(),

@@ -509,6 +509,7 @@ pub(crate) fn replay_task(
         redeliver: true,
         replay_id: String::new(),
         strict_retry: false,
+        resume: false,
     })
 }
 

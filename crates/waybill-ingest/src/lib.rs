@@ -456,6 +456,8 @@ fn handler(op: Op, method: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::ReplaceSubscription => on(method, subscriptions::replace),
         Op::DeleteSubscription => on(method, subscriptions::delete),
         Op::ResetSubscription => on(method, subscriptions::reset),
+        Op::PauseSubscription => on(method, subscriptions::pause),
+        Op::ResumeSubscription => on(method, subscriptions::resume),
         Op::TestSubscription => on(method, subscriptions::test),
         Op::GetSigningSecret => on(method, subscriptions::secret),
         Op::RotateSigningSecret => on(method, subscriptions::rotate_secret),

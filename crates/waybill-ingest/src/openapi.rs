@@ -10,7 +10,7 @@ use waybill_core::filter::{MAX_PREDICATES, MAX_SCOPES, MAX_VALUES};
 use waybill_core::retry::MAX_ATTEMPTS;
 use waybill_core::subscription::{
     DEFAULT_MAX_IN_FLIGHT, MAX_EVENT_TYPES, MAX_HEADERS, MAX_IN_FLIGHT, MAX_METADATA, MAX_NAME_LEN,
-    MAX_RATE_LIMIT, Method, Ordering, SUBSCRIPTION_FIELDS, Status,
+    MAX_RATE_LIMIT, Method, Ordering, SHOWN_STATUSES, SUBSCRIPTION_FIELDS,
 };
 use waybill_core::url_policy::MAX_URL_LEN;
 
@@ -34,6 +34,8 @@ pub enum Op {
     ReplaceSubscription,
     DeleteSubscription,
     ResetSubscription,
+    PauseSubscription,
+    ResumeSubscription,
     TestSubscription,
     GetSigningSecret,
     RotateSigningSecret,
@@ -85,7 +87,7 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 28] = [
+    pub const ALL: [Op; 30] = [
         Op::CreateEvent,
         Op::CreateEvents,
         Op::ListEventTypes,
@@ -99,6 +101,8 @@ impl Op {
         Op::ReplaceSubscription,
         Op::DeleteSubscription,
         Op::ResetSubscription,
+        Op::PauseSubscription,
+        Op::ResumeSubscription,
         Op::TestSubscription,
         Op::GetSigningSecret,
         Op::RotateSigningSecret,
@@ -247,6 +251,24 @@ impl Op {
                 "/v1/subscriptions/{id}/reset",
                 "resetSubscription",
                 "Clear the failure state and re-enable",
+                Tenant,
+                None,
+                (200, Some("Subscription")),
+            ),
+            Op::PauseSubscription => op(
+                "POST",
+                "/v1/subscriptions/{id}/pause",
+                "pauseSubscription",
+                "Pause: nothing is sent, nothing matched is dropped (kept for delivery.pause_retention, then dead); 409 if the subscription is disabled",
+                Tenant,
+                None,
+                (200, Some("Subscription")),
+            ),
+            Op::ResumeSubscription => op(
+                "POST",
+                "/v1/subscriptions/{id}/resume",
+                "resumeSubscription",
+                "Resume: back to the status it had; the kept deliveries go out first, per entity in order",
                 Tenant,
                 None,
                 (200, Some("Subscription")),
@@ -623,6 +645,8 @@ fn conditional(op: Op) -> bool {
             | Op::ReplaceSubscription
             | Op::DeleteSubscription
             | Op::ResetSubscription
+            | Op::PauseSubscription
+            | Op::ResumeSubscription
             | Op::RotateSigningSecret
     )
 }
@@ -644,7 +668,7 @@ fn list_parameters() -> Vec<Value> {
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}}),
         json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}}),
         json!({"name": "enabled", "in": "query", "schema": {"type": "boolean"}}),
-        json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": words(Status::ALL.map(|s| s.as_str()))}}),
+        json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": words(SHOWN_STATUSES)}}),
         json!({"name": "event_type", "in": "query", "description": "Subscriptions that would receive this event name, or that list this exact pattern", "schema": {"type": "string"}}),
     ]
 }
@@ -740,7 +764,7 @@ fn schemas(catalog: &Catalog) -> Value {
         ("tenant_id", json!({"type": "string"})),
         (
             "status",
-            json!({"type": "string", "enum": words(Status::ALL.map(|s| s.as_str()))}),
+            json!({"type": "string", "enum": words(SHOWN_STATUSES)}),
         ),
         ("disabled_reason", nullable_string.clone()),
         (

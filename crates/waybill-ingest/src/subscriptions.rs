@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use waybill_core::auth::CallbackAuth;
 use waybill_core::event::{EntityRef, Event, format_rfc3339};
 use waybill_core::pattern::EventTypePattern;
-use waybill_core::subscription::{Mode, Spec, Status, Subscription, parse_spec};
+use waybill_core::subscription::{Mode, SHOWN_STATUSES, Spec, Status, Subscription, parse_spec};
 use waybill_core::url_policy::UrlPolicy;
 use waybill_core::{FieldError, catalog, ids};
 use waybill_proto::Message;
@@ -101,12 +101,8 @@ impl<'a> SubscriptionView<'a> {
     /// The view of `s`.
     pub fn of(s: &'a Subscription) -> Self {
         let spec = &s.spec;
-        // A subscription switched off by its owner reads as disabled.
-        let (status, disabled_reason) = if !spec.enabled && s.status != Status::Disabled {
-            (Status::Disabled, Some("disabled by the user".to_owned()))
-        } else {
-            (s.status, s.disabled_reason.clone())
-        };
+        // Switched off by its owner reads as disabled; paused as paused.
+        let (status, disabled_reason) = s.shown_status();
         Self {
             id: &s.id,
             tenant_id: &s.tenant_id,
@@ -124,7 +120,7 @@ impl<'a> SubscriptionView<'a> {
             ordering: spec.ordering.as_str(),
             max_in_flight: spec.max_in_flight,
             metadata: &spec.metadata,
-            status: status.as_str(),
+            status,
             disabled_reason,
             failing_since: s.failing_since.map(format_rfc3339),
             created_at: format_rfc3339(s.created_at),
@@ -224,7 +220,7 @@ struct ListQuery {
     limit: usize,
     offset: usize,
     enabled: Option<bool>,
-    status: Option<Status>,
+    status: Option<&'static str>,
     /// The `event_type` asked for, and whether it is an event name (else a
     /// pattern).
     event_type: Option<(String, bool)>,
@@ -265,15 +261,15 @@ impl ListQuery {
         };
         let status = match query.get("status").map(String::as_str) {
             None => None,
-            Some("active") => Some(Status::Active),
-            Some("disabled") => Some(Status::Disabled),
-            Some("failing") => Some(Status::Failing),
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "status",
-                    "must be `active`, `disabled` or `failing`",
-                ));
-                None
+            Some(shown) => {
+                let known = SHOWN_STATUSES.into_iter().find(|s| *s == shown);
+                if known.is_none() {
+                    errors.push(FieldError::new(
+                        "status",
+                        "must be `active`, `disabled`, `failing` or `paused`",
+                    ));
+                }
+                known
             }
         };
         let event_type = query.get("event_type").map(|t| {
@@ -302,13 +298,8 @@ impl ListQuery {
     }
 
     fn selects(&self, s: &Subscription) -> bool {
-        let status = if s.spec.enabled {
-            s.status
-        } else {
-            Status::Disabled
-        };
         self.enabled.is_none_or(|e| s.spec.enabled == e)
-            && self.status.is_none_or(|st| st == status)
+            && self.status.is_none_or(|st| st == s.shown_status().0)
             && self.event_type.as_ref().is_none_or(|(t, is_name)| {
                 // An event name selects the subscriptions that receive it; a
                 // pattern selects the subscriptions listing that pattern.
@@ -436,6 +427,74 @@ pub(crate) async fn reset(
     )
     .await?;
     tracing::info!(subscription_id = %s.id, "subscription reset");
+    Ok(Revisioned(StatusCode::OK, view(&s)))
+}
+
+/// `POST /v1/subscriptions/{id}/pause`: nothing is sent, and nothing
+/// matched is dropped: deliveries are kept until `resume`. A disabled
+/// subscription cannot be paused (`409`).
+pub(crate) async fn pause(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Revisioned, ApiError> {
+    let precondition = Precondition::from_headers(&headers)?;
+    let s = revisions::commit(
+        &state,
+        &principal,
+        &id,
+        &precondition,
+        |s| async move {
+            if !s.is_deliverable() {
+                return Err(ApiError::conflict(
+                    "the subscription is disabled: enable it (or reset it) before pausing it",
+                ));
+            }
+            Ok((s, ()))
+        },
+        |s, ()| s.paused = true,
+    )
+    .await?;
+    tracing::info!(subscription_id = %s.id, "subscription paused");
+    Ok(Revisioned(StatusCode::OK, view(&s)))
+}
+
+/// `POST /v1/subscriptions/{id}/resume`: back to the status it had; the
+/// deliveries kept meanwhile go out first, per entity in order.
+pub(crate) async fn resume(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Revisioned, ApiError> {
+    let precondition = Precondition::from_headers(&headers)?;
+    let s = revisions::commit(
+        &state,
+        &principal,
+        &id,
+        &precondition,
+        |s| async move { Ok((s, ())) },
+        |s, ()| s.paused = false,
+    )
+    .await?;
+    // The delivery service releases what it kept when it reads this
+    // record on the subscription's partition of `deliveries`.
+    let marker = v1::DeliveryTask {
+        subscription_id: s.id.clone(),
+        tenant_id: s.tenant_id.clone(),
+        resume: true,
+        created_at: Some(timestamp(OffsetDateTime::now_utc())),
+        ..Default::default()
+    };
+    state
+        .send(
+            &state.topics.deliveries(),
+            s.id.as_bytes(),
+            Some(&marker.encode_to_vec()),
+        )
+        .await?;
+    tracing::info!(subscription_id = %s.id, "subscription resumed");
     Ok(Revisioned(StatusCode::OK, view(&s)))
 }
 
@@ -579,6 +638,7 @@ pub(crate) async fn test(
             redeliver: true,
             replay_id: String::new(),
             strict_retry: false,
+            resume: false,
         };
         state
             .send(

@@ -455,10 +455,11 @@ mod tests {
                 "prod.tenants",
                 "prod.event_types",
                 "prod.replays",
-                "prod.idempotency"
+                "prod.idempotency",
+                "prod.delivery_lanes"
             ]
         );
-        assert_eq!(specs.len(), 4 + 3 + 2 + 1 + 6 + 4);
+        assert_eq!(specs.len(), 4 + 3 + 2 + 1 + 6 + 6);
         let idempotency = specs.iter().find(|s| s.name == "prod.idempotency").unwrap();
         assert_eq!(idempotency.policy(), "compact,delete");
     }

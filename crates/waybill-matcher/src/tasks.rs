@@ -39,6 +39,7 @@ pub fn tasks_for(
             redeliver: false,
             replay_id: String::new(),
             strict_retry: false,
+            resume: false,
         })
         .collect()
 }

@@ -361,6 +361,7 @@ pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscripti
         failing_since: None,
         write_id: s.write_id.clone(),
         health_reset_revision: s.health_reset_revision,
+        paused: s.paused,
         deleted: false,
     }
 }
@@ -598,6 +599,7 @@ pub fn subscription_from_proto(
         revision: p.revision,
         write_id: p.write_id,
         health_reset_revision: p.health_reset_revision,
+        paused: p.paused,
     })
 }
 

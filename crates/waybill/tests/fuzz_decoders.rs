@@ -65,6 +65,7 @@ fn valid_records(keys: &Keyring) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         redeliver: false,
         replay_id: String::new(),
         strict_retry: false,
+        resume: false,
     };
     let attempt = v1::DeliveryAttempt {
         delivery_id: "msg_1".into(),

@@ -132,6 +132,7 @@ async fn sigkill_during_10000_deliveries_loses_nothing() {
             redeliver: false,
             replay_id: String::new(),
             strict_retry: false,
+            resume: false,
         };
         let producer = producer.clone();
         let topic = topics.deliveries();
