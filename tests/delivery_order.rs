@@ -427,3 +427,169 @@ async fn a_paused_subscription_keeps_its_deliveries_until_resumed() {
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "conflict", "{refused}");
 }
+
+/// Operational events: a tenant's subscription naming `waybill.*`
+/// receives, signed, `waybill.subscription.failing` and `.recovered` about
+/// a flaky subscription and `waybill.delivery.dead` about a dead delivery,
+/// never an event about itself; `*` does not select them, and producers
+/// cannot post them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_events_reach_the_tenants_subscriptions_that_name_them() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), Options::new(env!("CARGO_BIN_EXE_waybill"))).await;
+    let api = Api::new(cluster.api(), KEY);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        usize,
+    >::new()));
+    let receiver = {
+        let seen = seen.clone();
+        Receiver::with(receiver::Options {
+            answer: Some(std::sync::Arc::new(move |r: &Received| {
+                let mut seen = seen.lock().unwrap();
+                let n = seen.entry(r.path.clone()).or_default();
+                *n += 1;
+                match r.path.as_str() {
+                    // Fails twice, then recovers.
+                    "/flaky" if *n <= 2 => Some(500),
+                    "/dead" => Some(500),
+                    // The operations endpoint fails once itself.
+                    "/ops" if *n == 1 => Some(500),
+                    _ => None,
+                }
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    };
+    let (_, catalog) = api.get("/v1/event_types").await;
+    for name in [
+        "waybill.subscription.failing",
+        "waybill.subscription.recovered",
+        "waybill.subscription.disabled",
+        "waybill.delivery.dead",
+    ] {
+        assert!(catalog.to_string().contains(name), "{name} in the catalog");
+    }
+    let ops = subscribe(
+        &api,
+        receiver.url("/ops"),
+        json!({"event_types": ["waybill.*"], "retry_policy": {"delays": ["200ms", "200ms"]}}),
+    )
+    .await;
+    let ops_id = ops["id"].as_str().unwrap().to_owned();
+    let secret =
+        waybill_core::signing::SigningSecret::parse(ops["signing_secret"].as_str().unwrap())
+            .unwrap();
+    let all = subscribe(&api, receiver.url("/all"), json!({"event_types": ["*"]})).await;
+    let flaky = subscribe(
+        &api,
+        receiver.url("/flaky"),
+        json!({"retry_policy": {"delays": ["200ms", "200ms", "200ms"]}}),
+    )
+    .await;
+    let dead = subscribe(
+        &api,
+        receiver.url("/dead"),
+        json!({"retry_policy": {"delays": ["200ms"]}}),
+    )
+    .await;
+    let (status, refused) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "waybill.subscription.failing", "entity": {"type": "x", "id": "1"}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["code"], "validation_failed", "{refused}");
+
+    post_event(&api, "F-ops", 1).await;
+    let about = |r: &Received| {
+        r.json()["data"]["subscription_id"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let want = [
+        (
+            "waybill.subscription.failing",
+            flaky["id"].as_str().unwrap(),
+        ),
+        (
+            "waybill.subscription.recovered",
+            flaky["id"].as_str().unwrap(),
+        ),
+        ("waybill.subscription.failing", dead["id"].as_str().unwrap()),
+        ("waybill.delivery.dead", dead["id"].as_str().unwrap()),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = receiver.received();
+        let ops_got: Vec<(String, Option<String>)> = got
+            .iter()
+            .filter(|r| r.path == "/ops" && r.json()["event_name"].is_string())
+            .map(|r| {
+                (
+                    r.json()["event_name"].as_str().unwrap().to_owned(),
+                    about(r),
+                )
+            })
+            .collect();
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(name, id)| {
+                !ops_got
+                    .iter()
+                    .any(|(n, a)| n == name && a.as_deref() == Some(*id))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing at /ops: {missing:?}; got {ops_got:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = receiver.received();
+    let to_ops: Vec<&Received> = got.iter().filter(|r| r.path == "/ops").collect();
+    for r in &to_ops {
+        assert!(
+            r.signature_valid(&secret),
+            "signed with the subscription's secret"
+        );
+        let body = r.json();
+        assert!(
+            body["event_name"].as_str().unwrap().starts_with("waybill."),
+            "{body}"
+        );
+        assert_eq!(body["entity"]["type"], "subscription", "{body}");
+        assert_ne!(
+            about(r).as_deref(),
+            Some(ops_id.as_str()),
+            "never about itself: {body}"
+        );
+    }
+    let dead_event = to_ops
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["event_name"] == "waybill.delivery.dead")
+        .unwrap();
+    assert_eq!(dead_event["data"]["attempts"], 2, "{dead_event}");
+    assert_eq!(dead_event["data"]["event_name"], EVENT, "{dead_event}");
+    let failing = to_ops
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["event_name"] == "waybill.subscription.failing")
+        .unwrap();
+    assert_eq!(failing["data"]["status_code"], 500, "{failing}");
+    // `*` selected the domain event only.
+    let to_all: Vec<&Received> = got.iter().filter(|r| r.path == "/all").collect();
+    assert_eq!(to_all.len(), 1, "`*` does not select operational events");
+    assert_eq!(to_all[0].json()["event_name"], EVENT);
+    let _ = all;
+}

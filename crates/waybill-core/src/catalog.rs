@@ -18,10 +18,23 @@ pub enum DomainTopic {
     TimeSlotManagement,
     /// `loads_monitoring`: telematics events.
     LoadsMonitoring,
+    /// `operational_events`: Waybill's own `waybill.*` events about a
+    /// tenant's subscriptions and deliveries (written by the delivery
+    /// service only).
+    Operational,
 }
 
 impl DomainTopic {
-    /// Every domain topic.
+    /// Every topic the matcher reads: the domain topics and Waybill's own.
+    pub const CONSUMED: [DomainTopic; 5] = [
+        DomainTopic::Freights,
+        DomainTopic::Orders,
+        DomainTopic::TimeSlotManagement,
+        DomainTopic::LoadsMonitoring,
+        DomainTopic::Operational,
+    ];
+
+    /// Every domain topic (producers' and operators' event types).
     pub const ALL: [DomainTopic; 4] = [
         DomainTopic::Freights,
         DomainTopic::Orders,
@@ -36,6 +49,7 @@ impl DomainTopic {
             DomainTopic::Orders => "orders",
             DomainTopic::TimeSlotManagement => "time_slot_management",
             DomainTopic::LoadsMonitoring => "loads_monitoring",
+            DomainTopic::Operational => "operational_events",
         }
     }
 
@@ -51,9 +65,30 @@ impl DomainTopic {
             "freight_orders" => Some(DomainTopic::Orders),
             "time_slot_management" => Some(DomainTopic::TimeSlotManagement),
             "loads_monitoring" => Some(DomainTopic::LoadsMonitoring),
+            OPERATIONAL_DOMAIN => Some(DomainTopic::Operational),
             _ => None,
         }
     }
+}
+
+/// The domain of Waybill's operational events.
+pub const OPERATIONAL_DOMAIN: &str = "waybill";
+
+/// The first failed attempt after a success (or after creation).
+pub const SUBSCRIPTION_FAILING: &str = "waybill.subscription.failing";
+/// The first success after `failing`.
+pub const SUBSCRIPTION_RECOVERED: &str = "waybill.subscription.recovered";
+/// A `410`, or failing for `delivery.disable_after`.
+pub const SUBSCRIPTION_DISABLED: &str = "waybill.subscription.disabled";
+/// A delivery exhausted its policy.
+pub const DELIVERY_DEAD: &str = "waybill.delivery.dead";
+
+/// Whether `name` is one of Waybill's operational events: selected only
+/// by their names or `waybill.*` (never by `*`), produced by Waybill only.
+pub fn is_operational(name: &str) -> bool {
+    name.strip_prefix(OPERATIONAL_DOMAIN)
+        .is_some_and(|rest| rest.starts_with('.'))
+        && name != TEST_EVENT
 }
 
 /// The reserved event of test notifications (`POST
@@ -94,6 +129,23 @@ pub struct ExtraEventType {
 
 /// Built-in event names and descriptions, grouped by domain.
 const BUILTIN: &[(&str, &str)] = &[
+    // waybill: about a tenant's own subscriptions and deliveries
+    (
+        SUBSCRIPTION_FAILING,
+        "A subscription's delivery failed after a success (or after its creation): data has subscription_id, delivery_id, status_code, error_class, error.",
+    ),
+    (
+        SUBSCRIPTION_RECOVERED,
+        "A failing subscription's delivery succeeded again: data has subscription_id, failing_since.",
+    ),
+    (
+        SUBSCRIPTION_DISABLED,
+        "A subscription was disabled by Waybill (its endpoint answered 410, or it failed for delivery.disable_after): data has subscription_id, reason.",
+    ),
+    (
+        DELIVERY_DEAD,
+        "A delivery exhausted its retry policy: data has subscription_id, delivery_id, event_id, event_name, attempts, last_error.",
+    ),
     // freights
     ("freights.freight.create", "A freight was created."),
     (

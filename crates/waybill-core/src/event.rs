@@ -143,6 +143,13 @@ pub fn parse_event_request(
 
     let name: Option<String> = f.required("event_name", "a string, an event name of the catalog");
     let topic = name.as_deref().and_then(|name| match catalog.get(name) {
+        Some(_) if crate::catalog::is_operational(name) => {
+            f.error(
+                "event_name",
+                format!("`{name}` is one of Waybill's own operational events; only Waybill produces them"),
+            );
+            None
+        }
         Some(event_type) => Some(event_type.topic),
         None => {
             f.error(

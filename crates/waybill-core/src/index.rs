@@ -295,11 +295,15 @@ impl MatchIndex {
             return found;
         };
         let keys = event_keys(&event.tenant_id, &event.attributes);
+        let operational = crate::catalog::is_operational(&event.name);
+        // An operational event never goes to the subscription it is about.
+        let about = operational.then_some(event.entity.id.as_str());
         let mut visit = |bucket: &Bucket| {
             let keyed = keys.iter().filter_map(|k| bucket.keyed.get(k)).flatten();
             for slot in bucket.unkeyed.iter().chain(keyed) {
                 if let Some(entry) = &self.slots[*slot as usize]
                     && !entry.suspended
+                    && about != Some(&*entry.id)
                     && entry
                         .filter
                         .as_ref()
@@ -320,7 +324,10 @@ impl MatchIndex {
                 }
             }
         }
-        visit(&tenant.all);
+        // `*` selects every event but the operational ones.
+        if !operational {
+            visit(&tenant.all);
+        }
         found.sort_unstable();
         // A subscription keyed by two scopes is reached twice.
         found.dedup();

@@ -11,6 +11,9 @@ use crate::subscription::Subscription;
 /// Whether `event` is delivered to `subscription`.
 pub fn matches(subscription: &Subscription, event: &Event) -> bool {
     subscription.tenant_id == event.tenant_id
+        // An operational event never goes to the subscription it is about.
+        && !(crate::catalog::is_operational(&event.name)
+            && event.entity.id == subscription.id)
         && subscription.is_deliverable()
         && subscription
             .spec
@@ -94,5 +97,42 @@ mod tests {
         assert!(!matches(&s, &e));
         e.attributes.insert("dc_id".into(), "7".into());
         assert!(matches(&s, &e));
+    }
+
+    #[test]
+    fn operational_events_need_their_names_and_skip_their_own_subscription() {
+        let event = |about: &str| Event {
+            id: "op_1".into(),
+            tenant_id: "t".into(),
+            name: crate::catalog::SUBSCRIPTION_FAILING.into(),
+            occurred_at: OffsetDateTime::UNIX_EPOCH,
+            entity: EntityRef {
+                kind: "subscription".into(),
+                id: about.into(),
+            },
+            attributes: Default::default(),
+            callback_url: None,
+            payload: Vec::new(),
+        };
+        let named = |id: &str, patterns: &[&str]| Subscription {
+            id: id.into(),
+            ..sub("t", patterns)
+        };
+        let all = named("sub_all", &["*"]);
+        let ops = named("sub_ops", &["waybill.*"]);
+        let exact = named("sub_exact", &["waybill.subscription.failing"]);
+        assert!(!matches(&all, &event("sub_x")), "`*` does not select them");
+        assert!(matches(&ops, &event("sub_x")));
+        assert!(matches(&exact, &event("sub_x")));
+        assert!(!matches(&ops, &event(&ops.id)), "never about itself");
+        assert!(crate::catalog::is_operational("waybill.delivery.dead"));
+        assert!(!crate::catalog::is_operational(crate::catalog::TEST_EVENT));
+        assert!(!crate::catalog::is_operational("waybillish.x"));
+        let mut index = crate::index::MatchIndex::new();
+        for s in [&all, &ops, &exact] {
+            index.upsert(s);
+        }
+        assert_eq!(index.matching(&event("sub_x")).len(), 2);
+        assert_eq!(index.matching(&event(&ops.id)), vec![exact.id.as_str()]);
     }
 }

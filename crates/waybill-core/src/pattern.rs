@@ -63,7 +63,8 @@ impl EventTypePattern {
     /// Whether an event of that name is selected.
     pub fn matches(&self, event_name: &str) -> bool {
         match self {
-            Self::All => true,
+            // `*` selects every event but Waybill's operational ones.
+            Self::All => !crate::catalog::is_operational(event_name),
             Self::Prefix(prefix) => event_name.starts_with(prefix.as_str()),
             Self::Exact(name) => name == event_name,
         }

@@ -38,7 +38,7 @@ pub struct DeliveryConfig {
     #[serde(with = "waybill_core::duration")]
     pub backlog_sample_interval: Duration,
     /// A subscription whose every attempt failed for this long is disabled
-    /// (with a reason, and an event on `operational_events`); `reset`
+    /// (with a reason, and a `waybill.subscription.disabled` event); `reset`
     /// re-enables it. Default 5 days.
     #[serde(with = "waybill_core::duration")]
     pub disable_after: Duration,

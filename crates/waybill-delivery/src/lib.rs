@@ -27,6 +27,7 @@ pub mod health;
 pub mod lanes;
 pub mod limits;
 pub mod oauth2;
+pub mod operational;
 pub mod partition;
 pub mod pause;
 pub mod request;

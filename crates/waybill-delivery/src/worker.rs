@@ -40,6 +40,7 @@ use crate::config::DeliveryConfig;
 use crate::health::HealthLocks;
 use crate::lanes::LaneKey;
 use crate::limits::RateLimits;
+use crate::operational::{Cause, dead_event, health_event};
 use crate::sender::{Attempt, Sender};
 use crate::strict::{Holds, LaneCtx, Released};
 use crate::takeover;
@@ -520,6 +521,13 @@ impl Worker {
             .get()
             .delivery(settlement.label(), attempt.status, attempt.duration);
         let mut record = attempt_record(job, attempt_no, attempt, &settlement.decision);
+        let cause = Cause {
+            delivery_id: task.delivery_id.clone(),
+            event_name: job.event.name.clone(),
+            status_code: attempt.status,
+            error_class: attempt.error_class.to_owned(),
+            error: attempt.error.clone(),
+        };
         let written = match settlement.decision {
             Decision::Success => {
                 tracing::debug!(
@@ -591,7 +599,15 @@ impl Worker {
                 });
                 record.dead = true;
                 self.publish_attempt(&record).await;
-                Finished::Done
+                let dead = dead_event(
+                    &task.tenant_id,
+                    &task.subscription_id,
+                    &cause,
+                    &job.event.id,
+                    attempt_no,
+                    OffsetDateTime::now_utc(),
+                );
+                self.announce(dead, &cause, stop).await
             }
             Decision::Disable => {
                 tracing::warn!(
@@ -610,13 +626,13 @@ impl Worker {
             HealthSignal::Unchanged => Finished::Done,
             HealthSignal::Succeeded | HealthSignal::Failed => {
                 let succeeded = settlement.health == HealthSignal::Succeeded;
-                self.update_health(subscription, succeeded, attempt.started, stop)
+                self.update_health(subscription, succeeded, attempt.started, &cause, stop)
                     .await;
                 Finished::Done
             }
             HealthSignal::Gone => {
                 let _judging = self.health.lock(&subscription.id).await;
-                self.change_health(subscription, stop, |_| {
+                self.change_health(subscription, &cause, stop, |_| {
                     Some(HealthChange::Disabled {
                         reason: "the endpoint answered 410 Gone".to_owned(),
                     })
@@ -635,6 +651,7 @@ impl Worker {
         subscription: &Subscription,
         succeeded: bool,
         at: OffsetDateTime,
+        cause: &Cause,
         stop: &CancellationToken,
     ) {
         let disable_after = self.config.disable_after;
@@ -649,7 +666,7 @@ impl Worker {
         if known.health_after(succeeded, at, disable_after).is_none() {
             return;
         }
-        self.change_health(subscription, stop, |current| {
+        self.change_health(subscription, cause, stop, |current| {
             current.health_after(succeeded, at, disable_after)
         })
         .await;
@@ -737,12 +754,13 @@ impl Worker {
 
     /// Records a health change: the subscription's health record, under
     /// its own key, so the user's state is never rewritten (and a user's
-    /// edit never rewrites the health). A disabled subscription is also
-    /// announced on `operational_events`. The same change is not written
-    /// twice while the projection catches up.
+    /// edit never rewrites the health). Every change is also announced as
+    /// an operational event (`waybill.subscription.*`). The same change is
+    /// not written twice while the projection catches up.
     async fn change_health(
         &self,
         subscription: &Subscription,
+        cause: &Cause,
         stop: &CancellationToken,
         judge: impl FnOnce(&Subscription) -> Option<HealthChange>,
     ) -> Finished {
@@ -796,30 +814,11 @@ impl Worker {
                 tracing::warn!(error = %e, subscription_id = %current.id, "projection lagging");
             }
         }
-        let changed = current;
-        let HealthChange::Disabled { reason } = change else {
-            return written.into();
-        };
-        let event = v1::OperationalEvent {
-            id: waybill_core::ids::new_operational_event_id(),
-            kind: "subscription.disabled".to_owned(),
-            tenant_id: changed.tenant_id.clone(),
-            subscription_id: changed.id.clone(),
-            reason: reason.clone(),
-            at: Some(timestamp(now)),
-        };
-        let value = event.encode_to_vec();
-        let topic = self.topics.operational_events();
-        self.until_acked(stop, "operational event", || {
-            self.producer.send(
-                &topic,
-                changed.id.as_bytes(),
-                Some(&value),
-                headers::standard(waybill_proto::SCHEMA_VERSION, None),
-            )
-        })
-        .await
-        .into()
+        if written.is_none() {
+            return Finished::Interrupted;
+        }
+        self.announce(health_event(&current, change, cause, now), cause, stop)
+            .await
     }
 
     /// Retries a Kafka write with backoff until it is acknowledged (then

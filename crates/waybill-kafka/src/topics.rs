@@ -76,7 +76,10 @@ impl Topics {
 
     /// Every domain topic.
     pub fn domains(&self) -> Vec<String> {
-        DomainTopic::ALL.iter().map(|t| self.domain(*t)).collect()
+        DomainTopic::CONSUMED
+            .iter()
+            .map(|t| self.domain(*t))
+            .collect()
     }
 
     /// The compacted subscription state topic.
@@ -205,7 +208,6 @@ impl Topics {
         });
         out.push(spec(self.delivery_attempts(), config.partitions, false));
         out.push(spec(self.dead_letters(), config.partitions, false));
-        out.push(spec(self.operational_events(), 1, false));
         out
     }
 }

@@ -225,6 +225,21 @@ impl Worker {
                     )
                     .await;
             }
+            Ok(e)
+                if waybill_core::catalog::is_operational(&e.name)
+                    && message.topic() != self.topics.operational_events() =>
+            {
+                return self
+                    .dead_letter(
+                        message,
+                        &format!(
+                            "invalid DomainEvent: `{}` is one of Waybill's operational events, produced by Waybill only (on {})",
+                            e.name,
+                            self.topics.operational_events()
+                        ),
+                    )
+                    .await;
+            }
             Ok(e) => e,
             Err(e) => {
                 return self

@@ -327,14 +327,26 @@ async fn failing_too_long_disables_and_token_failures_retry() {
         (4..=8).contains(&requests),
         "about 2 s of 500 ms retries: {requests}"
     );
-    let events = waybill_testkit::topic::read_all(&stack.brokers, "operational_events");
-    assert_eq!(events.len(), 1);
-    let event = waybill_proto::v1::OperationalEvent::decode(events[0].payload.as_slice()).unwrap();
+    // The transitions are operational events about the subscription.
+    let events: Vec<waybill_proto::v1::DomainEvent> =
+        waybill_testkit::topic::read_all(&stack.brokers, "operational_events")
+            .iter()
+            .map(|r| waybill_proto::v1::DomainEvent::decode(r.payload.as_slice()).unwrap())
+            .collect();
+    let names: Vec<&str> = events.iter().map(|e| e.event_name.as_str()).collect();
     assert_eq!(
-        (event.kind.as_str(), event.subscription_id.as_str()),
-        ("subscription.disabled", id.as_str())
+        names,
+        [
+            "waybill.subscription.failing",
+            "waybill.subscription.disabled"
+        ],
+        "one failing, one disabled"
     );
-    assert_eq!(event.reason, reason);
+    let disabled = &events[1];
+    assert_eq!(disabled.entity.as_ref().unwrap().id, id);
+    assert_eq!(disabled.attributes["subscription_id"], id);
+    let data: Value = serde_json::from_slice(&disabled.payload).unwrap();
+    assert_eq!(data["reason"], reason);
     // The queued retries of a disabled subscription are not sent.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(failing.received().len(), requests);
