@@ -65,7 +65,12 @@ fn ids(receiver: &Receiver) -> BTreeSet<String> {
 async fn every_catalog_event_reaches_exactly_its_subscriptions() {
     let stack = start_stack().await;
     let api = Api::new(stack.api_url(), KEY);
-    let catalog: Vec<String> = Catalog::builtin().iter().map(|e| e.name.clone()).collect();
+    // Waybill's own operational events are not posted by producers.
+    let catalog: Vec<String> = Catalog::builtin()
+        .iter()
+        .map(|e| e.name.clone())
+        .filter(|name| !waybill_core::catalog::is_operational(name))
+        .collect();
 
     // Another tenant, subscribed to everything.
     let operator = Api::new(stack.api_url(), stack.operator_token.clone());
