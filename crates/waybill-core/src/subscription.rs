@@ -554,14 +554,23 @@ pub fn parse_spec(
         (true, Some(b)) => b.clone(),
         _ => Spec::new(String::new(), Vec::new()),
     };
-    // `url`, `event_types`, `method` and `enabled` cannot be reset by `null`.
-    for key in ["url", "event_types", "method", "enabled"] {
-        if patch && f.raw_is_null(key) {
+    // `url`, `event_types`, `method` and `enabled` take no `null` (on create
+    // and replace, `url` and `event_types` are required anyway).
+    let non_null: &[&str] = if patch {
+        &["url", "event_types", "method", "enabled"]
+    } else {
+        &["method", "enabled"]
+    };
+    for key in non_null {
+        let key = *key;
+        if f.raw_is_null(key) {
             f.raw(key);
-            f.error(
-                key,
-                "cannot be null; leave it out to keep the current value",
-            );
+            let fix = if patch {
+                "leave it out to keep the current value"
+            } else {
+                "leave it out for the default"
+            };
+            f.error(key, format!("cannot be null; {fix}"));
         }
     }
 
@@ -829,6 +838,24 @@ mod tests {
         assert_eq!(s.rate_limit_per_second, Some(50));
         assert_eq!(s.filter.unwrap().scopes.len(), 1);
         assert_eq!(s.retry_policy.unwrap().max_attempts(), 3);
+    }
+
+    #[test]
+    fn null_is_the_default_of_optional_fields_but_not_of_method_or_enabled() {
+        let s = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"], "auth": null, "filter": null,
+                "ordering": null, "max_in_flight": null, "headers": null}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap();
+        assert_eq!((s.auth, s.max_in_flight), (CallbackAuth::None, 8));
+        let errors = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"], "method": null, "enabled": null}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["method", "enabled"]);
+        assert!(errors[0].message.contains("leave it out for the default"));
     }
 
     #[test]

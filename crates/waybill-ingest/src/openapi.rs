@@ -726,27 +726,19 @@ fn schemas(catalog: &Catalog) -> Value {
             },
         })
     };
+    // `null` stands for the default of an optional field, in every body
+    // (in a patch: resets it).
+    let mut subscription_input = subscription_input;
+    for nullable in NULLABLE_FIELDS {
+        let prop = &mut subscription_input["properties"][nullable];
+        *prop = json!({"oneOf": [prop.take(), {"type": "null"}]});
+    }
     let mut subscription_patch = subscription_input.clone();
     subscription_patch
         .as_object_mut()
         .expect("object")
         .remove("required");
     subscription_patch["example"] = json!({"enabled": false, "headers": {}});
-    for nullable in [
-        "name",
-        "filter",
-        "auth",
-        "headers",
-        "secret_headers",
-        "rate_limit_per_second",
-        "retry_policy",
-        "ordering",
-        "max_in_flight",
-        "metadata",
-    ] {
-        let prop = &mut subscription_patch["properties"][nullable];
-        *prop = json!({"oneOf": [prop.take(), {"type": "null"}]});
-    }
 
     let mut subscription_props = Map::new();
     for field in SUBSCRIPTION_FIELDS {
@@ -1206,6 +1198,20 @@ fn delivery_schemas(timestamp: &Value) -> (Value, Value) {
     }});
     (summary, full)
 }
+
+/// Optional fields of a subscription body that take `null` (the default).
+const NULLABLE_FIELDS: [&str; 10] = [
+    "name",
+    "filter",
+    "auth",
+    "headers",
+    "secret_headers",
+    "rate_limit_per_second",
+    "retry_policy",
+    "ordering",
+    "max_in_flight",
+    "metadata",
+];
 
 /// The schema of one field of a subscription body.
 fn subscription_field(field: &str, catalog: &Catalog) -> Value {
