@@ -25,7 +25,7 @@ use waybill_kafka::partitioned::Assigned;
 use waybill_runtime::metrics::Families;
 
 use crate::lanes::{LaneKey, Lanes};
-use crate::worker::{Finished, Job, LaneSlot, Worker};
+use crate::worker::{Finished, Job, LaneSlot, Worker, decode_task};
 
 /// What the loop does after a record was taken in.
 enum Step {
@@ -171,10 +171,13 @@ impl Partition {
             self.store(assigned, offset);
             return Step::Nothing;
         }
-        if let Some(subscription_id) = resume_marker(message) {
-            return Step::Resume(offset, subscription_id);
-        }
-        let job = match worker.decode(message).await {
+        // Decoded once: a resume marker, or a delivery.
+        let job = match decode_task(message) {
+            Ok(task) if task.resume => return Step::Resume(offset, task.subscription_id),
+            Ok(task) => worker.job(task, message).await,
+            Err(reason) => Err(reason),
+        };
+        let job = match job {
             Ok(job) => job,
             Err(reason) => {
                 return match worker.dead_letter(message, &reason, stop).await {
@@ -204,13 +207,6 @@ impl Partition {
             assigned.store_offset(upto);
         }
     }
-}
-
-/// The subscription a resume marker is for, if the record is one.
-fn resume_marker(message: &BorrowedMessage<'_>) -> Option<String> {
-    use waybill_proto::Message as _;
-    let task = waybill_proto::v1::DeliveryTask::decode(message.payload()?).ok()?;
-    task.resume.then_some(task.subscription_id)
 }
 
 impl Worker {

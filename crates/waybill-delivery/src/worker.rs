@@ -203,8 +203,17 @@ impl Worker {
 
     /// Decodes a record; `Err` carries why it is poison.
     pub(crate) async fn decode<M: Message>(&self, message: &M) -> Result<Job, String> {
-        let task = v1::DeliveryTask::decode(message.payload().unwrap_or_default())
-            .map_err(|e| format!("undecodable DeliveryTask: {e}"))?;
+        let task = decode_task(message)?;
+        self.job(task, message).await
+    }
+
+    /// The job of a decoded task read from `message`; `Err` says why it is
+    /// poison.
+    pub(crate) async fn job<M: Message>(
+        &self,
+        task: v1::DeliveryTask,
+        message: &M,
+    ) -> Result<Job, String> {
         let record = task
             .event
             .clone()
@@ -931,6 +940,12 @@ impl From<Option<Acked>> for Finished {
             Finished::Interrupted
         }
     }
+}
+
+/// The task a record holds; `Err` says why it is poison.
+pub(crate) fn decode_task<M: Message>(message: &M) -> Result<v1::DeliveryTask, String> {
+    v1::DeliveryTask::decode(message.payload().unwrap_or_default())
+        .map_err(|e| format!("undecodable DeliveryTask: {e}"))
 }
 
 /// The attempt record of an HTTP attempt and what was decided after it.

@@ -409,6 +409,34 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// An action call (`reset`, `pause`, `resume`): `apply` to the current
+/// state, under `If-Match`, unless `refuse` says why it no longer applies
+/// (`409`).
+async fn act(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    headers: &HeaderMap,
+    refuse: fn(&Subscription) -> Option<&'static str>,
+    apply: fn(&mut Subscription),
+) -> Result<Subscription, ApiError> {
+    let precondition = Precondition::from_headers(headers)?;
+    revisions::commit(
+        state,
+        principal,
+        id,
+        &precondition,
+        |s| async move {
+            match refuse(&s) {
+                Some(why) => Err(ApiError::conflict(why)),
+                None => Ok((s, ())),
+            }
+        },
+        |s, ()| apply(s),
+    )
+    .await
+}
+
 /// `POST /v1/subscriptions/{id}/reset`: clears the failure state, re-enables.
 pub(crate) async fn reset(
     State(state): State<Arc<AppState>>,
@@ -416,14 +444,13 @@ pub(crate) async fn reset(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Revisioned, ApiError> {
-    let precondition = Precondition::from_headers(&headers)?;
-    let s = revisions::commit(
+    let s = act(
         &state,
         &principal,
         &id,
-        &precondition,
-        |s| async move { Ok((s, ())) },
-        |s, ()| s.reset(),
+        &headers,
+        |_| None,
+        Subscription::reset,
     )
     .await?;
     tracing::info!(subscription_id = %s.id, "subscription reset");
@@ -439,22 +466,13 @@ pub(crate) async fn pause(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Revisioned, ApiError> {
-    let precondition = Precondition::from_headers(&headers)?;
-    let s = revisions::commit(
-        &state,
-        &principal,
-        &id,
-        &precondition,
-        |s| async move {
-            if !s.is_deliverable() {
-                return Err(ApiError::conflict(
-                    "the subscription is disabled: enable it (or reset it) before pausing it",
-                ));
-            }
-            Ok((s, ()))
-        },
-        |s, ()| s.paused = true,
-    )
+    let refuse = |s: &Subscription| {
+        (!s.is_deliverable())
+            .then_some("the subscription is disabled: enable it (or reset it) before pausing it")
+    };
+    let s = act(&state, &principal, &id, &headers, refuse, |s| {
+        s.paused = true
+    })
     .await?;
     tracing::info!(subscription_id = %s.id, "subscription paused");
     Ok(Revisioned(StatusCode::OK, view(&s)))
@@ -468,14 +486,13 @@ pub(crate) async fn resume(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Revisioned, ApiError> {
-    let precondition = Precondition::from_headers(&headers)?;
-    let s = revisions::commit(
+    let s = act(
         &state,
         &principal,
         &id,
-        &precondition,
-        |s| async move { Ok((s, ())) },
-        |s, ()| s.paused = false,
+        &headers,
+        |_| None,
+        |s| s.paused = false,
     )
     .await?;
     // The delivery service releases what it kept when it reads this
