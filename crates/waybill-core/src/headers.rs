@@ -62,12 +62,15 @@ pub(crate) fn parse_secret_headers(f: &mut Fields, names: &[String]) -> BTreeSet
     }
     let mut out = BTreeSet::new();
     for (i, name) in names.iter().enumerate() {
-        if is_header_name(name) {
-            out.insert(name.to_ascii_lowercase());
-        } else {
+        if !is_header_name(name) {
             f.error(
                 &format!("secret_headers[{i}]"),
                 "is not a valid HTTP header name",
+            );
+        } else if !out.insert(name.to_ascii_lowercase()) {
+            f.error(
+                &format!("secret_headers[{i}]"),
+                format!("`{name}` is listed twice (names are case-insensitive)"),
             );
         }
     }

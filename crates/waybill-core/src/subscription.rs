@@ -841,6 +841,18 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_header_listed_twice_is_refused() {
+        let errors = parse(
+            r#"{"url": "https://a.example", "event_types": ["*"],
+                "secret_headers": ["X-Sig", "x-other", "x-sig"]}"#,
+            &UrlPolicy::strict(),
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["secret_headers[2]"]);
+        assert!(errors[0].message.contains("listed twice"), "{errors:?}");
+    }
+
+    #[test]
     fn null_is_the_default_of_optional_fields_but_not_of_method_or_enabled() {
         let s = parse(
             r#"{"url": "https://a.example", "event_types": ["*"], "auth": null, "filter": null,

@@ -932,8 +932,8 @@ fn schemas(catalog: &Catalog) -> Value {
             "properties": {
                 "name": {"type": "string", "maxLength": 255, "description": "Segments of letters, digits, `_` or `-`, separated by `.`"},
                 "topic": {"type": "string", "enum": words(waybill_core::catalog::DomainTopic::ALL.map(|t| t.name()))},
-                "description": {"type": "string", "maxLength": 1024},
-                "domain": {"type": "string", "description": "Default: the first segment of the name"},
+                "description": or_null(json!({"type": "string", "maxLength": 1024})),
+                "domain": or_null(json!({"type": "string", "description": "Default (or null): the first segment of the name"})),
             },
             "example": {"name": "Shipment.Created", "topic": "freights", "description": "A shipment was created."},
         },
@@ -999,7 +999,7 @@ fn schemas(catalog: &Catalog) -> Value {
                 "additionalProperties": false,
                 "properties": {
                     "initial_delay": schema_ref("Duration"),
-                    "multiplier": {"type": "number", "minimum": 1, "maximum": 10, "default": 2},
+                    "multiplier": or_null(json!({"type": "number", "minimum": 1, "maximum": 10, "default": 2})),
                     "max_delay": schema_ref("Duration"),
                     "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
                 },
@@ -1298,7 +1298,9 @@ fn auth_schema(kind: &str, masked: bool) -> Value {
                 ),
                 (
                     "extra_params",
-                    json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 20}),
+                    or_null(
+                        json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 20}),
+                    ),
                 ),
             ],
         ),
@@ -1408,6 +1410,106 @@ mod tests {
             .map(|s| s["properties"]["type"]["const"].as_str().unwrap())
             .collect();
         assert_eq!(auth_types, AUTH_TYPES);
+    }
+
+    /// The parsers take an optional field sent as `null` as left out
+    /// (`Fields::optional`), so every optional field of a request body
+    /// must admit null in the document, or a client generated from it (and
+    /// the API fuzzer) would think null is refused. The exceptions refuse
+    /// null on purpose, with a message saying to leave the field out.
+    #[test]
+    fn optional_request_fields_admit_null() {
+        let doc = document(&Catalog::builtin());
+        let schemas = &doc["components"]["schemas"];
+        fn resolve<'a>(schemas: &'a Value, s: &'a Value) -> &'a Value {
+            match s["$ref"].as_str() {
+                Some(r) => resolve(schemas, &schemas[r.rsplit('/').next().unwrap()]),
+                None => s,
+            }
+        }
+        fn admits_null(schemas: &Value, s: &Value) -> bool {
+            let s = resolve(schemas, s);
+            let composed = ["anyOf", "oneOf", "allOf"]
+                .iter()
+                .filter_map(|k| s[*k].as_array())
+                .flatten()
+                .collect::<Vec<_>>();
+            match &s["type"] {
+                Value::String(t) => t == "null",
+                Value::Array(ts) => ts.iter().any(|t| t == "null"),
+                _ if s.get("const").is_some() || s.get("enum").is_some() => false,
+                _ if !composed.is_empty() => {
+                    if s["allOf"].is_array() {
+                        composed.iter().all(|c| admits_null(schemas, c))
+                    } else {
+                        composed.iter().any(|c| admits_null(schemas, c))
+                    }
+                }
+                _ => true,
+            }
+        }
+        fn walk(
+            schemas: &Value,
+            s: &Value,
+            at: &str,
+            bad: &mut Vec<String>,
+            seen: &mut Vec<String>,
+        ) {
+            if let Some(r) = s["$ref"].as_str() {
+                if seen.iter().any(|x| x == r) {
+                    return;
+                }
+                seen.push(r.to_owned());
+            }
+            let s = resolve(schemas, s);
+            for k in ["anyOf", "oneOf", "allOf"] {
+                for c in s[k].as_array().into_iter().flatten() {
+                    walk(schemas, c, at, bad, seen);
+                }
+            }
+            if let Some(items) = s.get("items") {
+                walk(schemas, items, &format!("{at}[]"), bad, seen);
+            }
+            let required: Vec<&str> = s["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect();
+            for (name, prop) in s["properties"].as_object().into_iter().flatten() {
+                let here = format!("{at}.{name}");
+                if !required.contains(&name.as_str()) && !admits_null(schemas, prop) {
+                    bad.push(here.clone());
+                }
+                walk(schemas, prop, &here, bad, seen);
+            }
+        }
+        let refuse_null = [
+            "SubscriptionPatch.url",
+            "SubscriptionPatch.event_types",
+            "SubscriptionPatch.method",
+            "SubscriptionPatch.enabled",
+            "SubscriptionInput.method",
+            "SubscriptionInput.enabled",
+        ];
+        let mut bad = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let Some(body) = op["requestBody"]["content"]["application/json"].get("schema")
+                else {
+                    continue;
+                };
+                let name = body["$ref"]
+                    .as_str()
+                    .map(|r| r.rsplit('/').next().unwrap().to_owned())
+                    .unwrap_or_else(|| format!("{method} {path}"));
+                walk(schemas, body, &name, &mut bad, &mut Vec::new());
+            }
+        }
+        bad.retain(|b| !refuse_null.contains(&b.as_str()));
+        bad.sort();
+        bad.dedup();
+        assert!(bad.is_empty(), "optional fields that refuse null: {bad:?}");
     }
 
     #[test]
