@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use waybill_testkit::api::Api;
-use waybill_testkit::cluster::{Cluster, KEY, Options};
+use waybill_testkit::cluster::{Cluster, KEY, Options, Role};
 use waybill_testkit::receiver::{self, Received, Receiver};
 
 const EVENT: &str = "freights.publication.accepted";
@@ -55,6 +55,20 @@ fn most_in_flight(got: &[&Received]) -> usize {
         most = most.max(now);
     }
     usize::try_from(most).unwrap_or(0)
+}
+
+/// One sample of a process's `/metrics` (`series` with its labels), 0 when
+/// absent.
+async fn metric(admin: &str, series: &str) -> f64 {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn entity(r: &Received) -> String {
@@ -304,9 +318,16 @@ async fn a_paused_subscription_keeps_its_deliveries_until_resumed() {
     waybill_testkit::wait::watchdog(Duration::from_secs(600));
     let dir = tempfile::tempdir().unwrap();
     let mut options = Options::new(env!("CARGO_BIN_EXE_waybill"));
-    // One partition: the two subscriptions share it.
-    options.partitions = 1;
-    let cluster = Cluster::start(dir.path(), options).await;
+    // Three partitions and two delivery processes: the paused
+    // subscription's partition of `deliveries` (tasks are keyed by
+    // subscription) may be either's.
+    options.partitions = 3;
+    options.extra_config = "backlog_sample_interval = \"500ms\"\n".into();
+    let mut cluster = Cluster::start(dir.path(), options).await;
+    let second = cluster.start_delivery_replica().await;
+    let deliveries = [cluster.health_url(Role::Delivery).unwrap(), second.clone()];
+    // The group settles with both members before anything is sent.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let api = Api::new(cluster.api(), KEY);
     let receiver = Receiver::start().await.unwrap();
     let paused = subscribe(&api, receiver.url("/paused"), json!({})).await;
@@ -363,6 +384,26 @@ async fn a_paused_subscription_keeps_its_deliveries_until_resumed() {
         "kept deliveries are pending: {pending}"
     );
 
+    // Each was parked once; the gauge shows them kept.
+    let mut parked = Vec::new();
+    for url in &deliveries {
+        parked.push(metric(url, "waybill_deliveries_parked_total{reason=\"paused\"}").await);
+    }
+    assert!(
+        parked.iter().sum::<f64>() == n as f64,
+        "each of the {n} parked once: {parked:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&deliveries[0], "waybill_deliveries_kept").await < n as f64
+        || metric(&deliveries[1], "waybill_deliveries_kept").await < n as f64
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the kept gauge did not reach {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let resumed_at = Instant::now();
     let (status, answer) = api.post(&format!("{path}/resume"), json!({})).await;
     assert_eq!(status, 200, "{answer}");
@@ -418,6 +459,13 @@ async fn a_paused_subscription_keeps_its_deliveries_until_resumed() {
         worst < Duration::from_secs(10),
         "the other subscription waited {worst:?}"
     );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for url in &deliveries {
+        while metric(url, "waybill_deliveries_kept").await != 0.0 {
+            assert!(Instant::now() < deadline, "the kept gauge stays above 0");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // A disabled subscription cannot be paused.
     let other_path = format!("/v1/subscriptions/{}", other["id"].as_str().unwrap());
@@ -426,6 +474,68 @@ async fn a_paused_subscription_keeps_its_deliveries_until_resumed() {
     let (status, refused) = api.post(&format!("{other_path}/pause"), json!({})).await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "conflict", "{refused}");
+}
+
+/// `delivery.pause_retention`: a delivery kept longer than it while its
+/// subscription was paused is dead on resume (listed with error class
+/// `pause_retention`, never sent); newer ones go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_kept_past_the_pause_retention_is_dead_on_resume() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(300));
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new(env!("CARGO_BIN_EXE_waybill"));
+    options.extra_config = "pause_retention = \"2s\"\n".into();
+    let cluster = Cluster::start(dir.path(), options).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let sub = subscribe(&api, receiver.url("/kept"), json!({})).await;
+    let path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+    let (status, answer) = api.post(&format!("{path}/pause"), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    for seq in 0..3 {
+        post_event(&api, "F-1", seq).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, pending) = api.get(&format!("{path}/deliveries?status=pending")).await;
+        if pending["deliveries"].as_array().map(Vec::len) == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3 kept deliveries pending: {pending}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, answer) = api.post(&format!("{path}/resume"), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    post_event(&api, "F-1", 3).await;
+    receiver.wait_for(1, Duration::from_secs(60)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let (_, dead) = api.get(&format!("{path}/deliveries?status=dead")).await;
+        if dead["deliveries"].as_array().map(Vec::len) == Some(3) {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "3 dead deliveries: {dead}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = dead["deliveries"][0]["id"].as_str().unwrap();
+    let (_, one) = api.get(&format!("/v1/deliveries/{id}")).await;
+    let attempts = one["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempts.last().unwrap()["error_class"],
+        "pause_retention",
+        "{one}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.received();
+    assert_eq!(
+        got.iter().map(seq).collect::<Vec<_>>(),
+        [3],
+        "only the delivery newer than the retention is sent"
+    );
 }
 
 /// Operational events: a tenant's subscription naming `waybill.*`

@@ -21,6 +21,12 @@ pub struct Hold {
     pub blocked_by: Option<String>,
     /// The first parked delivery not yet released, if any was parked.
     pub parked: Option<Parked>,
+    /// A paused subscription's hold: the pause it releases (the `from` of
+    /// the subscription's `kept_from`); 0 on a lane.
+    pub generation: i64,
+    /// A paused subscription's hold: every delivery kept before
+    /// `parked.from` went out (see [`pause_gate`]).
+    pub released: bool,
 }
 
 /// Where a lane's parked deliveries start.
@@ -112,6 +118,74 @@ pub fn lane_effect(strict: bool, decision: Decision, blocker: bool, redeliver: b
     }
 }
 
+/// What to do with a delivery of a subscription that is or was paused.
+///
+/// `pause` writes an empty record to the subscription's partition of
+/// `deliveries.parked` and keeps where the next one goes as the
+/// subscription's `kept_from`: every delivery parked since is after it.
+/// Parkers (any delivery process, on any partition) only append there;
+/// they never write the hold. The one releaser (the owner of the
+/// partition where `resume` wrote its marker) is the only writer of the
+/// subscription's hold: its progress, then `released` with where it
+/// stopped. A delivery is parked while the subscription is paused, and
+/// after `resume` until its generation is released; one parked after the
+/// releaser looked for the last time (`parked.from`) is sent by its
+/// parker ([`parked_late`]).
+pub fn pause_gate(paused: bool, kept_from: Option<Parked>, hold: Option<&Hold>) -> PauseGate {
+    match kept_from {
+        _ if paused => PauseGate::Park,
+        None => PauseGate::Send,
+        Some(kept) if hold.is_some_and(|h| h.released && h.generation == kept.from) => {
+            PauseGate::Send
+        }
+        Some(_) => PauseGate::Park,
+    }
+}
+
+/// [`pause_gate`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseGate {
+    /// Send it (never paused, or everything kept went out).
+    Send,
+    /// Park it behind the kept ones.
+    Park,
+}
+
+/// Whether a delivery of a resumed subscription, parked at `offset`, was
+/// parked after its releaser had finished (so its parker sends it).
+pub fn parked_late(kept_from: Option<Parked>, hold: Option<&Hold>, offset: i64) -> bool {
+    match (kept_from, hold) {
+        (Some(kept), Some(h)) if h.released && h.generation == kept.from => {
+            h.parked.is_none_or(|upto| offset >= upto.from)
+        }
+        _ => false,
+    }
+}
+
+/// Where the release of a resumed subscription starts: where its pause
+/// started; where an interrupted release of this pause stopped; or
+/// earlier, where an interrupted release of an earlier pause stopped
+/// (everything between is the subscription's, kept since).
+pub fn release_start(kept_from: Parked, hold: Option<&Hold>) -> Parked {
+    let Some((progress, generation)) =
+        hold.and_then(|h| h.parked.filter(|_| !h.released).map(|p| (p, h.generation)))
+    else {
+        return kept_from;
+    };
+    if progress.partition != kept_from.partition {
+        return kept_from;
+    }
+    let from = if generation == kept_from.from {
+        progress.from
+    } else {
+        progress.from.min(kept_from.from)
+    };
+    Parked {
+        partition: kept_from.partition,
+        from,
+    }
+}
+
 /// `blocked_by` of a paused subscription's hold.
 pub const PAUSED: &str = "\u{1}paused";
 
@@ -134,8 +208,81 @@ mod tests {
     fn blocked(by: &str) -> Hold {
         Hold {
             blocked_by: Some(by.into()),
-            parked: None,
+            ..Hold::default()
         }
+    }
+
+    fn at(from: i64) -> Parked {
+        Parked { partition: 2, from }
+    }
+
+    fn progress(generation: i64, from: i64, released: bool) -> Hold {
+        Hold {
+            blocked_by: Some(PAUSED.into()),
+            parked: Some(at(from)),
+            generation,
+            released,
+        }
+    }
+
+    #[test]
+    fn a_paused_subscription_parks_until_its_generation_is_released() {
+        assert_eq!(pause_gate(false, None, None), PauseGate::Send);
+        assert_eq!(pause_gate(true, None, None), PauseGate::Park);
+        assert_eq!(pause_gate(true, Some(at(10)), None), PauseGate::Park);
+        // Resumed, release not started or under way: still parked.
+        assert_eq!(pause_gate(false, Some(at(10)), None), PauseGate::Park);
+        let releasing = progress(10, 40, false);
+        assert_eq!(
+            pause_gate(false, Some(at(10)), Some(&releasing)),
+            PauseGate::Park
+        );
+        let done = progress(10, 90, true);
+        assert_eq!(
+            pause_gate(false, Some(at(10)), Some(&done)),
+            PauseGate::Send
+        );
+        // Paused again: the earlier release does not count.
+        assert_eq!(
+            pause_gate(false, Some(at(95)), Some(&done)),
+            PauseGate::Park
+        );
+        assert_eq!(pause_gate(true, Some(at(10)), Some(&done)), PauseGate::Park);
+    }
+
+    #[test]
+    fn a_delivery_parked_after_the_release_finished_is_its_parkers_to_send() {
+        let done = progress(10, 90, true);
+        assert!(parked_late(Some(at(10)), Some(&done), 90));
+        assert!(parked_late(Some(at(10)), Some(&done), 95));
+        assert!(
+            !parked_late(Some(at(10)), Some(&done), 89),
+            "released already"
+        );
+        assert!(!parked_late(
+            Some(at(10)),
+            Some(&progress(10, 90, false)),
+            95
+        ));
+        assert!(!parked_late(Some(at(95)), Some(&done), 96), "another pause");
+        assert!(!parked_late(None, Some(&done), 95));
+        assert!(!parked_late(Some(at(10)), None, 95));
+    }
+
+    #[test]
+    fn a_release_starts_where_an_interrupted_one_stopped() {
+        assert_eq!(release_start(at(50), None), at(50));
+        // An earlier pause's release, interrupted.
+        assert_eq!(
+            release_start(at(50), Some(&progress(10, 30, false))),
+            at(30)
+        );
+        assert_eq!(release_start(at(50), Some(&progress(10, 30, true))), at(50));
+        // This pause's release, interrupted (the marker read again).
+        assert_eq!(
+            release_start(at(50), Some(&progress(50, 70, false))),
+            at(70)
+        );
     }
 
     #[test]
@@ -176,6 +323,7 @@ mod tests {
                 partition: 0,
                 from: 7,
             }),
+            ..Hold::default()
         };
         assert_eq!(gate(Some(&releasing), "d1", true, false), Gate::Stale);
         // A new delivery of a lane left half released releases it first.

@@ -295,6 +295,10 @@ pub struct Subscription {
     /// Paused by the user: still matched, nothing sent; its deliveries are
     /// kept and go out after `resume`.
     pub paused: bool,
+    /// Where the deliveries kept since the last pause start on
+    /// `deliveries.parked` (see [`crate::hold::pause_gate`]); kept after
+    /// `resume`, until the next pause replaces it.
+    pub kept_from: Option<crate::hold::Parked>,
 }
 
 /// The statuses an answer shows: the health, `disabled` when switched off
@@ -321,6 +325,7 @@ impl Subscription {
             write_id: crate::ids::new_write_id(),
             health_reset_revision: 1,
             paused: false,
+            kept_from: None,
         }
     }
 

@@ -41,6 +41,11 @@ impl Holds {
         self.by_lane.get(key)
     }
 
+    /// Every hold, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Hold)> {
+        self.by_lane.iter().map(|(k, h)| (k.as_str(), h))
+    }
+
     /// How many lanes are held.
     pub fn len(&self) -> usize {
         self.by_lane.len()
@@ -75,6 +80,8 @@ fn from_record(r: &v1::LaneHold) -> Hold {
             partition: r.parked_partition,
             from: r.parked_from,
         }),
+        generation: r.generation,
+        released: r.released,
     }
 }
 
@@ -124,6 +131,7 @@ impl LaneCtx {
         Hold {
             blocked_by: Some(job.task.delivery_id.clone()),
             parked: self.hold.as_ref().and_then(|h| h.parked),
+            ..Hold::default()
         }
     }
 }
@@ -203,34 +211,9 @@ impl Worker {
         trace: &TraceParent,
         stop: &CancellationToken,
     ) -> Finished {
-        let topic = self.topics.deliveries_parked();
-        let value = job.task.encode_to_vec();
-        let Some(acked) = self
-            .until_acked(stop, "parked delivery", || {
-                self.producer.send(
-                    &topic,
-                    job.task.subscription_id.as_bytes(),
-                    Some(&value),
-                    headers::standard(waybill_proto::SCHEMA_VERSION, Some(trace)),
-                )
-            })
-            .await
-        else {
+        let Some(acked) = self.park_record(job, "strict", trace, stop).await else {
             return Finished::Interrupted;
         };
-        self.metrics.get().deliveries_parked.inc();
-        // The history shows it pending, and where it waits.
-        let queued = v1::DeliveryAttempt {
-            outcome: v1::AttemptOutcome::Queued as i32,
-            task: Some(v1::TaskRef {
-                topic: topic.clone(),
-                partition: acked.partition,
-                offset: acked.offset,
-            }),
-            ..crate::worker::job_record(job, 0, time::OffsetDateTime::now_utc())
-        };
-        self.publish_attempt(&queued).await;
-        tracing::Span::current().record("outcome", "parked");
         tracing::debug!(delivery_id = %job.task.delivery_id, partition = acked.partition, offset = acked.offset, "parked behind its lane's blocker");
         let Some(hold) = lane.hold.as_mut() else {
             return Finished::Done;
@@ -244,6 +227,48 @@ impl Worker {
             return self.write_hold(lane, Some(hold), stop).await;
         }
         Finished::Done
+    }
+
+    /// Appends `job` to `deliveries.parked` (its subscription's partition)
+    /// and records it as queued there, so the history shows it pending;
+    /// `reason` labels the metric. `None`: interrupted.
+    pub(crate) async fn park_record(
+        &self,
+        job: &Job,
+        reason: &'static str,
+        trace: &TraceParent,
+        stop: &CancellationToken,
+    ) -> Option<waybill_kafka::producer::Acked> {
+        let topic = self.topics.deliveries_parked();
+        let value = job.task.encode_to_vec();
+        let acked = self
+            .until_acked(stop, "parked delivery", || {
+                self.producer.send(
+                    &topic,
+                    job.task.subscription_id.as_bytes(),
+                    Some(&value),
+                    headers::standard(waybill_proto::SCHEMA_VERSION, Some(trace)),
+                )
+            })
+            .await?;
+        self.metrics
+            .get()
+            .deliveries_parked
+            .get_or_create(&waybill_runtime::metrics::ReasonLabels { reason })
+            .inc();
+        // The history shows it pending, and where it waits.
+        let queued = v1::DeliveryAttempt {
+            outcome: v1::AttemptOutcome::Queued as i32,
+            task: Some(v1::TaskRef {
+                topic: topic.clone(),
+                partition: acked.partition,
+                offset: acked.offset,
+            }),
+            ..crate::worker::job_record(job, 0, time::OffsetDateTime::now_utc())
+        };
+        self.publish_attempt(&queued).await;
+        tracing::Span::current().record("outcome", "parked");
+        Some(acked)
     }
 
     /// Holds `lane` behind `job`, which is retried: written before its
@@ -280,6 +305,8 @@ impl Worker {
                 parked: h.parked.is_some(),
                 parked_partition: parked.partition,
                 parked_from: parked.from,
+                generation: h.generation,
+                released: h.released,
             }
             .encode_to_vec()
         });
@@ -355,6 +382,7 @@ impl Worker {
                         partition: parked.partition,
                         from: message.offset() + 1,
                     }),
+                    ..Hold::default()
                 };
                 lane.hold = Some(next.clone());
                 let job = match self.decode(&message).await {

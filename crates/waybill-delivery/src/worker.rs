@@ -85,9 +85,6 @@ pub struct Worker {
     pub subscriptions: Table<AllSubscriptions>,
     /// The holds on strict lanes and paused subscriptions.
     pub holds: Table<Holds>,
-    /// Parking a paused subscription's delivery and finding nothing more
-    /// to release, one at a time.
-    pub pause_lock: tokio::sync::Mutex<()>,
     /// Seals secrets of the subscription records this service writes.
     pub keys: Keyring,
     /// The `[delivery]` section.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use waybill_core::auth::CallbackAuth;
 use waybill_core::event::{EntityRef, Event, format_rfc3339};
+use waybill_core::hold::Parked;
 use waybill_core::pattern::EventTypePattern;
 use waybill_core::subscription::{Mode, SHOWN_STATUSES, Spec, Status, Subscription, parse_spec};
 use waybill_core::url_policy::UrlPolicy;
@@ -466,16 +467,51 @@ pub(crate) async fn pause(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Revisioned, ApiError> {
-    let refuse = |s: &Subscription| {
-        (!s.is_deliverable())
-            .then_some("the subscription is disabled: enable it (or reset it) before pausing it")
-    };
-    let s = act(&state, &principal, &id, &headers, refuse, |s| {
-        s.paused = true
-    })
+    let precondition = Precondition::from_headers(&headers)?;
+    let s = revisions::commit(
+        &state,
+        &principal,
+        &id,
+        &precondition,
+        |s| {
+            let state = &state;
+            async move {
+                if !s.is_deliverable() {
+                    return Err(ApiError::conflict(
+                        "the subscription is disabled: enable it (or reset it) before pausing it",
+                    ));
+                }
+                if s.paused {
+                    return Ok((s, None));
+                }
+                let kept_from = kept_from(state, &s.id).await?;
+                Ok((s, Some(kept_from)))
+            }
+        },
+        |s, kept_from| {
+            s.paused = true;
+            if kept_from.is_some() {
+                s.kept_from = kept_from;
+            }
+        },
+    )
     .await?;
     tracing::info!(subscription_id = %s.id, "subscription paused");
     Ok(Revisioned(StatusCode::OK, view(&s)))
+}
+
+/// Where a new pause of subscription `id` starts keeping: after an empty
+/// record written to its partition of `deliveries.parked` (the delivery
+/// service parks each of its deliveries there once it sees the pause, so
+/// after this; see `waybill_core::hold::pause_gate`).
+async fn kept_from(state: &AppState, id: &str) -> Result<Parked, ApiError> {
+    let acked = state
+        .send(&state.topics.deliveries_parked(), id.as_bytes(), Some(&[]))
+        .await?;
+    Ok(Parked {
+        partition: acked.partition,
+        from: acked.offset + 1,
+    })
 }
 
 /// `POST /v1/subscriptions/{id}/resume`: back to the status it had; the

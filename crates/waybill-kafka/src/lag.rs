@@ -43,6 +43,22 @@ pub fn topic_size(config: &KafkaConfig, topic: &str) -> Result<i64> {
     Ok(size)
 }
 
+/// The high watermark (next offset) of each partition of `topic`.
+pub fn high_watermarks(config: &KafkaConfig, topic: &str) -> Result<Vec<(i32, i64)>> {
+    let consumer: BaseConsumer = config
+        .client_config(crate::config::ClientRole::Consumer)
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    let mut out = Vec::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), CALL_TIMEOUT)?;
+            out.push((p.id(), high));
+        }
+    }
+    Ok(out)
+}
+
 /// The backlog of `group` on every partition of `topics`.
 pub fn group_lag(
     config: &KafkaConfig,

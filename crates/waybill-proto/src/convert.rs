@@ -362,6 +362,9 @@ pub fn subscription_to_proto(s: &Subscription, keys: &Keyring) -> v1::Subscripti
         write_id: s.write_id.clone(),
         health_reset_revision: s.health_reset_revision,
         paused: s.paused,
+        kept: s.kept_from.is_some(),
+        kept_partition: s.kept_from.map_or(0, |k| k.partition),
+        kept_from: s.kept_from.map_or(0, |k| k.from),
         deleted: false,
     }
 }
@@ -600,6 +603,10 @@ pub fn subscription_from_proto(
         write_id: p.write_id,
         health_reset_revision: p.health_reset_revision,
         paused: p.paused,
+        kept_from: p.kept.then_some(waybill_core::hold::Parked {
+            partition: p.kept_partition,
+            from: p.kept_from,
+        }),
     })
 }
 

@@ -82,6 +82,13 @@ pub struct QuotaLabels {
     pub quota: &'static str,
 }
 
+/// Why deliveries were parked on `deliveries.parked`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `strict` (behind a strict lane's blocker) or `paused`.
+    pub reason: &'static str,
+}
+
 /// Every metric of the process.
 pub struct Families {
     /// `waybill_http_requests_total{route, status}`.
@@ -110,8 +117,11 @@ pub struct Families {
     pub takeover_skipped: Counter,
     /// `waybill_duplicate_tasks_skipped_total`.
     pub duplicate_tasks_skipped: Counter,
-    /// `waybill_deliveries_parked_total`.
-    pub deliveries_parked: Counter,
+    /// `waybill_deliveries_parked_total{reason}`.
+    pub deliveries_parked: Family<ReasonLabels, Counter>,
+    /// `waybill_deliveries_kept`: deliveries on `deliveries.parked` not
+    /// released yet, at most.
+    pub deliveries_kept: Gauge,
     /// `waybill_dead_letters_total{topic}`: poison records set aside.
     pub poison_records: Family<TopicLabels, Counter>,
     /// `waybill_projection_subscriptions`.
@@ -183,7 +193,8 @@ impl Metrics {
             health_changes: Family::default(),
             takeover_skipped: Counter::default(),
             duplicate_tasks_skipped: Counter::default(),
-            deliveries_parked: Counter::default(),
+            deliveries_parked: Family::default(),
+            deliveries_kept: Gauge::default(),
             poison_records: Family::default(),
             projection_subscriptions: Gauge::default(),
             consumer_lag: Family::default(),
@@ -267,8 +278,13 @@ impl Metrics {
         );
         registry.register(
             "deliveries_parked",
-            "Deliveries parked behind a strict lane's delivery being retried (sent in order once it is over)",
+            "Deliveries parked on deliveries.parked: behind a strict lane's delivery being retried (reason strict) or while their subscription is paused (reason paused)",
             f.deliveries_parked.clone(),
+        );
+        registry.register(
+            "deliveries_kept",
+            "Deliveries parked and not released yet (shown pending), at most: records of deliveries.parked from the oldest one still kept",
+            f.deliveries_kept.clone(),
         );
         registry.register(
             "poison_records",

@@ -101,6 +101,11 @@ impl Subscriptions {
             .flat_map(BTreeMap::values)
     }
 
+    /// Every subscription, by tenant then id.
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.by_tenant.values().flat_map(BTreeMap::values)
+    }
+
     /// How many subscriptions there are.
     pub fn len(&self) -> usize {
         self.tenant_of.len()

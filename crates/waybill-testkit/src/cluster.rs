@@ -97,7 +97,8 @@ pub struct Cluster {
     config: PathBuf,
     ports: [u16; 4],
     procs: Vec<(Role, Child)>,
-    /// More `waybill ingest` processes, with their ports.
+    /// More `waybill ingest` and `waybill delivery` processes, with their
+    /// admin ports.
     replicas: Vec<(u16, Child)>,
     kafka: Option<KafkaCluster>,
 }
@@ -256,24 +257,46 @@ listen = "127.0.0.1:{delivery}"
     pub async fn start_ingest_replica(&mut self) -> String {
         let port = free_port();
         let admin_port = free_port();
+        let env = [
+            ("WAYBILL_INGEST__LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "WAYBILL_INGEST__ADMIN_LISTEN",
+                format!("127.0.0.1:{admin_port}"),
+            ),
+        ];
+        self.start_replica("ingest", &env, admin_port).await;
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Starts one more delivery process (same configuration and group,
+    /// its own admin port, log `delivery-<n>.log`) and returns its admin
+    /// URL (`/metrics`) once it is ready.
+    pub async fn start_delivery_replica(&mut self) -> String {
+        let admin_port = free_port();
+        let env = [(
+            "WAYBILL_DELIVERY__LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )];
+        self.start_replica("delivery", &env, admin_port).await;
+        format!("http://127.0.0.1:{admin_port}")
+    }
+
+    async fn start_replica(&mut self, subcommand: &str, env: &[(&str, String)], admin_port: u16) {
         let n = self.replicas.len() + 2;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("ingest-{n}.log")))
+            .open(self.dir.join(format!("{subcommand}-{n}.log")))
             .expect("log file");
-        let mut child = self
-            .command("ingest")
-            .env("WAYBILL_INGEST__LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "WAYBILL_INGEST__ADMIN_LISTEN",
-                format!("127.0.0.1:{admin_port}"),
-            )
+        let mut command = self.command(subcommand);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start ingest replica: {e}"));
-        let url = format!("http://127.0.0.1:{port}");
+            .unwrap_or_else(|e| panic!("cannot start {subcommand} replica: {e}"));
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -288,12 +311,11 @@ listen = "127.0.0.1:{delivery}"
             }
             assert!(
                 matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline,
-                "ingest replica {n} not ready"
+                "{subcommand} replica {n} not ready"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.replicas.push((port, child));
-        url
+        self.replicas.push((admin_port, child));
     }
 
     /// `http://127.0.0.1:<port>` of a service's admin port (`/healthz`,
