@@ -49,44 +49,96 @@ pub struct Workload {
     pub rate: Option<u32>,
     /// Percentage of deliveries whose first attempt the receiver fails.
     pub fail_percent: u64,
+    /// Entities the events are spread over (event `i` is about entity
+    /// `i % entities`).
+    pub entities: usize,
+    /// The subscriptions' `ordering` (`None`: the default, `entity`).
+    pub ordering: Option<&'static str>,
+    /// The subscriptions' `max_in_flight` (`None`: the default, 8).
+    pub max_in_flight: Option<u32>,
+}
+
+impl Workload {
+    fn plain(name: &'static str, about: &'static str, subscriptions: usize, events: usize) -> Self {
+        Self {
+            name,
+            about,
+            subscriptions,
+            events,
+            rate: None,
+            fail_percent: 0,
+            entities: 1024,
+            ordering: None,
+            max_in_flight: None,
+        }
+    }
+
+    /// One subscription, 5,000 events over 10 entities, `max_in_flight`
+    /// 64, in `ordering` mode.
+    fn ordered(
+        name: &'static str,
+        about: &'static str,
+        ordering: &'static str,
+        fail_percent: u64,
+    ) -> Self {
+        Self {
+            fail_percent,
+            entities: 10,
+            ordering: Some(ordering),
+            max_in_flight: Some(64),
+            ..Self::plain(name, about, 1, 5_000)
+        }
+    }
 }
 
 /// The workloads of the benchmark (issue W1..W4).
 pub fn standard() -> Vec<Workload> {
     vec![
+        Workload::plain("W1", "one subscription, 20,000 events", 1, 20_000),
+        Workload::plain("W2", "fan-out to 10 subscriptions, 5,000 events", 10, 5_000),
         Workload {
-            name: "W1",
-            about: "one subscription, 20,000 events",
-            subscriptions: 1,
-            events: 20_000,
-            rate: None,
-            fail_percent: 0,
-        },
-        Workload {
-            name: "W2",
-            about: "fan-out to 10 subscriptions, 5,000 events",
-            subscriptions: 10,
-            events: 5_000,
-            rate: None,
-            fail_percent: 0,
-        },
-        Workload {
-            name: "W3",
-            about: "1,000 events/s for 60 s (latency)",
-            subscriptions: 1,
-            events: 60_000,
             rate: Some(1_000),
-            fail_percent: 0,
+            ..Workload::plain("W3", "1,000 events/s for 60 s (latency)", 1, 60_000)
         },
         Workload {
-            name: "W4",
-            about: "W1 with 30 % of first attempts answered 500",
-            subscriptions: 1,
-            events: 20_000,
-            rate: None,
             fail_percent: 30,
+            ..Workload::plain(
+                "W4",
+                "W1 with 30 % of first attempts answered 500",
+                1,
+                20_000,
+            )
         },
     ]
+}
+
+/// What each `ordering` mode costs: one subscription, 10 entities,
+/// `max_in_flight` 64 (O1..O5; not run unless named).
+pub fn ordering_modes() -> Vec<Workload> {
+    vec![
+        Workload::ordered("O1", "ordering entity, 10 entities", "entity", 0),
+        Workload::ordered("O2", "ordering strict, 10 entities", "strict", 0),
+        Workload::ordered("O3", "ordering none, 10 entities", "none", 0),
+        Workload::ordered(
+            "O4",
+            "O1 with 5 % of first attempts answered 500",
+            "entity",
+            5,
+        ),
+        Workload::ordered(
+            "O5",
+            "O2 with 5 % of first attempts answered 500",
+            "strict",
+            5,
+        ),
+    ]
+}
+
+/// Every workload by name: [`standard`], then [`ordering_modes`].
+pub fn all() -> Vec<Workload> {
+    let mut all = standard();
+    all.extend(ordering_modes());
+    all
 }
 
 /// Latency percentiles, milliseconds.
@@ -152,6 +204,10 @@ pub struct Report {
     pub duplicates: usize,
     /// Requests answered 500 on purpose (W4).
     pub failed_on_purpose: usize,
+    /// Deliveries whose first 2xx came after that of a later event of
+    /// the same entity (what `ordering` prevents).
+    #[serde(default)]
+    pub out_of_order: usize,
     /// POST sent → first 2xx arrival, per delivery.
     pub latency: Latency,
     /// Wall time of the workload.
@@ -220,15 +276,22 @@ pub async fn run(
 
     let mut subscriptions = Vec::new();
     for k in 0..workload.subscriptions {
+        let mut body = json!({
+            "name": format!("bench {run_id} #{k}"),
+            "url": receiver.url(&format!("/{run_id}/{k}")),
+            "event_types": ["freights.publication.created"],
+            "retry_policy": {"delays": ["100ms", "200ms", "500ms", "1s", "2s"]},
+        });
+        if let Some(ordering) = workload.ordering {
+            body["ordering"] = json!(ordering);
+        }
+        if let Some(max) = workload.max_in_flight {
+            body["max_in_flight"] = json!(max);
+        }
         let response = client
             .post(format!("{}/v1/subscriptions", target.api))
             .bearer_auth(&target.key)
-            .json(&json!({
-                "name": format!("bench {run_id} #{k}"),
-                "url": receiver.url(&format!("/{run_id}/{k}")),
-                "event_types": ["freights.publication.created"],
-                "retry_policy": {"delays": ["100ms", "200ms", "500ms", "1s", "2s"]},
-            }))
+            .json(&body)
             .send()
             .await?;
         let status = response.status();
@@ -243,6 +306,7 @@ pub async fn run(
 
     // Post, remembering when each event was sent.
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let entities = workload.entities.max(1);
     let post = |i: usize| {
         let id = format!("bench-{run_id}-{i}");
         let request = client
@@ -250,7 +314,7 @@ pub async fn run(
             .bearer_auth(&target.key)
             .json(&json!({
                 "id": id, "event_name": "freights.publication.created",
-                "entity": {"type": "freight", "id": format!("F-{}", i % 1024)},
+                "entity": {"type": "freight", "id": format!("F-{}", i % entities)},
                 "attributes": {"dc_id": (i % 7).to_string()},
                 "data": {"i": i, "price": 1000, "currency": "EUR"},
             }));
@@ -344,6 +408,7 @@ pub async fn run(
         .filter_map(|((event, _), at)| sent.get(event).map(|s| at.saturating_duration_since(*s)))
         .collect();
     let delivered = first.len();
+    let out_of_order = out_of_order(&first, &format!("bench-{run_id}-"), entities);
     let delivered_per_s = delivered as f64 / (last_arrival - posting).as_secs_f64().max(1e-9);
 
     for id in subscriptions {
@@ -366,9 +431,39 @@ pub async fn run(
         lost: expected.saturating_sub(delivered),
         duplicates: accepted_requests - delivered,
         failed_on_purpose,
+        out_of_order,
         latency: Latency::of(latencies),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// How many deliveries arrived (first 2xx) after a later event of their
+/// entity, per subscription; event ids are `<prefix><i>`, about entity
+/// `i % entities`.
+fn out_of_order(
+    first: &HashMap<(String, String), Instant>,
+    prefix: &str,
+    entities: usize,
+) -> usize {
+    let mut arrivals: Vec<(&str, usize, Instant)> = first
+        .iter()
+        .filter_map(|((event, path), at)| {
+            let i = event.strip_prefix(prefix)?.parse().ok()?;
+            Some((path.as_str(), i, *at))
+        })
+        .collect();
+    arrivals.sort_by_key(|&(_, i, at)| (at, i));
+    let mut latest: HashMap<(&str, usize), usize> = HashMap::new();
+    let mut late = 0;
+    for (path, i, _) in arrivals {
+        let seen = latest.entry((path, i % entities)).or_insert(i);
+        if i < *seen {
+            late += 1;
+        } else {
+            *seen = i;
+        }
+    }
+    late
 }
 
 /// What [`run_all`] measured.
@@ -518,6 +613,8 @@ pub struct Summary {
     pub lost: usize,
     /// Duplicates over all runs.
     pub duplicates: usize,
+    /// Deliveries out of their entity's order over all runs.
+    pub out_of_order: usize,
 }
 
 /// Groups `reports` by workload (in order of first appearance).
@@ -545,6 +642,7 @@ pub fn summarize(reports: &[Report]) -> Vec<Summary> {
                 delivered: runs.iter().map(|r| r.delivered).sum(),
                 lost: runs.iter().map(|r| r.lost).sum(),
                 duplicates: runs.iter().map(|r| r.duplicates).sum(),
+                out_of_order: runs.iter().map(|r| r.out_of_order).sum(),
             }
         })
         .collect()
@@ -553,14 +651,14 @@ pub fn summarize(reports: &[Report]) -> Vec<Summary> {
 /// A Markdown table of `summaries` (median, then min–max).
 pub fn markdown(summaries: &[Summary]) -> String {
     let mut out = String::from(
-        "| workload | runs | accepted/s | delivered/s | of ceiling | p50 | p99 | p99.9 | lost | duplicates |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| workload | runs | accepted/s | delivered/s | of ceiling | p50 | p99 | p99.9 | lost | duplicates | out of order |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let rate = |s: &Spread| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max);
     let ratio = |s: &Spread| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
     let ms = |s: &Spread| format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max);
     for s in summaries {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.workload,
             s.runs,
             rate(&s.accepted_per_s),
@@ -571,6 +669,7 @@ pub fn markdown(summaries: &[Summary]) -> String {
             ms(&s.p999_ms),
             s.lost,
             s.duplicates,
+            s.out_of_order,
         ));
     }
     out
@@ -579,6 +678,27 @@ pub fn markdown(summaries: &[Summary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_after_a_later_event_of_its_entity_is_out_of_order() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let first: HashMap<(String, String), Instant> = [
+            // Entity 0: events 0, 2, 4 — 2 arrives after 4.
+            (("p-0", "/a"), at(1)),
+            (("p-4", "/a"), at(2)),
+            (("p-2", "/a"), at(3)),
+            // Entity 1 in order; the other subscription's own order.
+            (("p-1", "/a"), at(1)),
+            (("p-3", "/a"), at(4)),
+            (("p-2", "/b"), at(1)),
+            (("p-4", "/b"), at(2)),
+        ]
+        .into_iter()
+        .map(|((e, p), t)| ((e.to_owned(), p.to_owned()), t))
+        .collect();
+        assert_eq!(out_of_order(&first, "p-", 2), 1);
+    }
 
     #[test]
     fn spreads_and_summaries() {
@@ -604,6 +724,7 @@ mod tests {
             lost,
             duplicates: 1,
             failed_on_purpose: 0,
+            out_of_order: 0,
             latency: Latency::default(),
             seconds: 1.0,
         };

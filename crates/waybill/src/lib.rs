@@ -316,7 +316,7 @@ async fn measure(
     file: Option<PathBuf>,
     env: Vec<(String, String)>,
 ) -> anyhow::Result<Vec<waybill_bench::RunResults>> {
-    let workloads: Vec<waybill_bench::Workload> = waybill_bench::standard()
+    let workloads: Vec<waybill_bench::Workload> = waybill_bench::all()
         .into_iter()
         .filter(|w| {
             args.workloads
@@ -329,7 +329,9 @@ async fn measure(
         })
         .collect();
     if workloads.is_empty() {
-        anyhow::bail!("no workload selected; use --workloads W1,W2,W3,W4");
+        anyhow::bail!(
+            "no workload selected; use --workloads W1,W2,W3,W4 (or O1..O5, the ordering modes)"
+        );
     }
     let attached = match &args.api {
         Some(api) => {
