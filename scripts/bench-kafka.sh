@@ -122,6 +122,11 @@ listen = "127.0.0.1:$api"
 admin_listen = "127.0.0.1:$ingest_admin"
 api_keys = [{ id = "key_bench", key = "$key", tenant_id = "ten_bench" }]
 
+[ingest.quotas]
+# The load tool is one tenant posting as fast as it can (as waybill dev's
+# bench configuration does): no request quota.
+requests_per_second = 0
+
 [matcher]
 listen = "127.0.0.1:$matcher"
 

@@ -119,11 +119,17 @@ impl Worker {
         let Some(sub) = self.subscription(subscription_id, SystemTime::now()).await else {
             return Finished::Done;
         };
-        let Some(kept_from) = sub.kept_from else {
-            return Finished::Done;
-        };
         let key = waybill_core::hold::paused_key(subscription_id);
         let current = self.holds.read().get(&key).cloned();
+        // A pause from before `kept_from` existed: its parkers wrote where
+        // it started into the hold.
+        let legacy = current
+            .as_ref()
+            .filter(|h| h.generation == 0 && !h.released)
+            .and_then(|h| h.parked);
+        let Some(kept_from) = sub.kept_from.or(legacy) else {
+            return Finished::Done;
+        };
         if current
             .as_ref()
             .is_some_and(|h| h.released && h.generation == kept_from.from)
@@ -194,7 +200,7 @@ impl Worker {
         let sub = self
             .subscription(&lane.subscription_id, SystemTime::now())
             .await;
-        if sub.is_some_and(|s| s.paused || s.kept_from.map(|k| k.from) != Some(hold.generation)) {
+        if sub.is_some_and(|s| s.paused || s.kept_from.is_some_and(|k| k.from != hold.generation)) {
             return Pass::Paused;
         }
         let Some(parked) = hold.parked else {
