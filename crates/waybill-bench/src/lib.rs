@@ -56,6 +56,8 @@ pub struct Workload {
     pub ordering: Option<&'static str>,
     /// The subscriptions' `max_in_flight` (`None`: the default, 8).
     pub max_in_flight: Option<u32>,
+    /// How long the receiver takes to answer, ms (0: at once).
+    pub answer_after_ms: u64,
 }
 
 impl Workload {
@@ -70,6 +72,7 @@ impl Workload {
             entities: 1024,
             ordering: None,
             max_in_flight: None,
+            answer_after_ms: 0,
         }
     }
 
@@ -113,7 +116,9 @@ pub fn standard() -> Vec<Workload> {
 }
 
 /// What each `ordering` mode costs: one subscription, 10 entities,
-/// `max_in_flight` 64 (O1..O5; not run unless named).
+/// `max_in_flight` 64 (O1..O8; not run unless named): O1..O3 with a
+/// receiver answering at once, O4/O5 with failures, O6..O8 with one
+/// answering after 20 ms.
 pub fn ordering_modes() -> Vec<Workload> {
     vec![
         Workload::ordered("O1", "ordering entity, 10 entities", "entity", 0),
@@ -131,6 +136,21 @@ pub fn ordering_modes() -> Vec<Workload> {
             "strict",
             5,
         ),
+        Workload {
+            answer_after_ms: 20,
+            events: 2_000,
+            ..Workload::ordered("O6", "O1, the receiver answers after 20 ms", "entity", 0)
+        },
+        Workload {
+            answer_after_ms: 20,
+            events: 2_000,
+            ..Workload::ordered("O7", "O2, the receiver answers after 20 ms", "strict", 0)
+        },
+        Workload {
+            answer_after_ms: 20,
+            events: 2_000,
+            ..Workload::ordered("O8", "O3, the receiver answers after 20 ms", "none", 0)
+        },
     ]
 }
 
@@ -550,6 +570,7 @@ pub async fn run_all(
     for w in workloads {
         tracing::info!(workload = w.name, about = w.about, "running");
         receiver.set_fail_percent(w.fail_percent);
+        receiver.set_answer_after_ms(w.answer_after_ms);
         let report = run(&client, target, &receiver, w, concurrency, ceiling_per_s).await?;
         tracing::info!(
             workload = w.name,

@@ -49,6 +49,8 @@ struct Shared {
     arrivals: Mutex<Vec<Arrival>>,
     /// Percentage of deliveries whose first attempt fails.
     fail_percent: AtomicU64,
+    /// How long it takes to answer, ms (an I/O-bound receiver).
+    answer_after_ms: AtomicU64,
     fail_with: FailWith,
     failed_once: Mutex<HashSet<String>>,
 }
@@ -79,6 +81,7 @@ impl BenchReceiver {
         let shared = Arc::new(Shared {
             arrivals: Mutex::new(Vec::with_capacity(100_000)),
             fail_percent: AtomicU64::new(fail_percent),
+            answer_after_ms: AtomicU64::new(0),
             fail_with,
             failed_once: Mutex::new(HashSet::new()),
         });
@@ -101,6 +104,11 @@ impl BenchReceiver {
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Answers each request `ms` after it arrived (0: at once).
+    pub fn set_answer_after_ms(&self, ms: u64) {
+        self.shared.answer_after_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Everything received so far.
@@ -180,6 +188,10 @@ async fn receive(
         at,
         accepted: !fail,
     });
+    let delay = shared.answer_after_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     if fail && shared.fail_with == FailWith::Reset {
         // The answer is never written: the connection is reset instead.
         connection.0.store(true, Ordering::SeqCst);

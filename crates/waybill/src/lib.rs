@@ -77,7 +77,8 @@ pub struct BenchArgs {
     /// Tenant API key for `--api`.
     #[arg(long, env = "WAYBILL_BENCH_KEY")]
     pub key: Option<String>,
-    /// Workloads to run, comma-separated.
+    /// Workloads to run, comma-separated: W1..W4, or O1..O8 (one
+    /// subscription in each `ordering` mode).
     #[arg(long, default_value = "W1,W2,W3,W4", value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// Requests in flight while posting.
@@ -330,7 +331,7 @@ async fn measure(
         .collect();
     if workloads.is_empty() {
         anyhow::bail!(
-            "no workload selected; use --workloads W1,W2,W3,W4 (or O1..O5, the ordering modes)"
+            "no workload selected; use --workloads W1,W2,W3,W4 (or O1..O8, the ordering modes)"
         );
     }
     let attached = match &args.api {
