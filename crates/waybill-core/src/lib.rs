@@ -43,6 +43,7 @@ pub mod ledger;
 pub mod matching;
 pub mod outcome;
 pub mod pattern;
+pub mod portal;
 pub mod redacted;
 pub mod retry;
 pub mod sealing;

@@ -11,6 +11,8 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 
+use waybill_core::portal;
+
 use crate::AppState;
 use crate::config::ApiKeyConfig;
 use crate::error::ApiError;
@@ -22,6 +24,9 @@ pub struct Principal {
     pub key_id: String,
     /// The tenant whose objects the caller sees.
     pub tenant_id: String,
+    /// A portal session's id (`ps_...`, also `key_id`), when the caller
+    /// presented a session token rather than an API key.
+    pub session: Option<String>,
 }
 
 /// Known keys, held by their SHA-256 digest so the process keeps no key
@@ -40,6 +45,7 @@ impl ApiKeys {
                         Principal {
                             key_id: k.id.clone(),
                             tenant_id: k.tenant_id.clone(),
+                            session: None,
                         },
                     )
                 })
@@ -91,9 +97,53 @@ impl FromRequestParts<Arc<AppState>> for Principal {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let principal = authenticate(&parts.headers, state)?;
+        let key = bearer_or_api_key(&parts.headers)?;
+        let principal = if key.starts_with(portal::TOKEN_PREFIX) {
+            let route = parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            session(key, parts.method.as_str(), &route, state)?
+        } else {
+            authenticate(&parts.headers, state)?
+        };
         state.quotas.admit_request(&principal.tenant_id)?;
         Ok(principal)
+    }
+}
+
+/// The principal of a portal session's token, if it may call `method
+/// route` (see [`portal::scope`]).
+fn session(
+    token: &str,
+    method: &str,
+    route: &str,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
+    let session = match portal::open(&state.keys, token, time::OffsetDateTime::now_utc()) {
+        Ok(session) => session,
+        Err(portal::Refused::Expired) => {
+            return Err(ApiError::unauthorized(
+                "this portal session has expired; open the portal again from the platform",
+            ));
+        }
+        Err(portal::Refused::Invalid) => {
+            return Err(ApiError::unauthorized("unknown portal session token"));
+        }
+    };
+    match portal::scope(session.read_only, method, route) {
+        portal::Scope::Allowed => Ok(Principal {
+            key_id: session.id.clone(),
+            tenant_id: session.tenant_id,
+            session: Some(session.id),
+        }),
+        portal::Scope::ReadOnly => Err(ApiError::forbidden(
+            "this portal session is read-only: it can look, not change (nor reveal a secret)",
+        )),
+        portal::Scope::NotPortal => Err(ApiError::forbidden(
+            "a portal session's token works only for the portal's calls; use an API key",
+        )),
     }
 }
 

@@ -61,6 +61,15 @@ pub struct IngestConfig {
     pub replay_lease: Duration,
     /// Per-tenant quotas (`[ingest.quotas]`).
     pub quotas: crate::quotas::QuotaConfig,
+    /// Where users open the portal, as the platform exposes it (e.g.
+    /// `https://webhooks.example.com/portal`); session URLs start with it.
+    /// Default: this service's `/portal` at the host the session was asked
+    /// from.
+    pub portal_url: Option<String>,
+    /// Origins allowed to frame the portal (its `Content-Security-Policy`
+    /// `frame-ancestors`), e.g. `["https://app.example.com"]`. Default:
+    /// none but its own origin.
+    pub portal_frame_ancestors: Vec<String>,
 }
 
 /// One API key.
@@ -94,6 +103,8 @@ impl Default for IngestConfig {
             history_retention: Duration::from_secs(7 * 24 * 3600),
             replay_lease: Duration::from_secs(15),
             quotas: crate::quotas::QuotaConfig::default(),
+            portal_url: None,
+            portal_frame_ancestors: Vec::new(),
         }
     }
 }
@@ -112,6 +123,21 @@ impl IngestConfig {
             && token.expose().len() < 24
         {
             out.push("ingest.operator_token: must be at least 24 characters".into());
+        }
+        if let Some(url) = &self.portal_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            out.push("ingest.portal_url: must be an http(s) URL, e.g. https://webhooks.example.com/portal".into());
+        }
+        for origin in &self.portal_frame_ancestors {
+            let ok = origin == "'self'"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.contains([' ', ';', ',', '\'', '"']));
+            if !ok {
+                out.push(format!(
+                    "ingest.portal_frame_ancestors: `{origin}` must be an origin such as https://app.example.com (or 'self')"
+                ));
+            }
         }
         if self.idempotency_capacity == 0 {
             out.push("ingest.idempotency_capacity: must be at least 1".into());

@@ -40,6 +40,7 @@ pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod openapi;
+pub mod portal;
 pub mod quotas;
 pub mod replays;
 pub mod reseal;
@@ -380,6 +381,9 @@ fn router(state: Arc<AppState>) -> Router {
         router = router.route(spec.path, handler(op, method));
     }
     router
+        .route("/portal", axum::routing::get(portal::page))
+        .route("/portal/app.js", axum::routing::get(portal::script))
+        .route("/portal/app.css", axum::routing::get(portal::style))
         .fallback(error::not_found_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -467,6 +471,7 @@ fn handler(op: Op, method: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::GetDelivery => on(method, deliveries::get),
         Op::RetryDelivery => on(method, deliveries::retry),
         Op::ReplaySubscription => on(method, deliveries::replay),
+        Op::CreatePortalSession => on(method, portal::create_session),
         Op::CreateTenant => on(method, tenants::create),
         Op::ListTenants => on(method, tenants::list),
         Op::GetTenant => on(method, tenants::get),

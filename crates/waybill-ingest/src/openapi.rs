@@ -45,6 +45,7 @@ pub enum Op {
     RetryDelivery,
     ReplaySubscription,
     GetReplay,
+    CreatePortalSession,
     CreateTenant,
     ListTenants,
     GetTenant,
@@ -87,7 +88,7 @@ pub struct Operation {
 
 impl Op {
     /// Every operation, in the order the document lists them.
-    pub const ALL: [Op; 30] = [
+    pub const ALL: [Op; 31] = [
         Op::CreateEvent,
         Op::CreateEvents,
         Op::ListEventTypes,
@@ -112,6 +113,7 @@ impl Op {
         Op::RetryDelivery,
         Op::ReplaySubscription,
         Op::GetReplay,
+        Op::CreatePortalSession,
         Op::CreateTenant,
         Op::ListTenants,
         Op::GetTenant,
@@ -363,6 +365,15 @@ impl Op {
                 None,
                 (200, Some("Replay")),
             ),
+            Op::CreatePortalSession => op(
+                "POST",
+                "/v1/portal/sessions",
+                "createPortalSession",
+                "Open a portal session for the tenant's users: `url` opens GET /portal with the session's token after `#`; the token works only for the portal's calls of this tenant, until `expires_at`",
+                Tenant,
+                Some(("PortalSessionInput", false)),
+                (201, Some("PortalSession")),
+            ),
             Op::CreateTenant => op(
                 "POST",
                 "/v1/tenants",
@@ -565,6 +576,8 @@ fn tag(path: &str) -> &'static str {
         "subscriptions"
     } else if path.starts_with("/v1/tenants") {
         "tenants"
+    } else if path.starts_with("/v1/portal") {
+        "portal"
     } else {
         "meta"
     }
@@ -590,6 +603,12 @@ fn error_statuses(op: Op, spec: &Operation) -> Vec<(u16, &'static str)> {
         out.push((
             401,
             "`unauthorized`: missing or unknown credentials (or an API key on an operator call)",
+        ));
+    }
+    if spec.caller == Caller::Tenant {
+        out.push((
+            403,
+            "`forbidden`: a portal session's token on a call it may not make (a change by a read-only session, or a call outside the portal's)",
         ));
     }
     if spec.path.contains('{') {
@@ -1099,6 +1118,25 @@ fn schemas(catalog: &Catalog) -> Value {
                 "since": timestamp,
                 "until": {"oneOf": [timestamp, {"type": "null"}]},
                 "only_failed": {"type": "boolean"},
+            },
+        },
+        "PortalSessionInput": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "expires_in": or_null(json!({"type": "string", "default": "1h", "examples": ["15m", "1h", "8h"], "description": "How long the session lasts: 1m to 24h (default, or null: 1h); a session is revoked by its expiry alone"})),
+                "read_only": or_null(json!({"type": "boolean", "default": false, "description": "The session can look, not change (nor reveal a secret)"})),
+            },
+            "example": {"expires_in": "1h", "read_only": false},
+        },
+        "PortalSession": {
+            "type": "object",
+            "required": ["url", "token", "expires_at"],
+            "additionalProperties": false,
+            "properties": {
+                "url": {"type": "string", "format": "uri", "description": "Opens the portal for this session (the token after `#` never reaches a server log)"},
+                "token": {"type": "string", "description": "Bearer token of the portal's API calls"},
+                "expires_at": {"type": "string", "format": "date-time"},
             },
         },
         "TenantInput": {

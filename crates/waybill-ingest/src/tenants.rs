@@ -108,6 +108,7 @@ impl Fold for Tenants {
                 Principal {
                     key_id: key.id.clone(),
                     tenant_id: tenant.id.clone(),
+                    session: None,
                 },
             );
         }

@@ -215,6 +215,26 @@ impl DevStack {
         Ok(())
     }
 
+    /// A portal session URL for the dev tenant (24 h, the longest), opened
+    /// through the API as a platform would.
+    pub async fn portal_url(&self) -> anyhow::Result<String> {
+        let response = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?
+            .post(format!("{}/v1/portal/sessions", self.api_url()))
+            .bearer_auth(&self.api_key)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"expires_in": "24h"}).to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        match body["url"].as_str() {
+            Some(url) if status.as_u16() == 201 => Ok(url.to_owned()),
+            _ => anyhow::bail!("opening a portal session answered {status}: {body}"),
+        }
+    }
+
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         for addr in self.admin.clone() {
@@ -306,11 +326,13 @@ pub async fn run(
     }
     let shutdown = waybill_runtime::shutdown::on_signal();
     let mut stack = start(config, &args.api_key).await?;
+    let portal = stack.portal_url().await?;
     // The greeting; a closed stdout (`waybill dev | head`) is not an error.
     let greeting = format!(
         "\nWaybill dev is running (embedded Kafka broker, in memory; Ctrl-C stops it)\n\
          api: {}\n\
          api key: {}\n\
+         portal: {portal}\n\
          tenant: {DEV_TENANT}\n\
          operator token: {}\n\
          kafka: {}\n\

@@ -202,6 +202,12 @@ async fn the_readme_walkthrough_works_as_written() {
             "the README shows `{line}`; waybill dev printed {greeting:#?}"
         );
     }
+    let portal = format!("portal: {api}/portal#token=wbps_");
+    assert!(
+        shown.contains("portal: http://127.0.0.1:8080/portal#token=wbps_")
+            && greeting.iter().any(|l| l.starts_with(&portal)),
+        "the greeting has a portal session line: {greeting:#?}"
+    );
     assert!(text.contains("make listen     # = waybill listen --port 9000"));
     let listen = Process::spawn(&["listen", "--port", &receiver_port.to_string()]);
     listen.until(|l| l.starts_with("listening on "));
