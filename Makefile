@@ -26,7 +26,8 @@ kafka: ## Fetch the Apache Kafka broker's jars for end-to-end tests (Maven; cach
 	scripts/ensure-kafka.sh
 
 .PHONY: test
-test: ## Run every test: unit, in-process (embedded broker), end-to-end and chaos (Apache Kafka + 3 processes), deploy checks, a short API fuzz run
+test: ## Run every test: unit, in-process (embedded broker), the portal in headless Chromium, end-to-end and chaos (Apache Kafka + 3 processes), deploy checks, a short API fuzz run
+	scripts/ensure-browser.sh
 	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" $(CARGO) test --locked --workspace
 	$(MAKE) check-deploy
 	$(MAKE) fuzz-api FUZZ_SECONDS=20

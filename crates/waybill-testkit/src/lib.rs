@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod browser;
 pub mod cluster;
 pub mod kafka;
 pub mod otlp;

@@ -9,12 +9,15 @@
   const statusBox = document.getElementById("status");
 
   // The token arrives after `#` (never sent to a server) and is kept for
-  // this tab only.
-  const match = /^#token=([^&]+)/.exec(location.hash);
-  if (match) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
-    history.replaceState(null, "", location.pathname + "#/subscriptions");
+  // this tab only; a new session link opened in the same tab replaces it.
+  function adoptToken() {
+    const match = /^#token=([^&]+)/.exec(location.hash);
+    if (match) {
+      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+      history.replaceState(null, "", location.pathname + "#/subscriptions");
+    }
   }
+  adoptToken();
   const token = () => sessionStorage.getItem(TOKEN_KEY);
 
   // ---- small helpers ------------------------------------------------------
@@ -35,7 +38,7 @@
   }
 
   function show(...nodes) {
-    main.replaceChildren(...nodes);
+    main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
   }
 
   function say(message, isError) {
@@ -106,6 +109,7 @@
   ];
 
   async function route() {
+    adoptToken();
     if (!token()) {
       say("No session: open the portal from the platform's link.", true);
       show(h("p", { text: "This page needs a session link." }));
@@ -197,14 +201,16 @@
       return h("div", {}, h("label", { for: inputId, text: label }), input,
         h("p", { id: inputId + "-hint", class: "hint", text: hint }), errors[name]);
     });
-    const list = h("datalist", { id: "event-names" }, names.map((n) => h("option", { value: n })));
     const submit = h("button", { type: "submit", class: "primary", text: id ? "Save" : "Create" });
-    const form = h("form", { novalidate: true, onsubmit: save }, fields, list,
+    const form = h("form", { novalidate: true, onsubmit: save }, fields,
       h("div", { class: "actions" }, submit,
         h("a", { class: "button", href: id ? "#/subscriptions/" + encodeURIComponent(id) : "#/subscriptions", text: "Cancel" })));
     show(h("h2", { text: id ? "Edit " + (current.name || current.id) : "New subscription" }),
-      names.length ? h("p", { class: "hint", text: "Event types of the catalog: " + names.join(", ") }) : null,
-      form);
+      form,
+      names.length
+        ? h("details", {}, h("summary", { text: "Event types in the catalog" }),
+            h("ul", { class: "mono" }, names.map((n) => h("li", { text: n }))))
+        : null);
 
     async function save(event) {
       event.preventDefault();
@@ -319,8 +325,11 @@
         }),
         act("Rotate", "POST", "/secret/rotate", {
           confirm: "Rotate the signing secret? The previous one keeps signing for a while.",
-          after: (r) => {
+          after: async (r) => {
             secret.textContent = r.body.signing_secret || "rotated";
+            // The rotation is a change: later ones name the new revision.
+            const fresh = await api("GET", path, undefined, { quiet: true });
+            if (fresh.ok) s.revision = fresh.body.revision;
             say("Secret rotated; the previous one signs too until " + when(r.body.previous_secret_expires_at) + ".");
           },
         })),
