@@ -247,6 +247,20 @@ async fn the_portal_in_a_browser() {
     assert_eq!(sub["name"], "carrier TMS", "{list}");
     let id = sub["id"].as_str().unwrap().to_owned();
 
+    // Edit: the same validation next to the fields, then saved.
+    b.click_text("Edit").await.unwrap();
+    b.fill("#f-max_in_flight", "99").await.unwrap();
+    b.click_text("Save").await.unwrap();
+    let message = b
+        .wait_for_text_in("#f-max_in_flight-error", "between 1 and 64", wait)
+        .await
+        .unwrap();
+    assert!(message.contains("64"), "{message}");
+    b.fill("#f-max_in_flight", "4").await.unwrap();
+    b.fill("#f-name", "carrier TMS").await.unwrap();
+    b.click_text("Save").await.unwrap();
+    b.wait_for_text("at most 4 in flight", wait).await.unwrap();
+
     // A test event, delivered.
     b.click_text("Send test event").await.unwrap();
     b.wait_for_text_in("#test-result", "succeeded", wait)
@@ -296,6 +310,54 @@ async fn the_portal_in_a_browser() {
         .unwrap();
     assert_eq!(rows, 1, "only shipment 12345's delivery");
     b.screenshot("06-search-by-entity").await.unwrap();
+    // Filtered by status: the failed-then-retried test delivery is not
+    // among the failed ones any more; every one listed succeeded.
+    b.fill("#q-entity", "").await.unwrap();
+    b.execute("document.getElementById('q-status').value = 'succeeded'; return true")
+        .await
+        .unwrap();
+    b.click_text("Search").await.unwrap();
+    b.wait_for_text("waybill.test", wait).await.unwrap();
+    let statuses = b
+        .execute(
+            "return [...document.querySelectorAll('#results tbody .badge')].map(e => e.textContent)",
+        )
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.len() >= 3 && statuses.iter().all(|s| *s == "succeeded"),
+        "{statuses:?}"
+    );
+    // By event name, and by time (nothing since tomorrow).
+    b.execute("document.getElementById('q-status').value = ''; return true")
+        .await
+        .unwrap();
+    b.fill("#q-event", "freights.publication.created")
+        .await
+        .unwrap();
+    b.click_text("Search").await.unwrap();
+    b.wait_for_text("freights.publication.created", wait)
+        .await
+        .unwrap();
+    let rows = b
+        .execute("return document.querySelectorAll('#results tbody tr').length")
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "the two domain events' deliveries");
+    b.execute(
+        "const d = new Date(Date.now() + 86400e3); d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+         document.getElementById('q-since').value = d.toISOString().slice(0, 16); return true",
+    )
+    .await
+    .unwrap();
+    b.click_text("Search").await.unwrap();
+    b.wait_for_text("No delivery matches.", wait).await.unwrap();
 
     // The secret: revealed, rotated.
     b.goto(&format!("{}/portal#/subscriptions/{id}", stack.api_url()))

@@ -52,6 +52,14 @@
     return isNaN(d) ? t : d.toLocaleString();
   }
 
+  // An RFC 3339 time as a datetime-local input's value ("" if none).
+  function localInput(t) {
+    const d = t ? new Date(t) : null;
+    if (!d || isNaN(d)) return "";
+    d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+    return d.toISOString().slice(0, 16);
+  }
+
   function badge(status) {
     return h("span", { class: "badge " + status, text: status });
   }
@@ -394,6 +402,8 @@
     subscription.value = params.get("subscription_id") || "";
     entity.value = params.get("entity_id") || "";
     eventName.value = params.get("event_name") || "";
+    since.value = localInput(params.get("since"));
+    until.value = localInput(params.get("until"));
     const results = h("div", { id: "results" });
     const form = h("form", {
       class: "filters", role: "search",
