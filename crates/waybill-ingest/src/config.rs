@@ -70,6 +70,9 @@ pub struct IngestConfig {
     /// `frame-ancestors`), e.g. `["https://app.example.com"]`. Default:
     /// none but its own origin.
     pub portal_frame_ancestors: Vec<String>,
+    /// The seed platforms' webhook APIs also served, on the same
+    /// subscriptions (`route_planner`; see docs/dialects.md).
+    pub dialects: Vec<String>,
 }
 
 /// One API key.
@@ -105,6 +108,7 @@ impl Default for IngestConfig {
             quotas: crate::quotas::QuotaConfig::default(),
             portal_url: None,
             portal_frame_ancestors: Vec::new(),
+            dialects: Vec::new(),
         }
     }
 }
@@ -136,6 +140,14 @@ impl IngestConfig {
             if !ok {
                 out.push(format!(
                     "ingest.portal_frame_ancestors: `{origin}` must be an origin such as https://app.example.com (or 'self')"
+                ));
+            }
+        }
+        for dialect in &self.dialects {
+            if !crate::dialects::KNOWN.contains(&dialect.as_str()) {
+                out.push(format!(
+                    "ingest.dialects: `{dialect}` is not a dialect; known: {}",
+                    crate::dialects::KNOWN.join(", ")
                 ));
             }
         }

@@ -122,6 +122,11 @@ impl ApiError {
         self.retry_after
     }
 
+    /// The invalid fields of a `validation_failed`.
+    pub fn details(&self) -> &[FieldError] {
+        &self.details
+    }
+
     /// The message, with every field error when there are several.
     pub fn message(&self) -> String {
         if self.details.len() > 1 {

@@ -35,6 +35,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod deliveries;
+pub mod dialects;
 pub mod error;
 pub mod events;
 pub mod history;
@@ -379,6 +380,11 @@ fn router(state: Arc<AppState>) -> Router {
             other => unreachable!("operation {} has method {other}", spec.id),
         };
         router = router.route(spec.path, handler(op, method));
+    }
+    for dialect in &state.config.dialects {
+        if dialect == dialects::route_planner::NAME {
+            router = router.merge(dialects::route_planner::routes());
+        }
     }
     router
         .route("/portal", axum::routing::get(portal::page))

@@ -158,25 +158,7 @@ pub(crate) async fn create(
         return Ok(Revisioned(status, body));
     }
     let result = async {
-        let parsed = {
-            let catalog = state.catalog.read();
-            parse_spec(&body, Mode::Create, catalog.catalog(), &state.url_policy)
-        };
-        let spec = parsed.map_err(ApiError::validation)?;
-        check_spec_hosts(&state, &spec).await?;
-        let subscription = Subscription::new(
-            ids::new_subscription_id(),
-            principal.tenant_id.clone(),
-            spec,
-            &principal.key_id,
-            OffsetDateTime::now_utc(),
-        );
-        publish(&state, &subscription).await?;
-        tracing::info!(
-            subscription_id = %subscription.id,
-            tenant_id = %subscription.tenant_id,
-            "subscription created"
-        );
+        let subscription = create_from(&state, &principal, &body).await?;
         let mut view = view(&subscription);
         view["signing_secret"] = subscription.signing_secret.expose().into();
         Ok((StatusCode::CREATED, Json(view)))
@@ -185,6 +167,54 @@ pub(crate) async fn create(
     idem.finish(result)
         .await
         .map(|(status, Json(body))| Revisioned(status, body))
+}
+
+/// Creates a subscription of `principal`'s tenant from a `/v1` create
+/// body (the API's and the dialects' creates).
+pub(crate) async fn create_from(
+    state: &AppState,
+    principal: &Principal,
+    body: &[u8],
+) -> Result<Subscription, ApiError> {
+    let parsed = {
+        let catalog = state.catalog.read();
+        parse_spec(body, Mode::Create, catalog.catalog(), &state.url_policy)
+    };
+    let spec = parsed.map_err(ApiError::validation)?;
+    check_spec_hosts(state, &spec).await?;
+    let subscription = Subscription::new(
+        ids::new_subscription_id(),
+        principal.tenant_id.clone(),
+        spec,
+        &principal.key_id,
+        OffsetDateTime::now_utc(),
+    );
+    publish(state, &subscription).await?;
+    tracing::info!(
+        subscription_id = %subscription.id,
+        tenant_id = %subscription.tenant_id,
+        "subscription created"
+    );
+    Ok(subscription)
+}
+
+/// Whether `s` is Waybill's own (the tenant's callbacks subscription),
+/// not one its users made.
+pub(crate) fn is_internal(s: &Subscription) -> bool {
+    s.id == ids::callbacks_subscription_id(&s.tenant_id)
+}
+
+/// Applies a `/v1` patch body to subscription `id`, without a
+/// precondition (the dialects' updates).
+pub(crate) async fn update_with(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    patch: &[u8],
+) -> Result<(), ApiError> {
+    update(state, principal, id, &HeaderMap::new(), patch, true)
+        .await
+        .map(drop)
 }
 
 /// `GET /v1/subscriptions?limit&offset&enabled&status&event_type`.

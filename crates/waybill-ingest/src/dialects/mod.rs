@@ -1,0 +1,9 @@
+//! Dialects: the seed platforms' own webhook APIs, served on the same
+//! subscriptions as `/v1` (`ingest.dialects`). Each module translates its
+//! seed's requests and answers to and from the `/v1` subscription model;
+//! nothing of a dialect is stored outside the subscription record.
+
+pub mod route_planner;
+
+/// Every dialect this build serves, by its `ingest.dialects` name.
+pub const KNOWN: [&str; 1] = [route_planner::NAME];
