@@ -487,7 +487,10 @@ fn handler(op: Op, method: MethodFilter) -> MethodRouter<Arc<AppState>> {
         Op::OpenApi => on(
             method,
             |axum::extract::State(state): axum::extract::State<Arc<AppState>>| async move {
-                Json(openapi::document(state.catalog.read().catalog()))
+                Json(openapi::with_dialects(
+                    openapi::document(state.catalog.read().catalog()),
+                    &state.config.dialects,
+                ))
             },
         ),
     }

@@ -152,6 +152,38 @@ async fn route_planner_webhooks_api() {
     assert_eq!(refused["status"], "error", "{refused}");
     assert_eq!(refused["error"]["code"], "unauthorized");
 
+    // The OpenAPI document lists the dialect under its tag, and its
+    // answers match what it says.
+    let doc: serde_json::Value = reqwest::get(format!("{}/v1/openapi.json", stack.api_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method) in [
+        ("/webhooks", "get"),
+        ("/webhooks", "post"),
+        ("/webhooks/{id}", "patch"),
+        ("/webhooks/{id}", "put"),
+        ("/webhooks/{id}", "delete"),
+    ] {
+        assert_eq!(
+            doc["paths"][path][method]["tags"],
+            json!(["route_planner"]),
+            "{path} {method}"
+        );
+    }
+    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    for (answer, name) in [
+        (&created, "RoutePlannerWebhookAnswer"),
+        (&list, "RoutePlannerWebhookList"),
+        (&patched, "RoutePlannerWebhookAnswer"),
+        (&refused, "RoutePlannerError"),
+    ] {
+        let broken = waybill_testkit::schema::violations(&doc, &schema(name), answer);
+        assert!(broken.is_empty(), "{name}: {broken:#?}");
+    }
+
     // Through /v1: the same subscription; edited there, read back here.
     let (status, v1) = api.get(&format!("/v1/subscriptions/{id}")).await;
     assert_eq!(status, 200, "{v1}");

@@ -209,6 +209,81 @@ async fn delete(
     Ok((StatusCode::OK, success(json!({}))))
 }
 
+/// Its operations and schemas for the OpenAPI document (tag
+/// `route_planner`), merged in when the dialect is enabled.
+pub fn openapi() -> (Value, Value) {
+    let security = json!([{"apiKey": []}]);
+    let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RoutePlannerError"}}}});
+    let ok = |schema: &str, what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "description": "The webhook id"}]);
+    let enabled_body = json!({"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["enabled"], "additionalProperties": false,
+        "properties": {"enabled": {"type": "boolean", "description": "Whether this webhook is enabled; the only field that can change"}},
+    }}}});
+    let change = |op_id: &str| {
+        json!({
+            "operationId": op_id, "tags": [NAME], "security": security,
+            "summary": "Updates a Webhook (only `enabled`)",
+            "parameters": id, "requestBody": enabled_body,
+            "responses": {"200": ok("RoutePlannerWebhookAnswer", "The updated Webhook object"),
+                "400": error("One or more parameters was invalid"), "401": error("API key is invalid"),
+                "404": error("The Webhook with this ID could not be found")},
+        })
+    };
+    let paths = json!({
+        "/webhooks": {
+            "get": {"operationId": "routePlannerListWebhooks", "tags": [NAME], "security": security,
+                "summary": "Gets all registered Webhooks",
+                "responses": {"200": ok("RoutePlannerWebhookList", "The Webhooks"), "401": error("API key is invalid")}},
+            "post": {"operationId": "routePlannerCreateWebhook", "tags": [NAME], "security": security,
+                "summary": "Creates a Webhook",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["webhook_url", "events"], "additionalProperties": false,
+                    "properties": {
+                        "webhook_url": {"type": "string", "format": "uri", "description": "The Webhook URL to register"},
+                        "events": {"type": "array", "items": {"type": "string"}, "description": "The event types that should be sent (catalog names)"},
+                        "dc_ids": {"type": ["array", "null"], "items": {"type": "string"}, "description": "The DCs for which events should be sent (event attribute dc_id)"},
+                    },
+                }, "example": {"webhook_url": "https://example.com/webhook", "events": ["ROUTE_CREATED", "ROUTE_STARTED"], "dc_ids": ["1", "2", "3"]}}}},
+                "responses": {"200": ok("RoutePlannerWebhookAnswer", "The newly created Webhook object"),
+                    "400": error("One or more parameters was invalid"), "401": error("API key is invalid")}},
+        },
+        "/webhooks/{id}": {
+            "patch": change("routePlannerPatchWebhook"),
+            "put": change("routePlannerPutWebhook"),
+            "delete": {"operationId": "routePlannerDeleteWebhook", "tags": [NAME], "security": security,
+                "summary": "Deletes a Webhook", "parameters": id,
+                "responses": {"200": ok("RoutePlannerDeleted", "The Webhook was deleted"),
+                    "401": error("API key is invalid"), "404": error("The Webhook with this ID could not be found")}},
+        },
+    });
+    let webhook = json!({
+        "type": "object", "required": ["id", "url", "enabled", "dc_ids", "events"], "additionalProperties": false,
+        "properties": {
+            "id": {"type": "string"}, "url": {"type": "string"}, "enabled": {"type": "boolean"},
+            "dc_ids": {"type": "array", "items": {"type": "string"}},
+            "events": {"type": "array", "items": {"type": "string"}},
+        },
+    });
+    let envelope = |data: Value| {
+        json!({"type": "object", "required": ["status", "data"], "additionalProperties": false,
+            "properties": {"status": {"const": "success"}, "data": data}})
+    };
+    let schemas = json!({
+        "RoutePlannerWebhook": webhook,
+        "RoutePlannerWebhookAnswer": envelope(json!({"type": "object", "required": ["webhook"], "additionalProperties": false,
+            "properties": {"webhook": {"$ref": "#/components/schemas/RoutePlannerWebhook"}}})),
+        "RoutePlannerWebhookList": envelope(json!({"type": "object", "required": ["webhooks"], "additionalProperties": false,
+            "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/RoutePlannerWebhook"}}}})),
+        "RoutePlannerDeleted": envelope(json!({"type": "object", "additionalProperties": false})),
+        "RoutePlannerError": {"type": "object", "required": ["status", "error"], "additionalProperties": false,
+            "properties": {"status": {"const": "error"}, "error": {"type": "object", "required": ["code", "message"],
+                "additionalProperties": false,
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+    });
+    (paths, schemas)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
