@@ -384,6 +384,8 @@ fn router(state: Arc<AppState>) -> Router {
     for dialect in &state.config.dialects {
         if dialect == dialects::route_planner::NAME {
             router = router.merge(dialects::route_planner::routes());
+        } else if dialect == dialects::logistics_2023_07::NAME {
+            router = router.merge(dialects::logistics_2023_07::routes());
         }
     }
     router

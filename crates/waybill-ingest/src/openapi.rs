@@ -471,6 +471,9 @@ pub fn with_dialects(mut doc: Value, dialects: &[String]) -> Value {
     for dialect in dialects {
         let (paths, schemas) = match dialect.as_str() {
             crate::dialects::route_planner::NAME => crate::dialects::route_planner::openapi(),
+            crate::dialects::logistics_2023_07::NAME => {
+                crate::dialects::logistics_2023_07::openapi()
+            }
             _ => continue,
         };
         if let (Some(into), Some(from)) = (doc["paths"].as_object_mut(), paths.as_object()) {

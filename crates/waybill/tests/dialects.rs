@@ -226,3 +226,161 @@ async fn a_dialect_not_enabled_is_not_served() {
     assert_eq!(status, 404, "{answer}");
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logistics_2023_07_webhooks_api() {
+    // The seed takes https:// URLs only and the test receiver is plain
+    // HTTP: the delivery is checked on the same subscription pointed at
+    // the receiver through /v1.
+    let (stack, api) = start(&["logistics_2023_07"]).await;
+    add_events(&stack, &api, &["Shipment.Created", "Order.Shipped"]).await;
+    let base = "/logistics/api/2023-07/webhooks";
+
+    // The seed's request sample, as written but for real values.
+    let (status, created) = api
+        .post(
+            base,
+            json!({"type": "Shipment.Created", "url": "https://hooks.example.com/shipments",
+                   "method": "POST", "authMethod": "TOKEN", "token": "s3cret-token",
+                   "tokenHeader": "X-Webhook-Token"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_u64().expect("a numeric id");
+    assert_eq!(
+        created,
+        json!({"type": "Shipment.Created", "url": "https://hooks.example.com/shipments",
+               "method": "POST", "authMethod": "TOKEN", "token": "***",
+               "tokenHeader": "X-Webhook-Token", "id": id})
+    );
+    let (status, again) = api
+        .post(
+            base,
+            json!({"type": "Shipment.Created", "url": "https://hooks.example.com/shipments", "method": "POST"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{again}");
+
+    // Basic auth; list and get.
+    let (status, basic) = api
+        .post(
+            base,
+            json!({"type": "Order.Shipped", "url": "https://hooks.example.com/orders", "method": "PUT",
+                   "authMethod": "BASIC_AUTH", "username": "acme", "password": "pw"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{basic}");
+    assert_eq!(basic["password"], "***");
+    let (status, list) = api.get(base).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let (status, one) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(one, created);
+
+    // Through /v1: the same subscription, with the token as api_key auth.
+    let (_, v1) = api.get("/v1/subscriptions").await;
+    let sub = v1["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["event_types"] == json!(["Shipment.Created"]))
+        .unwrap()
+        .clone();
+    assert_eq!(sub["auth"]["type"], "api_key", "{sub}");
+    assert_eq!(sub["auth"]["header_name"], "X-Webhook-Token");
+
+    // Deliveries carry the token in its header: point it at a receiver
+    // through /v1 (the seed accepts https only) and send an event.
+    let receiver = Receiver::start().await.unwrap();
+    let sub_path = format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap());
+    let (status, edited) = api
+        .patch(
+            &sub_path,
+            json!({"url": receiver.url("/shipments"), "auth": {"type": "api_key",
+                   "header_name": "X-Webhook-Token", "header_value": "s3cret-token"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    let (status, _) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "Shipment.Created", "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got[0].header("x-webhook-token"), Some("s3cret-token"));
+    let (_, read_back) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(
+        read_back["url"],
+        receiver.url("/shipments"),
+        "a /v1 edit reads back"
+    );
+
+    // Errors in the seed's shape: http:// and a bad method are refused
+    // (400), an unknown type is unprocessable (422), a missing id 404.
+    let (status, refused) = api
+        .post(
+            base,
+            json!({"type": "Shipment.Created", "url": "http://hooks.example.com", "method": "GET"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    for key in [
+        "status", "type", "title", "detail", "instance", "code", "message",
+    ] {
+        assert!(refused.get(key).is_some(), "{key} in {refused}");
+    }
+    assert_eq!(refused["status"], 400);
+    assert_eq!(refused["code"], 400);
+    assert_eq!(refused["instance"], base);
+    assert!(
+        refused["detail"].as_str().unwrap().contains("https://"),
+        "{refused}"
+    );
+    let (status, refused) = api
+        .post(
+            base,
+            json!({"type": "Nope.Nothing", "url": "https://hooks.example.com/x", "method": "POST"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    let (status, refused) = api.get(&format!("{base}/12345")).await;
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(refused["status"], 404);
+    let (status, refused) = api
+        .with_key("wb_wrong_key_0000000000000000000000")
+        .get(base)
+        .await;
+    assert_eq!(
+        (status, &refused["status"]),
+        (401, &json!(401)),
+        "{refused}"
+    );
+
+    // The document lists the dialect under its tag.
+    let doc: serde_json::Value = reqwest::get(format!("{}/v1/openapi.json", stack.api_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["paths"][base]["post"]["tags"],
+        json!(["logistics_2023_07"])
+    );
+    let broken = waybill_testkit::schema::violations(
+        &doc,
+        &json!({"$ref": "#/components/schemas/Logistics202307Webhook"}),
+        &created,
+    );
+    assert!(broken.is_empty(), "{broken:#?}");
+
+    // DELETE: 204, then 404.
+    let (status, _) = api.delete(&format!("{base}/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, _) = api.delete(&format!("{base}/{id}")).await;
+    assert_eq!(status, 404);
+    stack.stop().await.unwrap();
+}

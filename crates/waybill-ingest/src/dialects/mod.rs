@@ -3,7 +3,8 @@
 //! seed's requests and answers to and from the `/v1` subscription model;
 //! nothing of a dialect is stored outside the subscription record.
 
+pub mod logistics_2023_07;
 pub mod route_planner;
 
 /// Every dialect this build serves, by its `ingest.dialects` name.
-pub const KNOWN: [&str; 1] = [route_planner::NAME];
+pub const KNOWN: [&str; 2] = [route_planner::NAME, logistics_2023_07::NAME];

@@ -74,7 +74,8 @@ impl IntoResponse for Error {
 /// `/v1` field names in a message, as the seed names them.
 fn dialect_fields(message: &str) -> String {
     message
-        .replace("event_types", "events")
+        .replace("event_types[", "events[")
+        .replace("event_types:", "events:")
         .replace("filter.scopes[0].predicates[0].values", "dc_ids")
         .replace("filter", "dc_ids")
         .replace("url:", "webhook_url:")
