@@ -386,6 +386,8 @@ fn router(state: Arc<AppState>) -> Router {
             router = router.merge(dialects::route_planner::routes());
         } else if dialect == dialects::logistics_2023_07::NAME {
             router = router.merge(dialects::logistics_2023_07::routes());
+        } else if dialect == dialects::spotgo::NAME {
+            router = router.merge(dialects::spotgo::routes());
         }
     }
     router

@@ -688,7 +688,25 @@ pub(crate) async fn test(
         return Ok(replay);
     }
     let result = async {
-        let s = find(&state, &principal, &id)?;
+        let (delivery_id, event_id) = send_test(&state, &principal, &id).await?;
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"delivery_id": delivery_id, "event_id": event_id})),
+        ))
+    }
+    .await;
+    idem.finish(result).await
+}
+
+/// Queues a `waybill.test` delivery to subscription `id` only; its
+/// delivery and event ids.
+pub(crate) async fn send_test(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<(String, String), ApiError> {
+    {
+        let s = find(state, principal, id)?;
         let now = OffsetDateTime::now_utc();
         let event = Event {
             id: ids::new_event_id(),
@@ -731,13 +749,26 @@ pub(crate) async fn test(
             )
             .await?;
         tracing::info!(subscription_id = %s.id, delivery_id, "test notification queued");
-        Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"delivery_id": delivery_id, "event_id": event.id})),
-        ))
+        Ok((delivery_id, event.id))
     }
-    .await;
-    idem.finish(result).await
+}
+
+/// Clears subscription `id`'s failure state and re-enables it (`reset`,
+/// without a precondition: the dialects').
+pub(crate) async fn reset_with(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Subscription, ApiError> {
+    act(
+        state,
+        principal,
+        id,
+        &HeaderMap::new(),
+        |_| None,
+        Subscription::reset,
+    )
+    .await
 }
 
 /// The caller's subscription `id`; another tenant's answers 404 too.

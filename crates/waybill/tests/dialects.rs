@@ -384,3 +384,150 @@ async fn logistics_2023_07_webhooks_api() {
     assert_eq!(status, 404);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spotgo_webhooks_api() {
+    let (stack, api) = start(&["spotgo"]).await;
+    let receiver = Receiver::start().await.unwrap();
+    let base = "/api/v1/webhooks";
+
+    // The seed's request example: `All`, every auth block sent, `type`
+    // says which counts; answered `200 {}`.
+    let (status, created) = api
+        .post(
+            base,
+            json!({"eventType": "All", "callbackUrl": receiver.url("/spotgo"),
+                   "callbackAuth": {"type": "ApiKey",
+                       "basic": {"username": "string", "password": "string"},
+                       "apiKey": {"headerName": "X-Api-Key", "headerValue": "tms-key"},
+                       "oauth2": {"tokenUrl": "string", "properties": {"property1": "string", "property2": "string"}}}}),
+        )
+        .await;
+    assert_eq!((status, &created), (200, &json!({})), "{created}");
+    let (status, basic) = api
+        .post(
+            base,
+            json!({"eventType": "freights.publication.created", "callbackUrl": receiver.url("/basic"),
+                   "callbackAuth": {"type": "Basic", "basic": {"username": "acme", "password": "pw"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{basic}");
+
+    // GET: the subscriptions, credentials masked.
+    let (status, list) = api.get(base).await;
+    assert_eq!(status, 200, "{list}");
+    let items = list.as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let all = items.iter().find(|i| i["eventType"] == "All").unwrap();
+    assert_eq!(
+        all["callbackAuth"],
+        json!({"type": "ApiKey", "apiKey": {"headerName": "X-Api-Key", "headerValue": "***"}})
+    );
+    let id = all["subscriptionId"].as_str().unwrap().to_owned();
+    let basic = items.iter().find(|i| i["eventType"] != "All").unwrap();
+    assert_eq!(basic["callbackAuth"]["basic"]["password"], "***");
+
+    // Events reach both with their auth; `All` is the domain events.
+    let (status, _) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.publication.created", "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await.unwrap();
+    let to_all = got.iter().find(|r| r.path == "/spotgo").unwrap();
+    assert_eq!(to_all.header("x-api-key"), Some("tms-key"));
+    let to_basic = got.iter().find(|r| r.path == "/basic").unwrap();
+    assert!(
+        to_basic
+            .header("authorization")
+            .unwrap()
+            .starts_with("Basic ")
+    );
+
+    // notify sends a test event to that one only; reset answers 200 {}.
+    let (status, notified) = api.put(&format!("{base}/{id}/notify"), json!({})).await;
+    assert_eq!((status, &notified), (200, &json!({})), "{notified}");
+    let got = receiver.wait_for(3, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got[2].path, "/spotgo");
+    assert_eq!(got[2].json()["event_name"], "waybill.test");
+    let (status, reset) = api.put(&format!("{base}/{id}/reset"), json!({})).await;
+    assert_eq!((status, &reset), (200, &json!({})), "{reset}");
+
+    // Invalid bodies are ProblemDetails with the seed's field names.
+    let (status, problem) = api
+        .post(
+            base,
+            json!({"eventType": "Nope", "callbackUrl": "not a url",
+                   "callbackAuth": {"type": "ApiKey", "apiKey": {"headerName": "X-Key"}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["status"], 400);
+    assert_eq!(problem["instance"], base);
+    for field in [
+        "eventType",
+        "callbackUrl",
+        "callbackAuth.apiKey.headerValue",
+    ] {
+        assert!(
+            problem["errors"].get(field).is_some(),
+            "{field} in {problem}"
+        );
+    }
+    let (status, problem) = api
+        .post(
+            base,
+            json!({"eventType": "All", "callbackUrl": "https://x.example",
+                           "callbackAuth": {"type": "Digest"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["errors"].get("callbackAuth.type").is_some(),
+        "{problem}"
+    );
+
+    // Through /v1: `All` is `*`; edited there, read back here.
+    let path = format!("/v1/subscriptions/{id}");
+    let (_, v1) = api.get(&path).await;
+    assert_eq!(v1["event_types"], json!(["*"]), "{v1}");
+    let (status, _) = api
+        .patch(
+            &path,
+            json!({"event_types": ["freights.publication.accepted"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, list) = api.get(base).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["subscriptionId"] == id.as_str()
+                && i["eventType"] == "freights.publication.accepted"),
+        "{list}"
+    );
+
+    // The document lists the dialect; DELETE answers 200 {}, then 404.
+    let doc: serde_json::Value = reqwest::get(format!("{}/v1/openapi.json", stack.api_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["paths"][base]["post"]["tags"], json!(["spotgo"]));
+    let broken = waybill_testkit::schema::violations(
+        &doc,
+        &json!({"type": "array", "items": {"$ref": "#/components/schemas/SpotGoWebhookItem"}}),
+        &list,
+    );
+    assert!(broken.is_empty(), "{broken:#?}");
+    let (status, deleted) = api.delete(&format!("{base}/{id}")).await;
+    assert_eq!((status, &deleted), (200, &json!({})));
+    let (status, problem) = api.delete(&format!("{base}/{id}")).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(problem["status"], 404);
+    stack.stop().await.unwrap();
+}

@@ -5,6 +5,7 @@
 
 pub mod logistics_2023_07;
 pub mod route_planner;
+pub mod spotgo;
 
 /// Every dialect this build serves, by its `ingest.dialects` name.
-pub const KNOWN: [&str; 2] = [route_planner::NAME, logistics_2023_07::NAME];
+pub const KNOWN: [&str; 3] = [route_planner::NAME, logistics_2023_07::NAME, spotgo::NAME];
