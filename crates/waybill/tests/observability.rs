@@ -447,7 +447,7 @@ async fn the_sampler_settings_are_honoured() {
         async move { found }
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&run.stderr_path)));
     assert_eq!(sampled.flags & 1, 1);
     run.collector
         .wait_for_trace(&producer.trace_id_hex(), WAIT, |spans| {
