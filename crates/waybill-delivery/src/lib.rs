@@ -179,32 +179,19 @@ pub async fn run(
     ));
     let task: partitioned::PartitionTask =
         Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());
-    // Two members of the group per process, one reading `deliveries`, one
-    // the retry tiers: the assignor balances partition counts per member
-    // over all the topics it reads, so a single member per process could
-    // leave a second process with only retry tiers and no `deliveries`
-    // partition at all (no capacity added).
     let group_id = settings.kafka.group_id(&settings.delivery.group_id);
-    let commits = settings.metrics.watch_commits(&group_id);
-    let member = |topics: Vec<String>| {
-        partitioned::run(
-            &settings.kafka,
-            GroupOptions {
-                group_id: group_id.clone(),
-                commits: commits.clone(),
-                topics,
-                drain_timeout: settings.delivery.drain_timeout,
-            },
-            task.clone(),
-            shutdown.clone(),
-        )
-    };
-    let (first, tiers) = consumed.split_at(1);
-    if tiers.is_empty() {
-        member(first.to_vec()).await?;
-    } else {
-        tokio::try_join!(member(first.to_vec()), member(tiers.to_vec()))?;
-    }
+    partitioned::run(
+        &settings.kafka,
+        GroupOptions {
+            group_id: group_id.clone(),
+            commits: settings.metrics.watch_commits(&group_id),
+            topics: consumed,
+            drain_timeout: settings.delivery.drain_timeout,
+        },
+        task,
+        shutdown,
+    )
+    .await?;
     producer.flush(Duration::from_secs(5))?;
     admin.await.ok();
     tracing::info!("delivery stopped");
