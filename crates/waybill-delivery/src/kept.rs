@@ -106,23 +106,9 @@ mod tests {
     use waybill_core::hold::{Hold, Parked};
     use waybill_kafka::table::Fold;
     use waybill_proto::Message as _;
-    use waybill_proto::v1;
 
     fn hold_record(h: &Hold) -> Vec<u8> {
-        let parked = h.parked.unwrap_or(Parked {
-            partition: 0,
-            from: 0,
-        });
-        v1::LaneHold {
-            blocked_by: h.blocked_by.clone().unwrap_or_default(),
-            parked: h.parked.is_some(),
-            parked_partition: parked.partition,
-            parked_from: parked.from,
-            generation: h.generation,
-            released: h.released,
-            ..Default::default()
-        }
-        .encode_to_vec()
+        crate::strict::to_record(h, "", "").encode_to_vec()
     }
 
     fn paused(id: &str, paused: bool, from: i64) -> Subscription {

@@ -85,6 +85,24 @@ fn from_record(r: &v1::LaneHold) -> Hold {
     }
 }
 
+/// The record of `hold` (the inverse of [`from_record`]).
+pub(crate) fn to_record(h: &Hold, subscription_id: &str, entity: &str) -> v1::LaneHold {
+    let parked = h.parked.unwrap_or(Parked {
+        partition: 0,
+        from: 0,
+    });
+    v1::LaneHold {
+        subscription_id: subscription_id.to_owned(),
+        entity: entity.to_owned(),
+        blocked_by: h.blocked_by.clone().unwrap_or_default(),
+        parked: h.parked.is_some(),
+        parked_partition: parked.partition,
+        parked_from: parked.from,
+        generation: h.generation,
+        released: h.released,
+    }
+}
+
 /// A delivery's lane, as its settlement needs it (or a paused
 /// subscription's hold).
 pub(crate) struct LaneCtx {
@@ -293,23 +311,9 @@ impl Worker {
         stop: &CancellationToken,
     ) -> Finished {
         let topic = self.topics.delivery_lanes();
-        let value = hold.as_ref().map(|h| {
-            let parked = h.parked.unwrap_or(Parked {
-                partition: 0,
-                from: 0,
-            });
-            v1::LaneHold {
-                subscription_id: lane.subscription_id.clone(),
-                entity: lane.entity.clone(),
-                blocked_by: h.blocked_by.clone().unwrap_or_default(),
-                parked: h.parked.is_some(),
-                parked_partition: parked.partition,
-                parked_from: parked.from,
-                generation: h.generation,
-                released: h.released,
-            }
-            .encode_to_vec()
-        });
+        let value = hold
+            .as_ref()
+            .map(|h| to_record(h, &lane.subscription_id, &lane.entity).encode_to_vec());
         let Some(acked) = self
             .until_acked(stop, "lane hold", || {
                 self.producer.send(

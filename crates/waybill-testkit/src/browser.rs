@@ -147,36 +147,22 @@ impl Browser {
 
     /// The first element matching `css`, waiting for it to appear.
     pub async fn find(&self, css: &str) -> Result<Element, String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let found = self
-                .call(
-                    "POST",
-                    "/element",
-                    Some(json!({"using": "css selector", "value": css})),
-                )
-                .await;
-            if let Ok(v) = &found
-                && let Some(Value::String(id)) = v.as_object().and_then(|o| o.values().next())
-            {
-                return Ok(Element(id.clone()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("no element `{css}` within 20 s: {found:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.find_by("css selector", css).await
     }
 
     /// The first element matching `xpath` (e.g. a button by its text).
     pub async fn find_xpath(&self, xpath: &str) -> Result<Element, String> {
+        self.find_by("xpath", xpath).await
+    }
+
+    async fn find_by(&self, using: &str, value: &str) -> Result<Element, String> {
         let deadline = Instant::now() + WAIT;
         loop {
             let found = self
                 .call(
                     "POST",
                     "/element",
-                    Some(json!({"using": "xpath", "value": xpath})),
+                    Some(json!({"using": using, "value": value})),
                 )
                 .await;
             if let Ok(v) = &found
@@ -185,7 +171,7 @@ impl Browser {
                 return Ok(Element(id.clone()));
             }
             if Instant::now() > deadline {
-                return Err(format!("no element `{xpath}` within 20 s: {found:?}"));
+                return Err(format!("no element `{value}` within 20 s: {found:?}"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
