@@ -23,6 +23,12 @@ pub fn new_write_id() -> String {
     format!("w_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A new debug identifier, `dbg_<32 hex>`: names one refused request in
+/// the answer and in the log line that records it.
+pub fn new_debug_id() -> String {
+    format!("dbg_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// A new tenant id, `ten_<32 hex>`.
 pub fn new_tenant_id() -> String {
     prefixed_v7("ten")

@@ -71,7 +71,8 @@ pub struct IngestConfig {
     /// none but its own origin.
     pub portal_frame_ancestors: Vec<String>,
     /// The seed platforms' webhook APIs also served, on the same
-    /// subscriptions (`route_planner`; see docs/dialects.md).
+    /// subscriptions (`route_planner`, `logistics_2023_07`, `spotgo`,
+    /// `spotnana`; see docs/dialects.md).
     pub dialects: Vec<String>,
 }
 

@@ -388,6 +388,8 @@ fn router(state: Arc<AppState>) -> Router {
             router = router.merge(dialects::logistics_2023_07::routes());
         } else if dialect == dialects::spotgo::NAME {
             router = router.merge(dialects::spotgo::routes());
+        } else if dialect == dialects::spotnana::NAME {
+            router = router.merge(dialects::spotnana::routes());
         }
     }
     router

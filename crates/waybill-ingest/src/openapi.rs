@@ -475,6 +475,7 @@ pub fn with_dialects(mut doc: Value, dialects: &[String]) -> Value {
                 crate::dialects::logistics_2023_07::openapi()
             }
             crate::dialects::spotgo::NAME => crate::dialects::spotgo::openapi(),
+            crate::dialects::spotnana::NAME => crate::dialects::spotnana::openapi(),
             _ => continue,
         };
         if let (Some(into), Some(from)) = (doc["paths"].as_object_mut(), paths.as_object()) {

@@ -531,3 +531,253 @@ async fn spotgo_webhooks_api() {
     assert_eq!(problem["status"], 404);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spotnana_webhook_subscription_api() {
+    let (stack, api) = start(&["spotnana"]).await;
+    add_events(&stack, &api, &["TRAVELER_V2", "PNR_V3"]).await;
+    let receiver = Receiver::start().await.unwrap();
+    let base = "/v3/webhooks/subscriptions";
+    let subscriber = "96d0a1b8-7f77-4d5c-847e-2afd90ed23b3";
+    let company = "497f6eca-6276-4993-bfeb-53cbbbba6f08";
+    let doc: serde_json::Value = reqwest::get(format!("{}/v1/openapi.json", stack.api_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conforms = |schema: &str, value: &serde_json::Value| {
+        let broken = waybill_testkit::schema::violations(
+            &doc,
+            &json!({"$ref": format!("#/components/schemas/{schema}")}),
+            value,
+        );
+        assert!(broken.is_empty(), "{schema}: {broken:#?} in {value}");
+    };
+
+    // The seed's create example as written (only the URL's host changed).
+    let (status, created) = api
+        .post(
+            base,
+            json!({"subscriberId": subscriber,
+                   "eventSource": {"scopes": [{"predicates": [
+                       {"type": "COMPANY", "values": [company], "comparator": "IN"}]}]},
+                   "name": "string", "eventTypes": ["TRAVELER_V2"], "url": receiver.url("/spotnana"),
+                   "isActive": true,
+                   "customHeaders": {"X-Custom-Header": "my-value", "Authorization-Extra": "token123"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    conforms("SpotnanaCreateWebhookSubscriptionResponse", &created);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let secret =
+        waybill_core::signing::SigningSecret::parse(created["hmacSigningSecret"].as_str().unwrap())
+            .unwrap();
+    assert!(
+        created["createdAt"]["iso8601"]
+            .as_str()
+            .unwrap()
+            .starts_with("20"),
+        "{created}"
+    );
+
+    // Events of its company arrive, signed with `hmacSigningSecret` and
+    // carrying the custom headers; another company's do not.
+    for (n, who) in [(1, company), (2, "another-company"), (3, company)] {
+        let (status, answer) = api
+            .post(
+                "/v1/events",
+                json!({"event_name": "TRAVELER_V2", "attributes": {"company_id": who}, "data": {"n": n}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen: Vec<i64> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [1, 3], "{got:?}");
+    assert!(got[0].signature_valid(&secret));
+    assert_eq!(got[0].header("x-custom-header"), Some("my-value"));
+    assert_eq!(got[0].header("authorization-extra"), Some("token123"));
+
+    // GET: the seed's shape.
+    let (status, one) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(status, 200, "{one}");
+    conforms("SpotnanaWebhookSubscription", &one);
+    assert_eq!(one["subscriberId"], subscriber);
+    assert_eq!(
+        one["eventSource"],
+        json!({"scopes": [{"predicates": [{"type": "COMPANY", "values": [company], "comparator": "IN"}]}]})
+    );
+    assert_eq!(one["eventTypes"], json!(["TRAVELER_V2"]));
+    assert_eq!(one["isActive"], true);
+    assert_eq!(one["name"], "string");
+    assert_eq!(one["createdAt"], created["createdAt"]);
+    assert!(one.get("hmacSigningSecret").is_none(), "{one}");
+
+    // Two more: one of the same subscriber (comparator left out: IN), one
+    // of another; the list is per subscriber, paged, with totalCount.
+    let (status, second) = api
+        .post(
+            base,
+            json!({"subscriberId": subscriber, "eventTypes": ["PNR_V3"], "url": receiver.url("/second"),
+                   "eventSource": {"scopes": [{"predicates": [{"type": "LEGAL_ENTITY", "values": ["le-1"]}]}]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    let (status, other) = api
+        .post(
+            base,
+            json!({"subscriberId": "someone-else", "eventTypes": ["PNR_V3"], "url": receiver.url("/other")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{other}");
+    let list_path = format!("{base}/subscriber/{subscriber}/list");
+    let (status, list) = api.get(&format!("{list_path}?limit=50&offset=0")).await;
+    assert_eq!(status, 200, "{list}");
+    conforms("SpotnanaListWebhookSubscriptionsResponse", &list);
+    assert_eq!(list["totalCount"], 2, "{list}");
+    let items = list["subscriptions"].as_array().unwrap();
+    assert_eq!(items[0]["id"], id.as_str());
+    assert_eq!(items[1]["id"], second["id"]);
+    assert_eq!(
+        items[1]["eventSource"]["scopes"][0]["predicates"][0],
+        json!({"type": "LEGAL_ENTITY", "values": ["le-1"], "comparator": "IN"})
+    );
+    let (_, page) = api.get(&format!("{list_path}?limit=1&offset=1")).await;
+    assert_eq!(page["totalCount"], 2, "{page}");
+    assert_eq!(page["subscriptions"].as_array().unwrap().len(), 1);
+    assert_eq!(page["subscriptions"][0]["id"], second["id"]);
+    let (_, theirs) = api
+        .get(&format!("{base}/subscriber/someone-else/list"))
+        .await;
+    assert_eq!(theirs["totalCount"], 1, "{theirs}");
+    assert_eq!(theirs["subscriptions"][0]["id"], other["id"]);
+
+    // PATCH with the seed's example (customHeaders as a flat map, as every
+    // other call has it): present fields replace, absent ones stay.
+    let (status, patched) = api
+        .patch(
+            &format!("{base}/{id}"),
+            json!({"eventSource": {"scopes": [{"predicates": [
+                       {"type": "COMPANY", "values": [company], "comparator": "IN"}]}]},
+                   "name": "renamed", "eventTypes": ["TRAVELER_V2", "PNR_V3"], "isActive": true,
+                   "url": receiver.url("/spotnana"),
+                   "customHeaders": {"X-Custom-Header": "my-value", "Authorization-Extra": "token123"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    conforms("SpotnanaWebhookSubscription", &patched);
+    assert_eq!(patched["name"], "renamed");
+    assert_eq!(patched["eventTypes"], json!(["TRAVELER_V2", "PNR_V3"]));
+    let (status, patched) = api
+        .patch(
+            &format!("{base}/{id}"),
+            json!({"isActive": false, "customHeaders": {}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["isActive"], false);
+    assert_eq!(patched["customHeaders"], json!({}));
+    assert_eq!(patched["name"], "renamed", "absent fields stay");
+    assert_eq!(patched["subscriberId"], subscriber);
+
+    // The same subscription through /v1, edited there, read back here.
+    let v1_path = format!("/v1/subscriptions/{id}");
+    let (_, v1) = api.get(&v1_path).await;
+    assert_eq!(v1["metadata"]["spotnana.subscriber_id"], subscriber, "{v1}");
+    assert_eq!(
+        v1["filter"]["scopes"][0]["predicates"][0]["attribute"],
+        "company_id"
+    );
+    assert_eq!(v1["enabled"], false);
+    let (status, _) = api
+        .patch(
+            &v1_path,
+            json!({"enabled": true, "filter": {"scopes": [{"predicates": [
+                {"attribute": "dc_id", "comparator": "NOT_IN", "values": ["9"]}]}]}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, one) = api.get(&format!("{base}/{id}")).await;
+    assert_eq!(one["isActive"], true, "{one}");
+    assert_eq!(
+        one["eventSource"],
+        json!({"scopes": [{"predicates": [{"type": "DC", "values": ["9"], "comparator": "NOT_IN"}]}]})
+    );
+
+    // Invalid bodies as Spotnana's ErrorResponse, with the seed's names.
+    let fields_of = |refused: &serde_json::Value| -> Vec<String> {
+        refused["errorMessages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["errorParameters"][0]["value"].as_str().map(String::from))
+            .collect()
+    };
+    let (status, refused) = api
+        .post(
+            base,
+            json!({"eventTypes": [], "url": 5, "isActive": "yes",
+                   "eventSource": {"scopes": [{"predicates": [{"type": "company", "values": ["c"]}]}]}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    conforms("SpotnanaErrorResponse", &refused);
+    assert!(
+        refused["debugIdentifier"]
+            .as_str()
+            .unwrap()
+            .starts_with("dbg_")
+    );
+    let fields = fields_of(&refused);
+    for field in [
+        "subscriberId",
+        "eventTypes",
+        "url",
+        "isActive",
+        "eventSource.scopes[0].predicates[0].type",
+    ] {
+        assert!(fields.iter().any(|f| f == field), "{field} in {refused}");
+    }
+    let (status, refused) = api
+        .post(
+            base,
+            json!({"subscriberId": subscriber, "eventTypes": ["NOT_IN_CATALOG"], "url": receiver.url("/x")}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(fields_of(&refused), ["eventTypes[0]"], "{refused}");
+    assert_eq!(
+        refused["errorMessages"][0]["errorCode"],
+        "validation_failed"
+    );
+    let (status, refused) = api
+        .patch(
+            &format!("{base}/{id}"),
+            json!({"customHeaders": {"headerName1": {"X-Custom-Header": "my-value"}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(fields_of(&refused), ["customHeaders.headerName1"]);
+    let (status, refused) = api.get(&format!("{base}/sub_nothing")).await;
+    assert_eq!(status, 404, "{refused}");
+    assert_eq!(refused["errorMessages"][0]["errorCode"], "not_found");
+    let (status, refused) = api
+        .with_key("wb_wrong_key_0000000000000000000000")
+        .get(&list_path)
+        .await;
+    assert_eq!(status, 401, "{refused}");
+    conforms("SpotnanaErrorResponse", &refused);
+
+    // The document lists the dialect under its tag; there is no DELETE.
+    assert_eq!(doc["paths"][base]["post"]["tags"], json!(["spotnana"]));
+    let (status, _) = api.delete(&format!("{base}/{id}")).await;
+    assert_eq!(status, 405);
+    stack.stop().await.unwrap();
+}

@@ -6,6 +6,12 @@
 pub mod logistics_2023_07;
 pub mod route_planner;
 pub mod spotgo;
+pub mod spotnana;
 
 /// Every dialect this build serves, by its `ingest.dialects` name.
-pub const KNOWN: [&str; 3] = [route_planner::NAME, logistics_2023_07::NAME, spotgo::NAME];
+pub const KNOWN: [&str; 4] = [
+    route_planner::NAME,
+    logistics_2023_07::NAME,
+    spotgo::NAME,
+    spotnana::NAME,
+];
