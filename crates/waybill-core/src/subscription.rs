@@ -627,7 +627,9 @@ pub fn parse_spec(
     // A stored credential goes only where it went: a masked one is kept
     // while the URL's origin stays the same (see `auth::parse_auth`).
     let origin_changed = base.is_some_and(|b| !same_origin(&b.url, &spec.url));
-    if read(&f, "auth") {
+    // Taken before the fields are consumed: their check below needs them.
+    let (auth_given, headers_given) = (read(&f, "auth"), read(&f, "headers"));
+    if auth_given {
         spec.auth =
             parse_auth(&mut f, policy, base.map(|b| &b.auth), origin_changed).unwrap_or_default();
     } else if origin_changed && spec.auth != CallbackAuth::None {
@@ -650,7 +652,7 @@ pub fn parse_spec(
             .unwrap_or_default();
         spec.secret_headers = parse_secret_headers(&mut f, &names);
     }
-    if read(&f, "headers") {
+    if headers_given {
         let given: BTreeMap<String, String> = f
             .optional("headers", "an object of header names to string values")
             .unwrap_or_default();
@@ -665,7 +667,7 @@ pub fn parse_spec(
         );
     }
     // Checked whenever auth or headers change: they must not collide.
-    if read(&f, "headers") || read(&f, "auth") {
+    if headers_given || auth_given {
         check_headers(&mut f, &spec.headers, &spec.auth);
     }
 
@@ -1191,6 +1193,36 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(fields(&errors), ["url", "event_types[0]"]);
+
+        // A patch of headers or auth is checked as a create is (once it
+        // was not: the fields were consumed before their check).
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_HEADERS)
+            .map(|i| (format!("X-H{i}"), serde_json::json!("v")))
+            .collect();
+        let errors = parse_spec(
+            serde_json::json!({"headers": many}).to_string().as_bytes(),
+            Mode::Patch(&base),
+            &catalog,
+            &policy,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["headers"]);
+        let errors = parse_spec(
+            br#"{"headers": {"Content-Type": "text/plain"}}"#,
+            Mode::Patch(&base),
+            &catalog,
+            &policy,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["headers.Content-Type"]);
+        let errors = parse_spec(
+            br#"{"auth": {"type": "api_key", "header_name": "X-A", "header_value": "k"}}"#,
+            Mode::Patch(&base),
+            &catalog,
+            &policy,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&errors), ["headers.X-A"]);
 
         let replaced = parse_spec(
             br#"{"url": "https://c.example", "event_types": ["freights.*"]}"#,

@@ -478,6 +478,8 @@ pub fn with_dialects(mut doc: Value, dialects: &[String]) -> Value {
             crate::dialects::spotnana::NAME => crate::dialects::spotnana::openapi(),
             _ => continue,
         };
+        let mut paths = paths;
+        answers_of_every_call(&mut paths);
         if let (Some(into), Some(from)) = (doc["paths"].as_object_mut(), paths.as_object()) {
             into.extend(from.clone());
         }
@@ -489,6 +491,43 @@ pub fn with_dialects(mut doc: Value, dialects: &[String]) -> Value {
         }
     }
     doc
+}
+
+/// Adds to each of a dialect's operations the errors that any call can
+/// get before its handler runs, in the dialect's error shape (that of its
+/// `401`): `429` (a tenant quota), and for a call with a body `413` and
+/// `415`.
+fn answers_of_every_call(paths: &mut Value) {
+    let Some(paths) = paths.as_object_mut() else {
+        return;
+    };
+    for operation in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in operation.values_mut() {
+            let has_body = op.get("requestBody").is_some();
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let Some(content) = responses.get("401").and_then(|r| r.get("content")).cloned() else {
+                continue;
+            };
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status)
+                    .or_insert_with(|| json!({"description": description, "content": content}));
+            };
+            add(
+                "429",
+                "A quota of the tenant is used up; `Retry-After` says when to try again",
+            );
+            if has_body {
+                add("413", "The body is over the size limit");
+                add(
+                    "415",
+                    "The body is not sent as `Content-Type: application/json`",
+                );
+            }
+        }
+    }
 }
 
 fn operation(op: Op, spec: &Operation) -> Value {
@@ -528,7 +567,7 @@ fn operation(op: Op, spec: &Operation) -> Value {
     if conditional(op) {
         params.push(json!({
             "name": "If-Match", "in": "header", "required": false,
-            "description": "`\"<revision>\"` (the subscription's ETag): the call changes nothing and answers 412 unless it is the current revision; `*` or no header: any revision.",
+            "description": "`\"<revision>\"` (the subscription's ETag; also taken without quotes): the call changes nothing and answers 412 unless it is the current revision; `*` or no header: any revision.",
             "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
         }));
     }
@@ -719,9 +758,9 @@ fn list_parameters() -> Vec<Value> {
 }
 
 /// What `If-Match` may hold: `*`, or a list of entity tags (strong ones
-/// are revisions; weak ones are valid but never match).
-const IF_MATCH_PATTERN: &str =
-    r#"^(\*|(W/"[!#-~]*"|"[0-9]{1,19}")( *, *(W/"[!#-~]*"|"[0-9]{1,19}"))*)$"#;
+/// are revisions, also taken without their quotes; weak ones are valid but
+/// never match).
+const IF_MATCH_PATTERN: &str = r#"^(\*|(W/"[!#-~]*"|"[0-9]{1,19}"|[0-9]{1,19})( *, *(W/"[!#-~]*"|"[0-9]{1,19}"|[0-9]{1,19}))*)$"#;
 
 /// The largest `offset` the server takes.
 const MAX_OFFSET: u64 = u64::MAX;
@@ -868,7 +907,7 @@ fn schemas(catalog: &Catalog) -> Value {
                 "description": "What filters compare, as text (7 and \"7\" are the same)",
             }),
             "data" => json!({"description": "Any JSON; delivered as is"}),
-            "callback_url" => json!({"type": "string", "format": "uri", "maxLength": MAX_URL_LEN}),
+            "callback_url" => json!({"type": "string", "format": "iri", "maxLength": MAX_URL_LEN}),
             other => json!({"description": other}),
         };
         // An optional field sent as `null` is taken as left out.
@@ -1282,8 +1321,8 @@ fn subscription_field(field: &str, catalog: &Catalog) -> Value {
     match field {
         "name" => json!({"type": "string", "maxLength": MAX_NAME_LEN}),
         "url" => json!({
-            "type": "string", "format": "uri", "maxLength": MAX_URL_LEN,
-            "description": "https (http only if the deployment allows it); private, loopback and link-local targets are refused unless allow-listed",
+            "type": "string", "format": "iri", "maxLength": MAX_URL_LEN,
+            "description": "https (http only if the deployment allows it; a host may be an internationalised name, kept as written); private, loopback and link-local targets are refused unless allow-listed",
         }),
         "method" => {
             json!({"type": "string", "enum": words(Method::ALL.map(|m| m.as_str())), "default": "POST"})
@@ -1352,7 +1391,7 @@ fn auth_schema(kind: &str, masked: bool) -> Value {
         "oauth2" => (
             vec!["token_url", "client_id", "client_secret"],
             vec![
-                ("token_url", json!({"type": "string", "format": "uri"})),
+                ("token_url", json!({"type": "string", "format": "iri"})),
                 ("client_id", text.clone()),
                 ("client_secret", secret),
                 (
@@ -1574,6 +1613,31 @@ mod tests {
         bad.sort();
         bad.dedup();
         assert!(bad.is_empty(), "optional fields that refuse null: {bad:?}");
+    }
+
+    #[test]
+    fn every_dialect_call_documents_the_refusals_made_before_its_handler() {
+        let doc = with_dialects(
+            json!({"paths": {}, "components": {"schemas": {}}}),
+            &crate::dialects::KNOWN.map(String::from),
+        );
+        let mut calls = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                calls += 1;
+                let responses = &op["responses"];
+                assert!(responses.get("429").is_some(), "{method} {path}: 429");
+                if op.get("requestBody").is_some() {
+                    for status in ["413", "415"] {
+                        assert_eq!(
+                            responses[status]["content"], responses["401"]["content"],
+                            "{method} {path}: {status} in the dialect's error shape"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(calls >= 17, "{calls} dialect calls");
     }
 
     #[test]

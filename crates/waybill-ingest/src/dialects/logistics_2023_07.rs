@@ -57,15 +57,26 @@ pub fn numeric_id(subscription_id: &str) -> u64 {
     (u64::from_be_bytes(bytes) & ((1 << 52) - 1)).max(1)
 }
 
-/// An error in the seed's shape, for the request at `instance`.
-pub struct Error(ApiError, String);
+/// An error in the seed's shape, for the request at `instance`. `Malformed`
+/// errors (the seed's own checks of its body) are 400; an error of the
+/// `/v1` create that only refuses values (an event type the catalog lacks,
+/// a URL the policy refuses) is 422.
+pub struct Error(ApiError, String, Kind);
+
+/// Which checks refused the request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The seed's shape: status as the error has it (400 for a body).
+    Malformed,
+    /// `/v1`'s checks of the values.
+    Refused,
+}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let Error(e, instance) = self;
-        // Values refused on their meaning (an event type the catalog
-        // lacks, a URL the policy refuses) are 422; malformed ones 400.
-        let status = if e.status() == StatusCode::BAD_REQUEST
+        let Error(e, instance, kind) = self;
+        let status = if kind == Kind::Refused
+            && e.status() == StatusCode::BAD_REQUEST
             && !e.details().is_empty()
             && e.details()
                 .iter()
@@ -105,7 +116,7 @@ fn seed_fields(message: &str) -> String {
 type Answer<T> = Result<T, Error>;
 
 fn fail(instance: &str) -> impl Fn(ApiError) -> Error + '_ {
-    move |e| Error(e, instance.to_owned())
+    move |e| Error(e, instance.to_owned(), Kind::Refused)
 }
 
 /// The seed's webhook object, or `None` if the subscription is one the
@@ -225,7 +236,7 @@ async fn create(
     let body = read_json(&headers, body, MAX_BODY_BYTES)
         .await
         .map_err(&fail)?;
-    let v1 = v1_body(&body).map_err(&fail)?;
+    let v1 = v1_body(&body).map_err(|e| Error(e, uri.path().to_owned(), Kind::Malformed))?;
     let duplicate = {
         let projection = state.subscriptions.read();
         projection.of_tenant(&p.tenant_id).any(|s| {
@@ -340,12 +351,17 @@ pub fn openapi() -> (Value, Value) {
         "username": {"type": "string"}, "password": {"type": "string"},
         "token": {"type": "string"}, "tokenHeader": {"type": "string"},
     });
+    // The request's optional fields also admit null (taken as left out).
+    let mut input_props = props.clone();
+    for key in ["authMethod", "username", "password", "token", "tokenHeader"] {
+        input_props[key] = json!({"anyOf": [props[key], {"type": "null"}]});
+    }
     let mut answer_props = props.clone();
     answer_props["id"] =
         json!({"type": "number", "description": "A unique identifier for a webhook"});
     let schemas = json!({
         "Logistics202307WebhookInput": {"type": "object", "required": ["type", "url", "method"],
-            "additionalProperties": false, "properties": props,
+            "additionalProperties": false, "properties": input_props,
             "example": {"type": "Shipment.Created", "url": "https://example.com/hook", "method": "POST", "authMethod": "NONE"}},
         "Logistics202307Webhook": {"type": "object", "required": ["type", "url", "method", "id"],
             "additionalProperties": false, "properties": answer_props},

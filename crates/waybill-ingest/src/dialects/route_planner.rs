@@ -188,12 +188,16 @@ async fn set_enabled(
     let (Some(enabled), true) = (enabled, errors.is_empty()) else {
         return Err(ApiError::validation(errors).into());
     };
-    crate::subscriptions::find(&state, &p, &id)?;
+    let s = crate::subscriptions::find(&state, &p, &id)?;
+    if webhook(&s).is_none() {
+        return Err(ApiError::not_found(format!("no webhook {id}")).into());
+    }
     let change = json!({"enabled": enabled}).to_string();
     crate::subscriptions::update_with(&state, &p, &id, change.as_bytes()).await?;
     let s = crate::subscriptions::find(&state, &p, &id)?;
+    // Only a /v1 edit between the two reads can make it inexpressible.
     let hook = webhook(&s).ok_or_else(|| {
-        ApiError::conflict("this webhook's filter was changed through /v1 and has no dc_ids form")
+        ApiError::conflict("this webhook was changed through /v1 meanwhile into a form without dc_ids; read it through /v1")
     })?;
     Ok(success(json!({"webhook": hook})))
 }
@@ -205,6 +209,10 @@ async fn delete(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let p = principal(p)?;
+    let s = crate::subscriptions::find(&state, &p, &id)?;
+    if webhook(&s).is_none() {
+        return Err(ApiError::not_found(format!("no webhook {id}")).into());
+    }
     crate::revisions::delete(&state, &p, &id, &Precondition::Any).await?;
     tracing::info!(subscription_id = %id, dialect = NAME, "subscription deleted");
     Ok((StatusCode::OK, success(json!({}))))
@@ -227,6 +235,7 @@ pub fn openapi() -> (Value, Value) {
             "summary": "Updates a Webhook (only `enabled`)",
             "parameters": id, "requestBody": enabled_body,
             "responses": {"200": ok("RoutePlannerWebhookAnswer", "The updated Webhook object"),
+                "409": error("The webhook was changed through /v1 meanwhile into a form without dc_ids"),
                 "400": error("One or more parameters was invalid"), "401": error("API key is invalid"),
                 "404": error("The Webhook with this ID could not be found")},
         })

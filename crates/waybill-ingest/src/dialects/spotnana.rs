@@ -471,6 +471,7 @@ pub fn openapi() -> (Value, Value) {
                 "summary": "Update webhook subscription: present fields replace, absent ones stay", "parameters": [id],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": schema("SpotnanaUpdateWebhookSubscriptionRequest")}}},
                 "responses": {"200": ok("SpotnanaWebhookSubscription", "The updated subscription"),
+                    "409": error("Changed through /v1 meanwhile into a form the v3 API cannot show"),
                     "400": error("Invalid request"), "401": error("Unauthorized"), "404": error("Not found")}},
         },
     });
