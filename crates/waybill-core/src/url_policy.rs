@@ -37,6 +37,32 @@ pub struct UrlPolicy {
     pub allow_any_port: bool,
 }
 
+/// The first character of `raw` that an IRI (RFC 3987) does not allow
+/// unencoded: controls, space, `<>"{}|\^` and backtick, and outside the
+/// query the private-use ranges (`iprivate`) and the non-characters. A URL
+/// stored as given must read back as a valid IRI: the parser would
+/// silently percent-encode them, and the stored text would still carry them.
+pub fn first_non_iri_char(raw: &str) -> Option<char> {
+    let query_at = raw.find('?');
+    raw.char_indices().find_map(|(at, c)| {
+        let in_query = query_at.is_some_and(|q| at > q);
+        (!is_iri_char(c, in_query)).then_some(c)
+    })
+}
+
+fn is_iri_char(c: char, in_query: bool) -> bool {
+    let n = u32::from(c);
+    if c.is_ascii() {
+        return c.is_ascii_graphic()
+            && !matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`');
+    }
+    let ucschar = matches!(n, 0xA0..=0xD7FF | 0xF900..=0xFDCF | 0xFDF0..=0xFFEF)
+        || (n >= 0x10000 && (n & 0xFFFF) <= 0xFFFD && n < 0xE0000)
+        || matches!(n, 0xE1000..=0xEFFFD);
+    let iprivate = matches!(n, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD);
+    ucschar || (in_query && iprivate)
+}
+
 impl UrlPolicy {
     /// The strict production default: https only, public addresses only,
     /// ports 443 and 8443.
@@ -89,6 +115,12 @@ impl UrlPolicy {
     pub fn check_url(&self, raw: &str) -> Result<Url, String> {
         if raw.len() > MAX_URL_LEN {
             return Err(format!("must be at most {MAX_URL_LEN} characters"));
+        }
+        if let Some(bad) = first_non_iri_char(raw) {
+            return Err(format!(
+                "must not contain {bad:?} (U+{:04X}): percent-encode it",
+                u32::from(bad)
+            ));
         }
         let url = Url::parse(raw).map_err(|e| format!("is not a valid absolute URL ({e})"))?;
         match url.scheme() {
@@ -575,5 +607,33 @@ mod tests {
         let p = UrlPolicy::permissive();
         assert!(p.check_url("http://127.0.0.1:9000/hook").is_ok());
         assert!(p.check_url("http://localhost:9000/hook").is_ok());
+    }
+
+    #[test]
+    fn a_url_is_an_iri_as_written() {
+        assert_eq!(
+            first_non_iri_char("https://hooks.example.com/a?b=c&d=%20"),
+            None
+        );
+        assert_eq!(first_non_iri_char("https://例え.jp/パス"), None);
+        assert_eq!(first_non_iri_char("https://w/a\u{10}b"), Some('\u{10}'));
+        assert_eq!(first_non_iri_char("https://w/a b"), Some(' '));
+        assert_eq!(first_non_iri_char("https://w/a{b}"), Some('{'));
+        assert_eq!(first_non_iri_char("https://w/\u{F0001}"), Some('\u{F0001}'));
+        assert_eq!(
+            first_non_iri_char("https://w/?q=\u{F0001}"),
+            None,
+            "iprivate in the query"
+        );
+        assert_eq!(
+            first_non_iri_char("https://w/\u{84}"),
+            Some('\u{84}'),
+            "a C1 control"
+        );
+        let policy = UrlPolicy::strict();
+        let refused = policy
+            .check_url("https://hooks.example.com/a\u{10}")
+            .unwrap_err();
+        assert!(refused.contains("percent-encode"), "{refused}");
     }
 }
