@@ -290,6 +290,41 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `response` with the request's trace context in a `traceparent` header,
+/// and, for an error answer in the `/v1` shape, its trace id as
+/// `error.trace_id`, so a support ticket quoting either finds the trace.
+pub async fn with_trace(response: Response, trace: &waybill_core::trace::TraceParent) -> Response {
+    let (mut parts, body) = response.into_parts();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&trace.to_string()) {
+        parts.headers.insert("traceparent", value);
+    }
+    let json = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(parts.status.is_client_error() || parts.status.is_server_error()) || !json {
+        return Response::from_parts(parts, body);
+    }
+    // Error bodies are small (a message and the invalid fields).
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    let Some(error) = value
+        .get_mut("error")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    error.insert("trace_id".into(), trace.trace_id_hex().into());
+    let body = serde_json::to_vec(&value).unwrap_or_else(|_| bytes.to_vec());
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// Fallback for a known path called with another method: `405`, with the
 /// stable code `not_found` (the route does not exist for that method).
 pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {

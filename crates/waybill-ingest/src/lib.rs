@@ -219,8 +219,10 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let mut settings = settings;
+    settings.kafka = settings.kafka.for_process("waybill-ingest");
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
-    let producer = Producer::new(&settings.kafka, "waybill-ingest", Duration::from_secs(5))?;
+    let producer = Producer::new(&settings.kafka, Duration::from_secs(5))?;
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,
@@ -441,7 +443,8 @@ async fn count_request(
             if status.is_server_error() {
                 span.record("otel.status_code", "error");
             }
-            response
+            let trace = waybill_runtime::telemetry::propagate(&span, parent.as_ref());
+            error::with_trace(response, &trace).await
         }
         _ => next.run(request).await,
     };

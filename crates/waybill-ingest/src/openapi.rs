@@ -936,6 +936,7 @@ fn schemas(catalog: &Catalog) -> Value {
                     "code": {"type": "string", "enum": error_codes},
                     "message": {"type": "string", "description": "What is wrong and what to do about it"},
                     "field": {"type": "string", "description": "Path of the first invalid field, e.g. `event_types[2]`"},
+                    "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "The request's trace id, as in the answer's `traceparent` header: quote it in a support request"},
                     "details": {"type": "array", "items": {
                         "type": "object",
                         "required": ["field", "message"],

@@ -1240,3 +1240,56 @@ async fn credentials_stay_with_their_target_and_headers_are_sealed() {
     assert_eq!(moved["url"], elsewhere);
     stack.stop().await.unwrap();
 }
+
+/// Every answer of the API carries the request's trace context; an error
+/// body names its trace id, so a support request quoting it finds the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_names_its_trace() {
+    let (stack, api) = start_stack().await;
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, refused, headers) = api
+        .call_full(
+            reqwest::Method::POST,
+            "/v1/subscriptions",
+            Some(&json!({"url": "not a url", "event_types": ["*"]})),
+            &[("traceparent", caller)],
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let answered = headers["traceparent"].to_str().unwrap();
+    let parsed = waybill_core::trace::TraceParent::parse(answered).expect("a W3C traceparent");
+    assert_eq!(
+        parsed.trace_id_hex(),
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the caller's trace goes on"
+    );
+    assert_eq!(
+        refused["error"]["trace_id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(refused["error"]["code"], "validation_failed");
+
+    // Without a caller's context a trace starts; a success names it too.
+    let (status, list, headers) = api
+        .call_full(reqwest::Method::GET, "/v1/subscriptions", None, &[])
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let answered = headers["traceparent"].to_str().unwrap();
+    assert!(
+        waybill_core::trace::TraceParent::parse(answered).is_some(),
+        "{answered}"
+    );
+    let (status, missing, headers) = api
+        .call_full(
+            reqwest::Method::GET,
+            "/v1/subscriptions/sub_nothing",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 404, "{missing}");
+    let trace =
+        waybill_core::trace::TraceParent::parse(headers["traceparent"].to_str().unwrap()).unwrap();
+    assert_eq!(missing["error"]["trace_id"], trace.trace_id_hex().as_str());
+    stack.stop().await.unwrap();
+}
