@@ -94,6 +94,8 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let mut settings = settings;
+    settings.kafka = settings.kafka.for_process("waybill-delivery");
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
     let (readiness, admin) =
         admin::spawn(admin_listener, settings.metrics.clone(), shutdown.clone());
@@ -118,7 +120,7 @@ pub async fn run(
     readiness.set(true);
 
     let sender = sender::Sender::new(&settings.delivery, settings.url_policy)?;
-    let producer = Producer::new(&settings.kafka, "waybill-delivery", Duration::from_secs(30))?;
+    let producer = Producer::new(&settings.kafka, Duration::from_secs(30))?;
     let catalog = waybill_runtime::catalog::follow(
         &settings.kafka,
         &topics,

@@ -100,6 +100,7 @@ pub async fn reseal(
 ) -> crate::Result<Report> {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
+    let kafka = &kafka.for_process("waybill-reseal");
     let topics = waybill_kafka::topics::prepare(kafka).await?;
     let table = projection::follow(
         kafka,
@@ -124,7 +125,7 @@ pub async fn reseal(
         ..Report::default()
     };
     if !dry_run {
-        let producer = Producer::new(kafka, "waybill-reseal", Duration::from_secs(5))?;
+        let producer = Producer::new(kafka, Duration::from_secs(5))?;
         let writer = Writer {
             table: &table,
             producer: &producer,

@@ -46,6 +46,13 @@ pub struct KafkaConfig {
     /// booleans are accepted and passed on as strings.
     #[serde(deserialize_with = "scalar_map")]
     pub properties: BTreeMap<String, String>,
+    /// The `client.id` every Kafka client of this process sends (not read
+    /// from the file: each service sets it with [`KafkaConfig::for_process`]
+    /// to `<service>@<host>`, so the broker's logs, request metrics and
+    /// quotas tell services and replicas apart). `kafka.properties."client.id"`
+    /// still wins when an operator sets it.
+    #[serde(skip)]
+    pub client_id: String,
 }
 
 /// Whether a librdkafka property holds a secret.
@@ -78,6 +85,7 @@ impl std::fmt::Debug for KafkaConfig {
             state_min_compaction_lag,
             retry_tiers,
             properties,
+            client_id,
         } = self;
         let properties: BTreeMap<&str, &str> = properties
             .iter()
@@ -97,6 +105,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("state_min_compaction_lag", state_min_compaction_lag)
             .field("retry_tiers", retry_tiers)
             .field("properties", &properties)
+            .field("client_id", client_id)
             .finish()
     }
 }
@@ -161,6 +170,7 @@ impl Default for KafkaConfig {
             state_min_compaction_lag: Duration::from_secs(3600),
             retry_tiers: default_retry_tiers(),
             properties: BTreeMap::new(),
+            client_id: "waybill".into(),
         }
     }
 }
@@ -216,6 +226,24 @@ impl KafkaConfig {
         out
     }
 
+    /// This configuration for the clients of `service` in this process:
+    /// `client.id` = `<service>@<host>` (the host name is the pod's name on
+    /// Kubernetes; `HOSTNAME`, else the kernel's, else the service alone).
+    pub fn for_process(&self, service: &str) -> Self {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|h| !h.is_empty());
+        Self {
+            client_id: client_id(service, host.as_deref()),
+            ..self.clone()
+        }
+    }
+
     /// The consumer group id of a service's `group_id`: with the topic
     /// prefix in front, so two deployments sharing a cluster (`prod.`,
     /// `staging.`) never share a group, as they never share a topic.
@@ -237,6 +265,7 @@ impl KafkaConfig {
     pub fn client_config(&self, role: ClientRole) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        config.set("client.id", &self.client_id);
         // Keep librdkafka's own logs at warning and above; ours go through tracing.
         config.set(
             "log_level",
@@ -253,6 +282,25 @@ impl KafkaConfig {
         }
         config
     }
+}
+
+/// `<service>@<host>`, with what Kafka's quota and metric names do not
+/// take (anything but letters, digits, `.`, `_`, `-` and `@`) replaced by `_`.
+pub fn client_id(service: &str, host: Option<&str>) -> String {
+    let raw = match host {
+        Some(host) => format!("{service}@{host}"),
+        None => service.to_owned(),
+    };
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect()
 }
 
 /// The kind of librdkafka client a config is for.
@@ -430,5 +478,33 @@ mod tests {
             let made: Result<BaseProducer, _> = config.client_config(ClientRole::Producer).create();
             assert!(made.is_ok(), "{protocol} {mechanism}: {:?}", made.err());
         }
+    }
+
+    #[test]
+    fn every_client_names_its_service_and_host() {
+        assert_eq!(
+            client_id("waybill-delivery", Some("waybill-delivery-7c9f-x2k")),
+            "waybill-delivery@waybill-delivery-7c9f-x2k"
+        );
+        assert_eq!(client_id("waybill-ingest", None), "waybill-ingest");
+        assert_eq!(
+            client_id("waybill-ingest", Some("a b/c")),
+            "waybill-ingest@a_b_c"
+        );
+        let config = KafkaConfig::default().for_process("waybill-matcher");
+        assert!(
+            config.client_id.starts_with("waybill-matcher"),
+            "{}",
+            config.client_id
+        );
+        let client = config.client_config(ClientRole::Consumer);
+        assert_eq!(client.get("client.id"), Some(config.client_id.as_str()));
+        let mut own = config.clone();
+        own.properties
+            .insert("client.id".into(), "operator-chosen".into());
+        assert_eq!(
+            own.client_config(ClientRole::Producer).get("client.id"),
+            Some("operator-chosen")
+        );
     }
 }

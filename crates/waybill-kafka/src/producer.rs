@@ -43,9 +43,8 @@ impl Producer {
     /// When librdkafka's local queue is full, a send waits up to
     /// `queue_timeout` for room and then fails: callers see backpressure
     /// instead of unbounded buffering.
-    pub fn new(config: &KafkaConfig, client_id: &str, queue_timeout: Duration) -> Result<Self> {
+    pub fn new(config: &KafkaConfig, queue_timeout: Duration) -> Result<Self> {
         let mut client = config.client_config(crate::config::ClientRole::Producer);
-        client.set("client.id", client_id);
         set_default(&mut client, "enable.idempotence", "true");
         set_default(&mut client, "acks", "all");
         set_default(&mut client, "partitioner", "murmur2_random");

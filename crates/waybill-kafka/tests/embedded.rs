@@ -63,7 +63,7 @@ impl Fold for Map {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_barriers_see_what_was_written_before() {
     let (_broker, config) = setup(&[("state", 3)]);
-    let producer = Producer::new(&config, "test", Duration::from_secs(5)).unwrap();
+    let producer = Producer::new(&config, Duration::from_secs(5)).unwrap();
     for i in 0..20 {
         let key = format!("k{i}");
         producer
@@ -115,7 +115,7 @@ async fn table_barriers_see_what_was_written_before() {
 
 /// Writes records `k{i}` (value `k{i}`) for every `i` of `range`.
 async fn produce(config: &KafkaConfig, topic: &str, range: std::ops::Range<usize>) {
-    let producer = Producer::new(config, "test", Duration::from_secs(5)).unwrap();
+    let producer = Producer::new(config, Duration::from_secs(5)).unwrap();
     for i in range {
         let key = format!("k{i}");
         producer

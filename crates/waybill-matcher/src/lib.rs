@@ -73,6 +73,8 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let mut settings = settings;
+    settings.kafka = settings.kafka.for_process("waybill-matcher");
     let topics = waybill_kafka::topics::prepare(&settings.kafka).await?;
     let (readiness, admin) =
         admin::spawn(admin_listener, settings.metrics.clone(), shutdown.clone());
@@ -104,7 +106,7 @@ pub async fn run(
     )
     .await?;
     settings.metrics.watch_skipped(&catalog);
-    let producer = Producer::new(&settings.kafka, "waybill-matcher", Duration::from_secs(30))?;
+    let producer = Producer::new(&settings.kafka, Duration::from_secs(30))?;
     let worker = Arc::new(worker::Worker {
         producer: producer.clone(),
         topics: topics.clone(),

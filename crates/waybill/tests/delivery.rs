@@ -822,7 +822,7 @@ async fn per_event_callbacks() {
     // Straight to Kafka, before the tenant has a callbacks subscription.
     let kafka = stack.config.kafka.clone();
     let topics = waybill_kafka::Topics::of(&kafka);
-    let producer = waybill_kafka::Producer::new(&kafka, "upstream", WAIT).unwrap();
+    let producer = waybill_kafka::Producer::new(&kafka, WAIT).unwrap();
     let raw = waybill_core::event::Event {
         id: "evt-raw-callback".into(),
         tenant_id: waybill::dev::DEV_TENANT.into(),
@@ -954,7 +954,7 @@ async fn a_record_written_twice_is_delivered_once() {
     .await;
     let kafka = stack.config.kafka.clone();
     let topics = Topics::of(&kafka);
-    let producer = Producer::new(&kafka, "upstream", Duration::from_secs(10)).unwrap();
+    let producer = Producer::new(&kafka, Duration::from_secs(10)).unwrap();
     let event = Event {
         id: "evt-twice".into(),
         tenant_id: dev::DEV_TENANT.into(),

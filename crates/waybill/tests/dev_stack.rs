@@ -672,8 +672,7 @@ async fn unusable_state_records_are_counted_and_skipped() {
     let receiver = Receiver::start().await.unwrap();
     subscribe(&api, receiver.url("/a"), json!(["freights.*"]), true).await;
     let producer =
-        waybill_kafka::Producer::new(&stack.config.kafka, "garbage", Duration::from_secs(10))
-            .unwrap();
+        waybill_kafka::Producer::new(&stack.config.kafka, Duration::from_secs(10)).unwrap();
     producer
         .send(
             "subscriptions",

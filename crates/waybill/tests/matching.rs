@@ -178,7 +178,7 @@ async fn every_catalog_event_reaches_exactly_its_subscriptions() {
     // poison record among them on the same partition.
     let kafka = stack.config.kafka.clone();
     let topics = Topics::of(&kafka);
-    let producer = Producer::new(&kafka, "upstream", Duration::from_secs(10)).unwrap();
+    let producer = Producer::new(&kafka, Duration::from_secs(10)).unwrap();
     // The upstream producer's trace context, with a vendor's tracestate.
     let upstream = TraceParent::new_root().with_state(Some("upstream=raw"));
     for (i, name) in catalog.iter().enumerate() {

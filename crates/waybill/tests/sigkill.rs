@@ -83,7 +83,7 @@ async fn sigkill_during_10000_deliveries_loses_nothing() {
     let keys: BTreeMap<String, String> = [("k1".to_owned(), key.clone())].into();
     let keyring = Keyring::new("k1", &keys).unwrap();
     let receiver = Receiver::start().await.unwrap();
-    let producer = Producer::new(&kafka, "sigkill-test", Duration::from_secs(30)).unwrap();
+    let producer = Producer::new(&kafka, Duration::from_secs(30)).unwrap();
 
     // Subscriptions, written as the ingest service would.
     let now = OffsetDateTime::now_utc();
