@@ -7,6 +7,8 @@ For the chart with its default values and with values-ha.yaml:
   - validates every rendered manifest against the Kubernetes schemas, offline
     (kubernetes-validate), the Prometheus-operator kinds against their
     required fields;
+  - checks that no Helm hook needs an object that does not exist when it
+    runs (one the chart makes as a later hook, or not as a hook at all);
   - runs the binary on what the manifests run: each container's first
     argument must be a `waybill` subcommand, and `waybill check-config` must
     accept the rendered configuration with the environment the Deployments
@@ -121,15 +123,155 @@ def check_schemas(label: str, docs: list[dict]) -> None:
             fail(f"{name}: {e}")
 
 
+HOOK_KINDS_REFERENCED = ("ConfigMap", "Secret", "ServiceAccount", "PersistentVolumeClaim")
+
+
+def references(pod: dict) -> set[tuple[str, str]]:
+    """(kind, name) of every object a pod spec needs to exist before it starts."""
+    out: set[tuple[str, str]] = set()
+    if pod.get("serviceAccountName"):
+        out.add(("ServiceAccount", pod["serviceAccountName"]))
+    for volume in pod.get("volumes", []):
+        if "configMap" in volume:
+            out.add(("ConfigMap", volume["configMap"]["name"]))
+        if "secret" in volume:
+            out.add(("Secret", volume["secret"]["secretName"]))
+        if "persistentVolumeClaim" in volume:
+            out.add(("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]))
+        for source in volume.get("projected", {}).get("sources", []):
+            if "configMap" in source:
+                out.add(("ConfigMap", source["configMap"]["name"]))
+            if "secret" in source:
+                out.add(("Secret", source["secret"]["name"]))
+    for container in pod.get("initContainers", []) + pod.get("containers", []):
+        for var in container.get("env", []):
+            ref = var.get("valueFrom", {})
+            if "secretKeyRef" in ref:
+                out.add(("Secret", ref["secretKeyRef"]["name"]))
+            if "configMapKeyRef" in ref:
+                out.add(("ConfigMap", ref["configMapKeyRef"]["name"]))
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                out.add(("Secret", source["secretRef"]["name"]))
+            if "configMapRef" in source:
+                out.add(("ConfigMap", source["configMapRef"]["name"]))
+    return out
+
+
+def check_hooks(label: str, docs: list[dict]) -> None:
+    """A hook's pod refers only to objects that exist when it runs: another
+    hook of the same events with a lower weight, or one the chart does not
+    make (the user's own Secret, say). Helm creates the chart's other objects
+    only after the pre-install hooks (and on upgrade, a pre-upgrade hook would
+    read the previous release's)."""
+    def hook_of(doc: dict) -> tuple[set[str], int] | None:
+        annotations = doc.get("metadata", {}).get("annotations") or {}
+        if "helm.sh/hook" not in annotations:
+            return None
+        events = {e.strip() for e in annotations["helm.sh/hook"].split(",")}
+        return events, int(annotations.get("helm.sh/hook-weight", "0"))
+
+    made = {(d["kind"], d["metadata"]["name"]): hook_of(d) for d in docs}
+    before = len(failures)
+    hooks = 0
+    for doc in docs:
+        hook = hook_of(doc)
+        if hook is None or doc["kind"] not in ("Job", "Pod"):
+            continue
+        hooks += 1
+        events, weight = hook
+        pod = doc["spec"]["template"]["spec"] if doc["kind"] == "Job" else doc["spec"]
+        where = f"{label}: hook {doc['kind']}/{doc['metadata']['name']} ({','.join(sorted(events))}, weight {weight})"
+        for kind, name in sorted(references(pod)):
+            if (kind, name) not in made:
+                continue  # not the chart's: it exists before the release
+            other = made[(kind, name)]
+            if other is None:
+                fail(f"{where} needs {kind}/{name}, which is not a hook: "
+                     "it does not exist yet on install (and is the previous release's on upgrade)")
+            elif not events <= other[0] or other[1] >= weight:
+                fail(f"{where} needs {kind}/{name}, a hook of {','.join(sorted(other[0]))} "
+                     f"with weight {other[1]}: it must be a hook of the same events with a lower weight")
+    if hooks and len(failures) == before:
+        print(f"ok   {label}: {hooks} hook(s) need only earlier hooks or objects from outside the chart", flush=True)
+
+
+def check_pods(label: str, docs: list[dict]) -> None:
+    """Probes and spreading mean what they should: a pod has started when it
+    is ready (its projection caught up), not when the process answers; each
+    topology spread constraint counts the pods of its own component; a field
+    that needs a newer Kubernetes is covered by the chart's kubeVersion."""
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        where = f"{label}: Deployment/{doc['metadata']['name']}"
+        component = doc["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component")
+        pod = doc["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            startup = container.get("startupProbe", {}).get("httpGet", {}).get("path")
+            ready = container.get("readinessProbe", {}).get("httpGet", {}).get("path")
+            if startup != ready:
+                fail(f"{where}: the startup probe asks {startup}, readiness {ready}: "
+                     "a pod has started once it is ready")
+        for constraint in pod.get("topologySpreadConstraints", []):
+            labels = constraint.get("labelSelector", {}).get("matchLabels", {})
+            if labels.get("app.kubernetes.io/component") != component:
+                fail(f"{where}: a topology spread constraint counts {labels}, not the {component} pods")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    lowest = re.match(r">=\s*(\d+)\.(\d+)", chart.get("kubeVersion", ""))
+    lowest = (int(lowest.group(1)), int(lowest.group(2))) if lowest else (0, 0)
+    for doc in docs:
+        if doc["kind"] == "PodDisruptionBudget" and "unhealthyPodEvictionPolicy" in doc["spec"] and lowest < (1, 27):
+            fail(f"{label}: PodDisruptionBudget/{doc['metadata']['name']} sets unhealthyPodEvictionPolicy "
+                 f"(Kubernetes 1.27 and later), the chart says kubeVersion {chart.get('kubeVersion')}")
+
+
+def check_runbooks(label: str, docs: list[dict]) -> None:
+    """Every alert links a section of docs/runbooks.md that exists, and a
+    target that is down or absent is alerted on."""
+    text = (ROOT / "docs" / "runbooks.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in text.splitlines() if line.startswith("## ")
+    }
+    alerts = set()
+    for doc in docs:
+        if doc["kind"] != "PrometheusRule":
+            continue
+        for group in doc["spec"]["groups"]:
+            for rule in group["rules"]:
+                alerts.add(rule["alert"])
+                url = rule.get("annotations", {}).get("runbook_url", "")
+                page, _, anchor = url.partition("#")
+                if not page.endswith("/docs/runbooks.md") or anchor not in anchors:
+                    fail(f"{label}: alert {rule['alert']}: runbook_url {url!r} is not a section of docs/runbooks.md")
+    if alerts and not {"WaybillTargetDown", "WaybillTargetAbsent"} <= alerts:
+        fail(f"{label}: no alert for a scrape target that is down or absent")
+
+
+def services_config(docs: list[dict]) -> str:
+    """The services' waybill.toml (the ConfigMap that is not a hook's)."""
+    return next(
+        d for d in docs
+        if d["kind"] == "ConfigMap" and "helm.sh/hook" not in (d["metadata"].get("annotations") or {})
+    )["data"]["waybill.toml"]
+
+
 def check_binary(label: str, docs: list[dict], binary: str, commands: set[str]) -> None:
-    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["waybill.toml"]
+    configs = {d["metadata"]["name"]: d["data"].get("waybill.toml") for d in docs if d["kind"] == "ConfigMap"}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "waybill.toml"
-        path.write_text(config)
         for doc in docs:
             if doc["kind"] not in ("Deployment", "Job"):
                 continue
-            for container in doc["spec"]["template"]["spec"]["containers"]:
+            pod = doc["spec"]["template"]["spec"]
+            mounted = [v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v]
+            config = next((configs[m] for m in mounted if configs.get(m)), None)
+            if config is None:
+                fail(f"{label}: {doc['kind']}/{doc['metadata']['name']} mounts no ConfigMap with waybill.toml")
+                continue
+            path = Path(tmp) / f"{doc['metadata']['name']}.toml"
+            path.write_text(config)
+            for container in pod["containers"]:
                 args = container.get("args", [])
                 where = f"{label}: {doc['kind']}/{doc['metadata']['name']}"
                 if not args or args[0] not in commands:
@@ -212,14 +354,15 @@ def check_exposure(label: str, docs: list[dict], values: dict) -> None:
 
 
 def check_sealing_keys(label: str, docs: list[dict], values: dict) -> None:
-    """Every pod gets every sealing key, and a changed Secret rolls the pods."""
+    """Every service pod gets every sealing key, and a changed Secret rolls
+    the pods. (The topics Job needs none: `create-topics` reads only Kafka's.)"""
     previous = sorted(values.get("secrets", {}).get("previousKeys", {}))
     secret = next(d for d in docs if d["kind"] == "Secret")
     for key_id in previous:
         if f"sealing-key-{key_id}" not in secret.get("data", {}):
             fail(f"{label}: the Secret lacks sealing-key-{key_id}")
     for doc in docs:
-        if doc["kind"] not in ("Deployment", "Job"):
+        if doc["kind"] != "Deployment":
             continue
         where = f"{label}: {doc['kind']}/{doc['metadata']['name']}"
         pod = doc["spec"]["template"]
@@ -239,7 +382,7 @@ def check_sealing_keys(label: str, docs: list[dict], values: dict) -> None:
 
 def check_quotas(label: str, docs: list[dict], values: dict) -> None:
     """The tenant quotas of the values reach the services' configuration."""
-    config = tomllib.loads(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["waybill.toml"])
+    config = tomllib.loads(services_config(docs))
     quotas = config.get("ingest", {}).get("quotas", {})
     if quotas.get("requests_per_second") != 1000 or quotas.get("concurrent_replays") != 2:
         fail(f"{label}: [ingest.quotas] does not carry the chart's defaults: {quotas}")
@@ -349,6 +492,9 @@ def main() -> int:
             fail(f"{label}: helm lint: {error}")
         docs = render(values)
         kinds = sorted({d["kind"] for d in docs})
+        check_hooks(label, docs)
+        check_pods(label, docs)
+        check_runbooks(label, docs)
         check_binary(label, docs, binary, commands)
         check_quotas(label, docs, values)
         check_sealing_keys(label, docs, values)

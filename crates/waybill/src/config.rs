@@ -73,6 +73,22 @@ impl Validate for Config {
     }
 }
 
+/// What `waybill create-topics` reads: the whole file, so every key is
+/// still checked, but only `[kafka]` must be valid. It needs no sealing key,
+/// so the chart's topics Job (a pre-install hook) runs without the Secret
+/// that Helm creates only after the hooks.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(transparent)]
+pub struct TopicsConfig(pub Config);
+
+impl Validate for TopicsConfig {
+    const SECTIONS: &'static [&'static str] = Config::SECTIONS;
+
+    fn problems(&self) -> Vec<String> {
+        self.0.kafka.problems()
+    }
+}
+
 impl Config {
     /// Problems of the sections `service` uses, beyond the shared ones.
     pub fn service_problems(&self, service: Service) -> Vec<String> {

@@ -234,7 +234,8 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CreateTopics => {
-            let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;
+            let config::TopicsConfig(config) =
+                waybill_runtime::config::load(toml::Table::new(), cli.config.as_deref(), env)?;
             let topics = waybill_kafka::Topics::of(&config.kafka);
             let specs = topics.specs(&config.kafka);
             let drifts = waybill_kafka::topics::ensure_topics(&config.kafka, &specs).await?;
@@ -252,7 +253,13 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig(args) => {
-            let config = load(toml::Table::new(), cli.config.as_deref(), env)?;
+            let config = if matches!(args.service, Some(ServiceArg::CreateTopics)) {
+                let config::TopicsConfig(config) =
+                    waybill_runtime::config::load(toml::Table::new(), cli.config.as_deref(), env)?;
+                config
+            } else {
+                load(toml::Table::new(), cli.config.as_deref(), env)?
+            };
             let services = match args.service {
                 Some(ServiceArg::Ingest) => vec![Service::Ingest],
                 Some(ServiceArg::Matcher) => vec![Service::Matcher],
