@@ -275,25 +275,20 @@ pub fn v1_body(body: &[u8], call: Call) -> Result<Value, ApiError> {
     if let Some(source) = f.optional::<Value>("eventSource", "an object with `scopes`") {
         v1.insert("filter".into(), v1_filter(&source, &mut errors));
     }
-    let known: &[&str] = if call == Call::Create {
-        &[
-            "subscriberId",
-            "eventSource",
-            "name",
-            "eventTypes",
-            "url",
-            "isActive",
-            "customHeaders",
-        ]
+    // `subscriberId` is set once, on create.
+    const FIELDS: [&str; 7] = [
+        "subscriberId",
+        "eventSource",
+        "name",
+        "eventTypes",
+        "url",
+        "isActive",
+        "customHeaders",
+    ];
+    let known = if call == Call::Create {
+        &FIELDS[..]
     } else {
-        &[
-            "eventSource",
-            "name",
-            "eventTypes",
-            "url",
-            "isActive",
-            "customHeaders",
-        ]
+        &FIELDS[1..]
     };
     errors.extend(f.finish(known));
     if errors.is_empty() {
