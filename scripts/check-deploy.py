@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import urllib.parse
 from pathlib import Path
 
 import helm_python as helm
@@ -353,6 +354,40 @@ def check_exposure(label: str, docs: list[dict], values: dict) -> None:
                     fail(f"{label}: the ServiceMonitor scrapes {endpoint.get('port')}, not the admin port")
 
 
+def check_otel(label: str, docs: list[dict]) -> None:
+    """A pod that exports traces can reach its collector: the files its
+    OTEL_EXPORTER_OTLP_*CERTIFICATE/KEY variables name are mounted, and
+    restricted egress lets it through on the endpoint's port."""
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        where = f"{label}: Deployment/{doc['metadata']['name']}"
+        pod = doc["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            if not endpoint:
+                continue
+            mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
+            for name, path in env.items():
+                if name.startswith("OTEL_EXPORTER_OTLP_") and name.endswith(("CERTIFICATE", "KEY")):
+                    if not any(path.startswith(m) for m in mounts):
+                        fail(f"{where}: {name}={path} is on no mounted volume")
+            url = urllib.parse.urlsplit(endpoint)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            policy = policies.get(doc["metadata"]["name"])
+            if policy is None or "Egress" not in policy["spec"].get("policyTypes", []):
+                continue
+            reachable = any(
+                any(p.get("port") == port for p in rule.get("ports", []))
+                for rule in policy["spec"].get("egress", [])
+                if not any("ipBlock" in peer for peer in rule.get("to", []))
+            )
+            if not reachable:
+                fail(f"{where}: its egress policy does not reach the OTLP collector on port {port}")
+
+
 def check_sealing_keys(label: str, docs: list[dict], values: dict) -> None:
     """Every service pod gets every sealing key, and a changed Secret rolls
     the pods. (The topics Job needs none: `create-topics` reads only Kafka's.)"""
@@ -499,6 +534,7 @@ def main() -> int:
         check_quotas(label, docs, values)
         check_sealing_keys(label, docs, values)
         check_exposure(label, docs, merge(defaults, values))
+        check_otel(label, docs)
         check_schemas(label, docs)
         check_checkov(label, values)
         if len(failures) == before:

@@ -10,15 +10,21 @@
 //! so one trace goes from the producer to the receiver. Spans are exported
 //! over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is
 //! set; the standard `OTEL_*` variables apply (protocol `grpc` or
-//! `http/protobuf`, headers, timeout, service name, resource attributes,
-//! sampler and its ratio, batch settings, `OTEL_SDK_DISABLED`).
+//! `http/protobuf`, headers, timeout, compression `gzip`, service name,
+//! resource attributes, sampler and its ratio, batch settings,
+//! `OTEL_SDK_DISABLED`). An `https://` endpoint is reached over TLS, both
+//! protocols, verified against the public web roots or the CA file of
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE`, with the client certificate of
+//! `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `..._CLIENT_KEY` when the
+//! collector asks for one (each also as `OTEL_EXPORTER_OTLP_TRACES_*`).
 
 use std::fmt;
+use std::path::PathBuf;
 
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Event, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -67,6 +73,84 @@ pub enum Protocol {
 pub struct Export {
     /// The transport.
     pub protocol: Protocol,
+    /// How the collector is reached over TLS; `None` for an `http://`
+    /// endpoint.
+    pub tls: Option<Tls>,
+}
+
+/// TLS to the collector: whom to trust, and who we are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// A PEM file of the CA certificates that verify the collector; the
+    /// public web roots without one.
+    pub ca_certificate: Option<PathBuf>,
+    /// A PEM certificate and its PEM private key, presented when the
+    /// collector asks for a client certificate.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Tls {
+    /// The files read: the CA certificates and the client's certificate
+    /// and key, each checked to be PEM of the right kind.
+    fn read(&self) -> Result<TlsMaterial, String> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read the OTLP {what} {}: {e}", path.display()))
+        };
+        let ca = self
+            .ca_certificate
+            .as_ref()
+            .map(|path| {
+                let pem = read(path, "CA certificate file")?;
+                if !contains_pem(&pem, "CERTIFICATE") {
+                    return Err(format!(
+                        "the OTLP CA certificate file {} holds no PEM certificate",
+                        path.display()
+                    ));
+                }
+                Ok(pem)
+            })
+            .transpose()?;
+        let identity = self
+            .client_identity
+            .as_ref()
+            .map(|(cert_path, key_path)| {
+                let cert = read(cert_path, "client certificate")?;
+                let key = read(key_path, "client key")?;
+                if !contains_pem(&cert, "CERTIFICATE") {
+                    return Err(format!(
+                        "the OTLP client certificate {} holds no PEM certificate",
+                        cert_path.display()
+                    ));
+                }
+                if !contains_pem(&key, "PRIVATE KEY") {
+                    return Err(format!(
+                        "the OTLP client key {} holds no PEM private key",
+                        key_path.display()
+                    ));
+                }
+                Ok((cert, key))
+            })
+            .transpose()?;
+        Ok(TlsMaterial { ca, identity })
+    }
+}
+
+/// Whether `pem` has a block whose label ends with `label` (`PRIVATE KEY`
+/// matches `RSA PRIVATE KEY` and `EC PRIVATE KEY` too).
+fn contains_pem(pem: &[u8], label: &str) -> bool {
+    String::from_utf8_lossy(pem).lines().any(|line| {
+        line.trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|found| found.ends_with(label))
+    })
+}
+
+/// What [`Tls`] names, read.
+struct TlsMaterial {
+    ca: Option<Vec<u8>>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Export {
@@ -88,10 +172,44 @@ impl Export {
                 ));
             }
         }
-        if set("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
-            && set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
-        {
+        let Some(endpoint) = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        else {
             return Ok(None);
+        };
+        let either = |name: &str| {
+            set(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+                .or_else(|| set(&format!("OTEL_EXPORTER_OTLP_{name}")))
+                .map(|v| PathBuf::from(v.trim()))
+        };
+        let client_identity = match (either("CLIENT_CERTIFICATE"), either("CLIENT_KEY")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+                     OTEL_EXPORTER_OTLP_CLIENT_KEY go together: set both or neither"
+                    .to_owned());
+            }
+        };
+        let https = endpoint
+            .trim()
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        let tls = https.then(|| Tls {
+            ca_certificate: either("CERTIFICATE"),
+            client_identity,
+        });
+        match set("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_COMPRESSION"))
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("gzip") | Some("none") => {}
+            Some(other) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_COMPRESSION must be `gzip` or `none`, not `{other}`"
+                ));
+            }
         }
         let protocol = set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"));
@@ -104,7 +222,7 @@ impl Export {
                 ));
             }
         };
-        Ok(Some(Self { protocol }))
+        Ok(Some(Self { protocol, tls }))
     }
 }
 
@@ -151,14 +269,20 @@ pub fn init_with_export(
     let Some(export) = export else {
         return Ok(init(format, filter));
     };
+    let tls = export.tls.as_ref().map(Tls::read).transpose()?;
     let exporter = match export.protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build(),
+        Protocol::Grpc => {
+            let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            match tls {
+                Some(tls) => builder.with_tls_config(grpc_tls(tls)),
+                None => builder,
+            }
+            .build()
+        }
         Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_http_client(OtlpHttpClient::new()?)
+            .with_http_client(OtlpHttpClient::new(tls)?)
             .build(),
     }
     .map_err(|e| format!("cannot set up the OTLP exporter: {e}"))?;
@@ -304,6 +428,20 @@ pub fn propagate(span: &Span, parent: Option<&TraceParent>) -> TraceParent {
     parent.map_or_else(TraceParent::new_root, TraceParent::child)
 }
 
+/// The gRPC channel's TLS: the CA file's certificates, or the public web
+/// roots, and the client certificate if one is configured.
+fn grpc_tls(tls: TlsMaterial) -> opentelemetry_otlp::tonic_types::transport::ClientTlsConfig {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+    let config = match tls.ca {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    match tls.identity {
+        Some((cert, key)) => config.identity(Identity::from_pem(cert, key)),
+        None => config,
+    }
+}
+
 /// OTLP/HTTP client: the service's reqwest (rustls) on the Tokio runtime;
 /// the batch exporter's own thread waits for the answer.
 #[derive(Debug)]
@@ -313,11 +451,29 @@ struct OtlpHttpClient {
 }
 
 impl OtlpHttpClient {
-    fn new() -> Result<Self, String> {
+    fn new(tls: Option<TlsMaterial>) -> Result<Self, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "the OTLP exporter must be set up inside the runtime".to_owned())?;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
+        let mut client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(tls) = tls {
+            if let Some(ca) = tls.ca {
+                let certificates = reqwest::Certificate::from_pem_bundle(&ca)
+                    .map_err(|e| format!("the OTLP CA certificate file is not PEM: {e}"))?;
+                client = client.tls_built_in_root_certs(false);
+                for certificate in certificates {
+                    client = client.add_root_certificate(certificate);
+                }
+            }
+            if let Some((mut cert, key)) = tls.identity {
+                cert.push(b'\n');
+                cert.extend_from_slice(&key);
+                let identity = reqwest::Identity::from_pem(&cert).map_err(|e| {
+                    format!("the OTLP client certificate or key is not usable: {e}")
+                })?;
+                client = client.identity(identity);
+            }
+        }
+        let client = client
             .build()
             .map_err(|e| format!("cannot build the OTLP HTTP client: {e}"))?;
         Ok(Self { client, runtime })
@@ -369,6 +525,7 @@ mod tests {
         assert_eq!(Export::from_env(env(&[])), Ok(None));
         let http = Some(Export {
             protocol: Protocol::HttpProtobuf,
+            tls: None,
         });
         assert_eq!(
             Export::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")])),
@@ -387,7 +544,8 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ])),
             Ok(Some(Export {
-                protocol: Protocol::Grpc
+                protocol: Protocol::Grpc,
+                tls: None,
             }))
         );
         // The traces-specific protocol wins.
@@ -398,7 +556,8 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
             ])),
             Ok(Some(Export {
-                protocol: Protocol::Grpc
+                protocol: Protocol::Grpc,
+                tls: None,
             }))
         );
     }
@@ -423,6 +582,96 @@ mod tests {
         let err =
             Export::from_env(env(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")])).unwrap_err();
         assert!(err.contains("OTEL_TRACES_EXPORTER"), "{err}");
+    }
+
+    #[test]
+    fn an_https_endpoint_is_reached_over_tls() {
+        let tls = |pairs: &[(&str, &str)]| Export::from_env(env(pairs)).map(|e| e.unwrap().tls);
+        // http:// has no TLS, whatever else is set.
+        assert_eq!(
+            tls(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem"),
+            ]),
+            Ok(None)
+        );
+        // https:// with the public roots, or a CA file and a client pair.
+        assert_eq!(
+            tls(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTPS://c:4317")]),
+            Ok(Some(Tls::default()))
+        );
+        assert_eq!(
+            tls(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4317"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem"),
+                ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces-ca.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/me.pem"),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/me-key.pem"),
+            ]),
+            Ok(Some(Tls {
+                ca_certificate: Some("/traces-ca.pem".into()),
+                client_identity: Some(("/me.pem".into(), "/me-key.pem".into())),
+            }))
+        );
+        let err = tls(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/me.pem"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("set both or neither"), "{err}");
+    }
+
+    #[test]
+    fn compression_is_gzip_or_none() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+        for ok in ["gzip", "none"] {
+            let set = [endpoint, ("OTEL_EXPORTER_OTLP_COMPRESSION", ok)];
+            assert!(Export::from_env(env(&set)).is_ok(), "{ok}");
+        }
+        let err = Export::from_env(env(&[
+            endpoint,
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd"),
+        ]))
+        .unwrap_err();
+        assert!(err.contains("`gzip` or `none`, not `zstd`"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_are_checked_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN EC PRIVATE KEY-----\nAA==\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let read = |ca: &std::path::Path, c: &std::path::Path, k: &std::path::Path| {
+            Tls {
+                ca_certificate: Some(ca.to_owned()),
+                client_identity: Some((c.to_owned(), k.to_owned())),
+            }
+            .read()
+            .map(|_| ())
+        };
+        assert_eq!(read(&cert, &cert, &key), Ok(()));
+        let missing = dir.join("missing.pem");
+        let err = read(&missing, &cert, &key).unwrap_err();
+        assert!(
+            err.contains("cannot read the OTLP CA certificate file"),
+            "{err}"
+        );
+        let err = read(&key, &cert, &key).unwrap_err();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        let err = read(&cert, &cert, &cert).unwrap_err();
+        assert!(err.contains("holds no PEM private key"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   answers with a configurable status, and checks signatures.
 //! - [`serve`]: a router served in the background until cancelled.
 //! - [`schema`]: checks JSON values against the OpenAPI document's schemas.
+//! - [`tls`]: a test certificate authority and TLS serving.
 //! - [`topic`]: a topic's raw records, to look behind the API.
 //! - [`wait`]: polling helpers with deadlines.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod otlp;
 pub mod receiver;
 pub mod schema;
 pub mod serve;
+pub mod tls;
 pub mod topic;
 pub mod wait;
 

@@ -1,9 +1,11 @@
 //! An OTLP trace collector for tests: accepts OTLP/HTTP (`POST /v1/traces`,
-//! protobuf) and OTLP/gRPC (the `TraceService/Export` call over HTTP/2
-//! without TLS) on the same port, decodes the spans and keeps them for
-//! assertions.
+//! protobuf) and OTLP/gRPC (the `TraceService/Export` call over HTTP/2) on
+//! the same port, plain or gzip-compressed, in clear text or over TLS
+//! (optionally asking for a client certificate), decodes the spans and
+//! keeps them for assertions.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -40,6 +42,8 @@ pub struct CollectedSpan {
     pub resource: BTreeMap<String, String>,
     /// How it arrived: `http` or `grpc`.
     pub protocol: &'static str,
+    /// How its request was compressed: `gzip` or `identity`.
+    pub encoding: &'static str,
 }
 
 impl CollectedSpan {
@@ -52,6 +56,7 @@ impl CollectedSpan {
 /// A running collector; stops when dropped.
 pub struct Collector {
     addr: SocketAddr,
+    tls: bool,
     spans: Arc<Mutex<Vec<CollectedSpan>>>,
     stop: CancellationToken,
 }
@@ -66,20 +71,36 @@ impl Collector {
     /// Starts a collector on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
         let spans = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new()
-            .route("/v1/traces", post(export))
-            .route(
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                post(export_grpc),
-            )
-            .with_state(spans.clone());
+        let app = routes(spans.clone());
         let (addr, stop) = crate::serve::spawn(crate::serve::loopback(), app).await?;
-        Ok(Self { addr, spans, stop })
+        Ok(Self {
+            addr,
+            tls: false,
+            spans,
+            stop,
+        })
+    }
+
+    /// Starts a collector on a free loopback port that speaks only TLS,
+    /// with `ca`'s server certificate; with `client_auth` it also asks for
+    /// a client certificate of `ca`.
+    pub async fn start_tls(ca: &crate::tls::TestCa, client_auth: bool) -> std::io::Result<Self> {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let app = routes(spans.clone());
+        let (addr, stop) =
+            crate::tls::spawn(crate::serve::loopback(), app, ca.server_config(client_auth)).await?;
+        Ok(Self {
+            addr,
+            tls: true,
+            spans,
+            stop,
+        })
     }
 
     /// The base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT` (either protocol).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every span received so far.
@@ -112,14 +133,47 @@ impl Collector {
     }
 }
 
+fn routes(spans: Arc<Mutex<Vec<CollectedSpan>>>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export))
+        .route(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            post(export_grpc),
+        )
+        .with_state(spans)
+}
+
+/// The body as sent, decompressed if `encoding` says so.
+fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<(Vec<u8>, &'static str), String> {
+    match encoding.map(str::trim) {
+        None | Some("identity") => Ok((body.to_vec(), "identity")),
+        Some("gzip") => {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut plain)
+                .map_err(|e| format!("not gzip: {e}"))?;
+            Ok((plain, "gzip"))
+        }
+        Some(other) => Err(format!("unknown encoding {other}")),
+    }
+}
+
 async fn export(
     State(spans): State<Arc<Mutex<Vec<CollectedSpan>>>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let (body, encoding) = match decompress(encoding, &body) {
+        Ok(plain) => plain,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let Ok(request) = ExportTraceServiceRequest::decode(body.as_slice()) else {
         return (StatusCode::BAD_REQUEST, "not an ExportTraceServiceRequest").into_response();
     };
-    keep(&spans, request, "http");
+    keep(&spans, request, "http", encoding);
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
         ExportTraceServiceResponse::default().encode_to_vec(),
@@ -127,24 +181,36 @@ async fn export(
         .into_response()
 }
 
-/// A unary gRPC call: one length-prefixed message in, one out, and the
-/// status in the trailers.
+/// A unary gRPC call: one length-prefixed message in (compressed when its
+/// flag says so, by the call's `grpc-encoding`), one out, and the status
+/// in the trailers.
 async fn export_grpc(
     State(spans): State<Arc<Mutex<Vec<CollectedSpan>>>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let message = match body.as_ref() {
-        [0, a, b, c, d, rest @ ..]
+    let (compressed, message) = match body.as_ref() {
+        [flag @ (0 | 1), a, b, c, d, rest @ ..]
             if u32::from_be_bytes([*a, *b, *c, *d]) as usize == rest.len() =>
         {
-            rest
+            (*flag == 1, rest)
         }
-        _ => return grpc_answer(Vec::new(), 3, "expected one uncompressed message"),
+        _ => return grpc_answer(Vec::new(), 3, "expected one length-prefixed message"),
     };
-    let Ok(request) = ExportTraceServiceRequest::decode(message) else {
+    let encoding = compressed
+        .then(|| headers.get("grpc-encoding").and_then(|v| v.to_str().ok()))
+        .flatten();
+    if compressed && encoding.is_none() {
+        return grpc_answer(Vec::new(), 13, "a compressed message without grpc-encoding");
+    }
+    let (message, encoding) = match decompress(encoding, message) {
+        Ok(plain) => plain,
+        Err(e) => return grpc_answer(Vec::new(), 12, &e),
+    };
+    let Ok(request) = ExportTraceServiceRequest::decode(message.as_slice()) else {
         return grpc_answer(Vec::new(), 3, "not an ExportTraceServiceRequest");
     };
-    keep(&spans, request, "grpc");
+    keep(&spans, request, "grpc", encoding);
     let reply = ExportTraceServiceResponse::default().encode_to_vec();
     let mut framed = vec![0];
     framed.extend_from_slice(&(reply.len() as u32).to_be_bytes());
@@ -173,6 +239,7 @@ fn keep(
     spans: &Mutex<Vec<CollectedSpan>>,
     request: ExportTraceServiceRequest,
     protocol: &'static str,
+    encoding: &'static str,
 ) {
     let mut collected = Vec::new();
     for resource_spans in request.resource_spans {
@@ -198,6 +265,7 @@ fn keep(
                     attributes: attributes(&span.attributes),
                     resource: resource.clone(),
                     protocol,
+                    encoding,
                 });
             }
         }

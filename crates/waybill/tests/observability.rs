@@ -25,6 +25,7 @@ use waybill_core::trace::TraceParent;
 use waybill_testkit::api::Api;
 use waybill_testkit::otlp::{CollectedSpan, Collector};
 use waybill_testkit::receiver::{Options, Receiver};
+use waybill_testkit::tls::TestCa;
 
 const WAIT: Duration = Duration::from_secs(30);
 const API_KEY: &str = "wb_observability_key_5f1c2d0a1b2c";
@@ -326,8 +327,11 @@ struct Exporting {
 }
 
 async fn exporting_to_a_collector(env: &[(&str, &str)]) -> Exporting {
+    exporting_to(Collector::start().await.unwrap(), env).await
+}
+
+async fn exporting_to(collector: Collector, env: &[(&str, &str)]) -> Exporting {
     waybill_testkit::wait::watchdog(Duration::from_secs(180));
-    let collector = Collector::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("waybill.toml");
     std::fs::write(&config, "").unwrap();
@@ -355,21 +359,15 @@ async fn exporting_to_a_collector(env: &[(&str, &str)]) -> Exporting {
     }
 }
 
-/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` exports over OTLP/gRPC; without a
-/// producer's `traceparent` the API request starts the trace.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_are_exported_over_grpc() {
-    let run = exporting_to_a_collector(&[
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_SERVICE_NAME", "waybill-grpc-check"),
-    ])
-    .await;
+/// Posts one event without a `traceparent` and waits for its whole trace
+/// (the API request and the webhook attempt) at the collector.
+async fn one_exported_trace(run: &Exporting, entity_id: &str) -> Vec<CollectedSpan> {
     let (status, body) = run
         .api
         .post(
             "/v1/events",
             json!({"event_name": "freights.publication.created",
-                   "entity": {"type": "freight", "id": "FR-2"}, "data": {}}),
+                   "entity": {"type": "freight", "id": entity_id}, "data": {}}),
         )
         .await;
     assert_eq!(status, 202, "{body}");
@@ -386,15 +384,84 @@ async fn spans_are_exported_over_grpc() {
                 && spans.iter().any(|s| s.name == "POST /v1/events")
         })
         .await
-        .unwrap_or_else(|spans| panic!("the trace is incomplete: {spans:#?}"));
+        .unwrap_or_else(|spans| {
+            panic!(
+                "the trace is incomplete: {spans:#?}; logs:\n{}",
+                read(&run.stderr_path)
+            )
+        });
+    assert_eq!(one(&spans, "POST").span_id, hex(&traceparent.span_id));
+    spans
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` exports over OTLP/gRPC; without a
+/// producer's `traceparent` the API request starts the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_grpc() {
+    let run = exporting_to_a_collector(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", "waybill-grpc-check"),
+    ])
+    .await;
+    let spans = one_exported_trace(&run, "FR-2").await;
     let request = one(&spans, "POST /v1/events");
     assert_eq!(request.parent_span_id, "", "the request is the root");
     assert!(spans.iter().all(|s| s.protocol == "grpc"));
+    assert!(spans.iter().all(|s| s.encoding == "identity"));
     assert_eq!(
         request.resource.get("service.name").map(String::as_str),
         Some("waybill-grpc-check")
     );
-    assert_eq!(one(&spans, "POST").span_id, hex(&traceparent.span_id));
+    terminate(run.child).await;
+}
+
+/// OTLP/gRPC to an `https://` collector that trusts only a private CA and
+/// asks for a client certificate, gzip-compressed: the standard
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`, `..._CLIENT_CERTIFICATE`,
+/// `..._CLIENT_KEY` and `..._COMPRESSION` variables do it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_gzipped_over_grpc_with_tls_and_a_client_certificate() {
+    let ca = TestCa::new().unwrap();
+    let collector = Collector::start_tls(&ca, true).await.unwrap();
+    let paths = ["ca.pem", "client.pem", "client-key.pem"]
+        .map(|name| ca.path(name).to_str().unwrap().to_owned());
+    let run = exporting_to(
+        collector,
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &paths[0]),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &paths[1]),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &paths[2]),
+        ],
+    )
+    .await;
+    assert!(run.collector.endpoint().starts_with("https://"));
+    let spans = one_exported_trace(&run, "FR-TLS-1").await;
+    assert!(spans.iter().all(|s| s.protocol == "grpc"), "{spans:#?}");
+    assert!(spans.iter().all(|s| s.encoding == "gzip"), "{spans:#?}");
+    terminate(run.child).await;
+}
+
+/// OTLP/HTTP to an `https://` collector of a private CA, gzip-compressed
+/// (`Content-Encoding: gzip`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_gzipped_over_https() {
+    let ca = TestCa::new().unwrap();
+    let collector = Collector::start_tls(&ca, false).await.unwrap();
+    let ca_path = ca.path("ca.pem").to_str().unwrap().to_owned();
+    let run = exporting_to(
+        collector,
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_path),
+        ],
+    )
+    .await;
+    let spans = one_exported_trace(&run, "FR-TLS-2").await;
+    assert!(spans.iter().all(|s| s.protocol == "http"), "{spans:#?}");
+    assert!(spans.iter().all(|s| s.encoding == "gzip"), "{spans:#?}");
     terminate(run.child).await;
 }
 
