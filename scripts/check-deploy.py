@@ -84,6 +84,26 @@ def subcommands(binary: str) -> set[str]:
     return commands
 
 
+# Crates only tests need: the image must not carry them (Kafka process
+# management, the OTLP collector, the test CA, the browser driver).
+TEST_ONLY_CRATES = ("waybill-testkit", "rcgen", "criterion", "proptest")
+
+
+def check_shipped_crates() -> None:
+    """The shipped binary (`cargo build -p waybill`, what the Dockerfile
+    builds) links no test-only crate."""
+    tree = subprocess.run(
+        ["cargo", "tree", "--locked", "-p", "waybill", "-e", "normal,build", "--prefix", "none"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout
+    linked = {line.split()[0] for line in tree.splitlines() if line.strip()}
+    for crate in TEST_ONLY_CRATES:
+        if crate in linked:
+            fail(f"the waybill binary links {crate}, which only tests need")
+    if not failures:
+        print(f"ok   waybill binary: {len(linked)} crates, none of {', '.join(TEST_ONLY_CRATES)}", flush=True)
+
+
 def render(values: dict) -> list[dict]:
     chart = helm.Chart.load(str(CHART))
     rendered = chart.render(values, name="waybill", namespace="webhooks", is_install=True)
@@ -501,6 +521,7 @@ def main() -> int:
     for needed in ("ingest", "matcher", "delivery", "create-topics", "check-config"):
         if needed not in commands:
             fail(f"`waybill --help` does not list `{needed}`")
+    check_shipped_crates()
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     ha = yaml.safe_load((CHART / "values-ha.yaml").read_text())
     for label, values in (

@@ -89,7 +89,7 @@ impl BenchReceiver {
             .fallback(receive)
             .with_state(shared.clone())
             .into_make_service_with_connect_info::<Connection>();
-        let listener = Resetting(TcpListener::bind(waybill_testkit::serve::loopback()).await?);
+        let listener = Resetting(TcpListener::bind(waybill_receiver::serve::loopback()).await?);
         let addr = listener.0.local_addr()?;
         let stop = CancellationToken::new();
         let until = stop.clone();

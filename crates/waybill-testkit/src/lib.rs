@@ -1,5 +1,6 @@
-//! Test and developer support shared by the crates' tests, the end-to-end
-//! tests under `tests/`, and `waybill listen`.
+//! Test support shared by the crates' tests and the end-to-end tests under
+//! `tests/`; never linked into the shipped binary (the receiver that
+//! `waybill listen` runs is `waybill-receiver`, re-exported here).
 //!
 //! # Layout
 //!
@@ -8,9 +9,8 @@
 //!   can be killed and restarted.
 //! - [`kafka`]: Apache Kafka KRaft nodes (one, or three) as child processes.
 //! - [`otlp`]: an OTLP/HTTP trace collector that keeps the spans it receives.
-//! - [`receiver`]: an HTTP server that records every webhook it receives,
-//!   answers with a configurable status, and checks signatures.
-//! - [`serve`]: a router served in the background until cancelled.
+//! - [`receiver`], [`serve`]: `waybill-receiver`'s recording webhook
+//!   receiver and background serving.
 //! - [`schema`]: checks JSON values against the OpenAPI document's schemas.
 //! - [`tls`]: a test certificate authority and TLS serving.
 //! - [`topic`]: a topic's raw records, to look behind the API.
@@ -22,11 +22,9 @@ pub mod browser;
 pub mod cluster;
 pub mod kafka;
 pub mod otlp;
-pub mod receiver;
 pub mod schema;
-pub mod serve;
 pub mod tls;
 pub mod topic;
 pub mod wait;
 
-pub use receiver::{Received, Receiver};
+pub use waybill_receiver::{Received, Receiver, receiver, serve};

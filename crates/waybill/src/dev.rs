@@ -235,30 +235,30 @@ impl DevStack {
         }
     }
 
+    /// Waits until every service's `/readyz` answers 200 (polled every
+    /// 20 ms), or fails when one stops first or `timeout` passes.
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
-        for addr in self.admin.clone() {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for addr in &self.admin {
             let url = format!("http://{addr}/readyz");
-            waybill_testkit::wait::until(&format!("{url} to answer 200"), timeout, || {
-                let client = client.clone();
-                let url = url.clone();
-                let failed = self.services.iter().any(|(_, h)| h.is_finished());
-                async move {
-                    if failed {
-                        return Some(false);
-                    }
-                    let ok = client
-                        .get(&url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    ok.then_some(true)
+            loop {
+                if self.services.iter().any(|(_, h)| h.is_finished()) {
+                    anyhow::bail!("a service stopped during start-up");
                 }
-            })
-            .await
-            .map_err(anyhow::Error::msg)?
-            .then_some(())
-            .context("a service stopped during start-up")?;
+                let ready = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ready {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!("timed out after {timeout:?} waiting for {url} to answer 200");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         Ok(())
     }

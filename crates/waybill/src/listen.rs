@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use waybill_core::signing::SigningSecret;
-use waybill_testkit::receiver::{Options, Receiver};
+use waybill_receiver::receiver::{Options, Receiver};
 
 /// Options of `waybill listen`.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,7 +26,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         Some(s) => Some(SigningSecret::parse(s).map_err(|e| anyhow::anyhow!("--secret: {e}"))?),
         None => None,
     };
-    let on_request = Arc::new(move |r: &waybill_testkit::Received| {
+    let on_request = Arc::new(move |r: &waybill_receiver::Received| {
         let signature = match &secret {
             Some(secret) if r.signature_valid(secret) => "signature ok",
             Some(_) => "signature INVALID",

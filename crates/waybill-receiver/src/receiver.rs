@@ -256,3 +256,37 @@ async fn record(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_answers_as_scripted_and_checks_signatures() {
+        let receiver = Receiver::start().await.unwrap();
+        receiver.script(&[503]);
+        let secret = SigningSecret::generate();
+        let body = br#"{"event":"freights.publication.created"}"#;
+        let signature = secret.sign("msg_1", 1_700_000_000, body);
+        let client = reqwest::Client::new();
+        let send = |signature: String| {
+            client
+                .post(receiver.url("/hook?x=1"))
+                .header("webhook-id", "msg_1")
+                .header("webhook-timestamp", "1700000000")
+                .header("webhook-signature", signature)
+                .body(body.to_vec())
+                .send()
+        };
+        // The script first, then the default 200.
+        assert_eq!(send(signature.clone()).await.unwrap().status(), 503);
+        assert_eq!(send("v1,AAAA".into()).await.unwrap().status(), 200);
+        let got = receiver.wait_for(2, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got[0].method, "POST");
+        assert_eq!(got[0].path, "/hook?x=1");
+        assert_eq!(got[0].header("Webhook-Id"), Some("msg_1"));
+        assert_eq!(got[0].json()["event"], "freights.publication.created");
+        assert!(got[0].signature_valid(&secret));
+        assert!(!got[1].signature_valid(&secret));
+    }
+}
