@@ -49,6 +49,7 @@ pub mod retry;
 pub mod sealing;
 pub mod signing;
 pub mod subscription;
+pub mod top;
 pub mod trace;
 pub mod url_policy;
 

@@ -26,6 +26,7 @@ pub mod config;
 pub mod health;
 pub mod kept;
 pub mod lanes;
+pub mod latency;
 pub mod limits;
 pub mod oauth2;
 pub mod operational;

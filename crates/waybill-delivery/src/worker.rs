@@ -523,9 +523,14 @@ impl Worker {
         let task = &job.task;
         let subscription = &ready.subscription;
         tracing::Span::current().record("outcome", settlement.label());
-        self.metrics
-            .get()
-            .delivery(settlement.label(), attempt.status, attempt.duration);
+        let metrics = self.metrics.get();
+        metrics.delivery(settlement.label(), attempt.status, attempt.duration);
+        metrics.tenant_delivery(&task.tenant_id, settlement.label());
+        if matches!(settlement.decision, Decision::Success)
+            && let Some(latency) = crate::latency::end_to_end(task, SystemTime::now())
+        {
+            metrics.delivered_end_to_end(&job.event.name, latency);
+        }
         let mut record = attempt_record(job, attempt_no, attempt, &settlement.decision);
         let cause = Cause {
             delivery_id: task.delivery_id.clone(),

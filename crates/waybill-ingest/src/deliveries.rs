@@ -510,6 +510,7 @@ pub(crate) fn replay_task(
         replay_id: String::new(),
         strict_retry: false,
         resume: false,
+        produced_at: None,
     })
 }
 

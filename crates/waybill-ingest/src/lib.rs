@@ -407,13 +407,15 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Counts every answer by route template (bounded) and status.
+/// Counts every answer by route template (bounded) and status, and times
+/// it (to the answer's head; a streamed body is not waited for).
 async fn count_request(
     axum::extract::State(metrics): axum::extract::State<waybill_runtime::metrics::Metrics>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use tracing::Instrument as _;
+    let started = std::time::Instant::now();
     let path = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -450,12 +452,7 @@ async fn count_request(
     };
     metrics
         .get()
-        .http_requests
-        .get_or_create(&waybill_runtime::metrics::RequestLabels {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
+        .http_request(&route, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -740,6 +740,7 @@ pub(crate) async fn send_test(
             replay_id: String::new(),
             strict_retry: false,
             resume: false,
+            produced_at: None,
         };
         state
             .send(

@@ -276,10 +276,27 @@ impl KafkaConfig {
             },
         );
         for (key, value) in &self.properties {
-            if role.accepts(key) {
+            // Statistics go only to the clients that keep them
+            // ([`KafkaConfig::client_config_with_stats`]); librdkafka's
+            // default context would log every report.
+            if role.accepts(key) && key != STATISTICS_INTERVAL {
                 config.set(key, value);
             }
         }
+        config
+    }
+
+    /// [`KafkaConfig::client_config`] for a client whose context keeps
+    /// librdkafka's statistics ([`crate::stats`]): reported every
+    /// `kafka.properties."statistics.interval.ms"`, 15 s by default.
+    pub fn client_config_with_stats(&self, role: ClientRole) -> ClientConfig {
+        let mut config = self.client_config(role);
+        let interval = self
+            .properties
+            .get(STATISTICS_INTERVAL)
+            .cloned()
+            .unwrap_or_else(|| crate::stats::INTERVAL.as_millis().to_string());
+        config.set(STATISTICS_INTERVAL, interval);
         config
     }
 }
@@ -367,6 +384,8 @@ const PRODUCER_ONLY: &[&str] = &[
     "transaction.timeout.ms",
     "transactional.id",
 ];
+
+const STATISTICS_INTERVAL: &str = "statistics.interval.ms";
 
 impl ClientRole {
     /// Whether a `kafka.properties` key is given to this kind of client.

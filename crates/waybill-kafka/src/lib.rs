@@ -27,6 +27,7 @@ pub mod log;
 pub mod offsets;
 pub mod partitioned;
 pub mod producer;
+pub mod stats;
 pub mod table;
 pub mod topics;
 

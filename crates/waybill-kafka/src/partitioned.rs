@@ -173,7 +173,11 @@ pub struct GroupContext {
     commits: Arc<CommitStats>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        crate::stats::record(&statistics);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
@@ -302,7 +306,7 @@ pub async fn run(
     task: PartitionTask,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut client = config.client_config(crate::config::ClientRole::Consumer);
+    let mut client = config.client_config_with_stats(crate::config::ClientRole::Consumer);
     client
         .set("group.id", &options.group_id)
         .set("enable.auto.offset.store", "false")

@@ -21,7 +21,7 @@ pub struct Acked {
 /// A shared producer. Clones share one librdkafka client and its batches.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<crate::stats::StatsContext>,
     queue_timeout: Duration,
 }
 
@@ -44,14 +44,14 @@ impl Producer {
     /// `queue_timeout` for room and then fails: callers see backpressure
     /// instead of unbounded buffering.
     pub fn new(config: &KafkaConfig, queue_timeout: Duration) -> Result<Self> {
-        let mut client = config.client_config(crate::config::ClientRole::Producer);
+        let mut client = config.client_config_with_stats(crate::config::ClientRole::Producer);
         set_default(&mut client, "enable.idempotence", "true");
         set_default(&mut client, "acks", "all");
         set_default(&mut client, "partitioner", "murmur2_random");
         set_default(&mut client, "linger.ms", "2");
         set_default(&mut client, "message.timeout.ms", "30000");
         Ok(Self {
-            inner: client.create()?,
+            inner: client.create_with_context(crate::stats::StatsContext)?,
             queue_timeout,
         })
     }

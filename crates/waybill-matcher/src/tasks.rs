@@ -40,6 +40,8 @@ pub fn tasks_for(
             replay_id: String::new(),
             strict_retry: false,
             resume: false,
+            // The worker sets it from the record.
+            produced_at: None,
         })
         .collect()
 }

@@ -276,7 +276,7 @@ impl Worker {
             tracing::warn!(error = %e, event_id = %event.id, "matching with a lagging projection");
         }
 
-        let tasks = {
+        let mut tasks = {
             let projection = self.subscriptions.read();
             self.metrics
                 .get()
@@ -289,6 +289,11 @@ impl Worker {
                 OffsetDateTime::now_utc(),
             )
         };
+        // Where each delivery's end-to-end latency starts.
+        let produced = waybill_proto::convert::timestamp(OffsetDateTime::from(produced_at));
+        for task in &mut tasks {
+            task.produced_at = Some(produced);
+        }
         let metrics = self.metrics.get();
         metrics.matcher_events.inc();
         metrics.matches_per_event.observe(tasks.len() as f64);

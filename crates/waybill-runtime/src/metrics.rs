@@ -89,10 +89,97 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `route` and `status_class` of an API request's duration.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteClassLabels {
+    /// e.g. `POST /v1/events`.
+    pub route: String,
+    /// `2xx` .. `5xx`.
+    pub status_class: &'static str,
+}
+
+/// What is running.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version, e.g. `0.1.0`.
+    pub version: &'static str,
+}
+
+/// An event domain (the first segment of its name: bounded by the catalog).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainLabels {
+    /// e.g. `freights`.
+    pub domain: String,
+}
+
+/// One of the top tenants (or `other`) and an attempt's outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    /// A tenant id among the [`TOP_TENANTS`] busiest, or `other`.
+    pub tenant: String,
+    /// As in `waybill_deliveries_total`.
+    pub outcome: &'static str,
+}
+
+/// One librdkafka client of the process.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    /// librdkafka's handle name, `<client.id>#producer-1`.
+    pub client: String,
+}
+
+/// One broker as one client sees it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientBrokerLabels {
+    /// librdkafka's handle name.
+    pub client: String,
+    /// `host:port/id`.
+    pub broker: String,
+}
+
+/// One partition a client consumes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientPartitionLabels {
+    /// librdkafka's handle name.
+    pub client: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
+/// How many tenants get a label of their own in
+/// `waybill_tenant_deliveries_total`; the rest count as `other`.
+pub const TOP_TENANTS: usize = 20;
+
+/// A histogram family (each series made by a function).
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// Every metric of the process.
 pub struct Families {
     /// `waybill_http_requests_total{route, status}`.
     pub http_requests: Family<RequestLabels, Counter>,
+    /// `waybill_http_request_duration_seconds{route, status_class}`.
+    pub http_duration: Histograms<RouteClassLabels>,
+    /// `waybill_build_info{version}`: 1.
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// `waybill_end_to_end_latency_seconds{domain}`.
+    pub end_to_end: Histograms<DomainLabels>,
+    /// `waybill_tenant_deliveries_total{tenant, outcome}`.
+    pub tenant_deliveries: Family<TenantLabels, Counter>,
+    top_tenants: std::sync::Mutex<waybill_core::top::TopN>,
+    /// `waybill_kafka_broker_rtt_seconds{client, broker}`.
+    pub kafka_broker_rtt: Family<ClientBrokerLabels, F64Gauge>,
+    /// `waybill_kafka_broker_requests_in_flight{client, broker}`.
+    pub kafka_broker_in_flight: Family<ClientBrokerLabels, Gauge>,
+    /// `waybill_kafka_client_queue_messages{client}`.
+    pub kafka_queue_messages: Family<ClientLabels, Gauge>,
+    /// `waybill_kafka_client_queue_bytes{client}`.
+    pub kafka_queue_bytes: Family<ClientLabels, Gauge>,
+    /// `waybill_kafka_client_partition_lag_records{client, topic, partition}`.
+    pub kafka_partition_lag: Family<ClientPartitionLabels, Gauge>,
     /// `waybill_events_published_total{topic}`.
     pub events_published: Family<TopicLabels, Counter>,
     /// `waybill_matcher_events_total`.
@@ -181,6 +268,22 @@ impl Metrics {
         let mut registry = Registry::with_prefix("waybill");
         let families = Families {
             http_requests: Family::default(),
+            // 1 ms .. 16 s.
+            http_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 15))
+            }),
+            build_info: Family::default(),
+            // 5 ms .. 2.9 h: a first attempt, and retries hours later.
+            end_to_end: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 22))
+            }),
+            tenant_deliveries: Family::default(),
+            top_tenants: std::sync::Mutex::new(waybill_core::top::TopN::new(TOP_TENANTS)),
+            kafka_broker_rtt: Family::default(),
+            kafka_broker_in_flight: Family::default(),
+            kafka_queue_messages: Family::default(),
+            kafka_queue_bytes: Family::default(),
+            kafka_partition_lag: Family::default(),
             events_published: Family::default(),
             matcher_events: Counter::default(),
             matcher_duplicates: Counter::default(),
@@ -209,10 +312,63 @@ impl Metrics {
             quota_refusals: Family::default(),
         };
         let f = &families;
+        f.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the version of the running binary",
+            f.build_info.clone(),
+        );
         registry.register(
             "http_requests",
             "API requests answered, by route template and status",
             f.http_requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an API request (first byte of the answer), by route template and status class",
+            Unit::Seconds,
+            f.http_duration.clone(),
+        );
+        registry.register_with_unit(
+            "end_to_end_latency",
+            "From an event's record on its domain topic to its delivery's successful answer, by domain; deliveries a user asked for again (retry, replay, test) are left out",
+            Unit::Seconds,
+            f.end_to_end.clone(),
+        );
+        registry.register(
+            "tenant_deliveries",
+            "Delivery attempts by tenant (the 20 busiest of this process have a label of their own, the rest are `other`) and what followed",
+            f.tenant_deliveries.clone(),
+        );
+        registry.register_with_unit(
+            "kafka_broker_rtt",
+            "Mean round-trip time of a librdkafka client's requests to a broker over its last statistics interval",
+            Unit::Seconds,
+            f.kafka_broker_rtt.clone(),
+        );
+        registry.register(
+            "kafka_broker_requests_in_flight",
+            "Requests of a librdkafka client waiting to be sent to a broker or for its answer",
+            f.kafka_broker_in_flight.clone(),
+        );
+        registry.register(
+            "kafka_client_queue_messages",
+            "Records waiting in a librdkafka producer's queues (not acknowledged yet)",
+            f.kafka_queue_messages.clone(),
+        );
+        registry.register(
+            "kafka_client_queue_bytes",
+            "Bytes of the records waiting in a librdkafka producer's queues",
+            f.kafka_queue_bytes.clone(),
+        );
+        registry.register(
+            "kafka_client_partition_lag_records",
+            "Records between a consumed partition's committed offset and its end, as the consuming librdkafka client last reported",
+            f.kafka_partition_lag.clone(),
         );
         registry.register(
             "events_published",
@@ -391,6 +547,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.0
+            .families
+            .record_kafka_stats(&waybill_kafka::stats::latest());
         for (topic, source, exported) in self
             .0
             .sources
@@ -442,6 +601,105 @@ impl Metrics {
 }
 
 impl Families {
+    /// Sets the librdkafka gauges from the clients' latest reports; the
+    /// series of a client that is gone go with it.
+    pub fn record_kafka_stats(&self, clients: &[waybill_kafka::stats::ClientStats]) {
+        self.kafka_broker_rtt.clear();
+        self.kafka_broker_in_flight.clear();
+        self.kafka_queue_messages.clear();
+        self.kafka_queue_bytes.clear();
+        self.kafka_partition_lag.clear();
+        for c in clients {
+            for b in &c.brokers {
+                let labels = ClientBrokerLabels {
+                    client: c.client.clone(),
+                    broker: b.broker.clone(),
+                };
+                if let Some(rtt) = b.rtt_seconds {
+                    self.kafka_broker_rtt.get_or_create(&labels).set(rtt);
+                }
+                self.kafka_broker_in_flight
+                    .get_or_create(&labels)
+                    .set(b.in_flight);
+            }
+            if c.kind == "producer" {
+                let labels = ClientLabels {
+                    client: c.client.clone(),
+                };
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                self.kafka_queue_messages
+                    .get_or_create(&labels)
+                    .set(count(c.queued_messages));
+                self.kafka_queue_bytes
+                    .get_or_create(&labels)
+                    .set(count(c.queued_bytes));
+            }
+            for p in &c.partitions {
+                self.kafka_partition_lag
+                    .get_or_create(&ClientPartitionLabels {
+                        client: c.client.clone(),
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                    })
+                    .set(p.lag);
+            }
+        }
+    }
+
+    /// Counts one API answer: by route and status, and its duration by
+    /// route and status class.
+    pub fn http_request(&self, route: &str, status: u16, duration: Duration) {
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteClassLabels {
+                route: route.to_owned(),
+                status_class: status_class(status),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// A delivery of `event_name` succeeded `latency` after its event was
+    /// written to Kafka.
+    pub fn delivered_end_to_end(&self, event_name: &str, latency: Duration) {
+        let domain = event_name.split('.').next().unwrap_or(event_name);
+        self.end_to_end
+            .get_or_create(&DomainLabels {
+                domain: domain.to_owned(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts an attempt's outcome for its tenant: by name if the tenant is
+    /// among the busiest [`TOP_TENANTS`], else as `other`. A tenant that
+    /// falls out of the tracked set loses its series.
+    pub fn tenant_delivery(&self, tenant_id: &str, outcome: &'static str) {
+        let counted = self
+            .top_tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .count(tenant_id);
+        if let Some(gone) = counted.evicted {
+            for outcome in OUTCOMES {
+                self.tenant_deliveries.remove(&TenantLabels {
+                    tenant: gone.clone(),
+                    outcome,
+                });
+            }
+        }
+        let tenant = if counted.shown { tenant_id } else { "other" };
+        self.tenant_deliveries
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// Counts one attempt's outcome and duration.
     pub fn delivery(&self, outcome: &'static str, status: u16, duration: Duration) {
         self.deliveries
@@ -598,6 +856,9 @@ impl Families {
         }
     }
 }
+
+/// The outcomes of `waybill_deliveries_total`.
+pub const OUTCOMES: [&str; 5] = ["succeeded", "retried", "dead", "disabled", "skipped"];
 
 /// `2xx` .. `5xx`, or `none` without a response.
 pub fn status_class(status: u16) -> &'static str {

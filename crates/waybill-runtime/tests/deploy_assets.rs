@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use waybill_kafka::lag::PartitionLag;
+use waybill_kafka::stats::{BrokerStats, ClientStats, PartitionStats};
 use waybill_runtime::metrics::{
     Families, GroupLabels, GroupPartitionLabels, HealthLabels, Metrics, RequestLabels,
 };
@@ -29,8 +30,28 @@ fn exported() -> BTreeSet<String> {
             status: 202,
         })
         .inc();
+    f.http_request("POST /v1/events", 202, Duration::from_millis(3));
     Families::topic_counter(&f.events_published, "freights");
     f.delivery("succeeded", 200, Duration::from_millis(5));
+    f.tenant_delivery("ten_1", "succeeded");
+    f.delivered_end_to_end("freights.publication.created", Duration::from_millis(40));
+    // What /metrics reads at each render.
+    waybill_kafka::stats::keep(ClientStats {
+        client: "waybill-delivery#producer-1".into(),
+        kind: "producer".into(),
+        queued_messages: 1,
+        queued_bytes: 10,
+        brokers: vec![BrokerStats {
+            broker: "kafka-0:9092/0".into(),
+            rtt_seconds: Some(0.002),
+            in_flight: 0,
+        }],
+        partitions: vec![PartitionStats {
+            topic: "deliveries".into(),
+            partition: 0,
+            lag: 3,
+        }],
+    });
     Families::topic_counter(&f.retries_scheduled, "deliveries.retry.5s");
     f.health_changes
         .get_or_create(&HealthLabels { status: "failing" })

@@ -28,6 +28,11 @@ async fn start_stack() -> DevStack {
             "WAYBILL_DELIVERY__BACKLOG_SAMPLE_INTERVAL".to_owned(),
             "200ms".to_owned(),
         ),
+        // librdkafka's statistics often, for the metrics case.
+        (
+            "WAYBILL_KAFKA__PROPERTIES__STATISTICS_INTERVAL_MS".to_owned(),
+            "200".to_owned(),
+        ),
     ];
     let config = waybill::load(dev::base_config(0), None, env).expect("dev config");
     dev::start(config, KEY).await.expect("dev stack starts")
@@ -560,8 +565,95 @@ async fn metrics_count_what_happened() {
         sample(&text, "waybill_projection_age_seconds") < 60.0,
         "{text}"
     );
-    // Bounded labels: no subscription id, tenant id or URL in any series.
-    assert!(!text.contains("sub_") && !text.contains("ten_") && !text.contains("127.0.0.1"));
+    // What the build, the API's timing, the end-to-end latency and the
+    // per-tenant counts say.
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                r#"waybill_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"waybill_http_request_duration_seconds_count{route="POST /v1/events",status_class="2xx"}"#
+        ),
+        6.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"waybill_end_to_end_latency_seconds_count{domain="freights"}"#
+        ),
+        ok,
+        "every first delivery (retried or not) that succeeded\n{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"waybill_end_to_end_latency_seconds_sum{domain="freights"}"#
+        ) > 0.0
+    );
+    let by_tenant: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("waybill_tenant_deliveries_total{"))
+        .collect();
+    let tenant_succeeded: f64 = by_tenant
+        .iter()
+        .filter(|l| l.contains(r#"outcome="succeeded""#))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(tenant_succeeded, ok, "{by_tenant:#?}");
+    assert!(
+        by_tenant.iter().all(|l| !l.contains(r#"tenant="other""#)),
+        "one tenant is among the top: {by_tenant:#?}"
+    );
+    // librdkafka's statistics: round trips to the broker, the producers'
+    // queues.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let text = scrape().await;
+        if text.contains("waybill_kafka_broker_rtt_seconds{")
+            && text.contains("waybill_kafka_client_queue_messages{")
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rtt = stats
+        .lines()
+        .find(|l| l.starts_with("waybill_kafka_broker_rtt_seconds{"))
+        .unwrap_or_else(|| panic!("no round trip:\n{stats}"));
+    let rtt: f64 = rtt.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((0.0..5.0).contains(&rtt), "{rtt}");
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("waybill_kafka_client_queue_messages{")
+                && l.contains("#producer-")),
+        "{stats}"
+    );
+    // Bounded labels: no subscription id or URL in any series, a tenant id
+    // only in the per-tenant counts.
+    assert!(!text.contains("sub_"));
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("127.0.0.1"))
+            .all(|l| l.starts_with("waybill_kafka_broker_")),
+        "only brokers' addresses: {text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("ten_"))
+            .all(|l| l.starts_with("waybill_tenant_deliveries_total{")),
+        "{text}"
+    );
     stack.stop().await.unwrap();
 }
 

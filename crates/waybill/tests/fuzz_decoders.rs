@@ -66,6 +66,7 @@ fn valid_records(keys: &Keyring) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
         replay_id: String::new(),
         strict_retry: false,
         resume: false,
+        produced_at: Some(timestamp(now)),
     };
     let attempt = v1::DeliveryAttempt {
         delivery_id: "msg_1".into(),

@@ -133,6 +133,7 @@ async fn sigkill_during_10000_deliveries_loses_nothing() {
             replay_id: String::new(),
             strict_retry: false,
             resume: false,
+            produced_at: None,
         };
         let producer = producer.clone();
         let topic = topics.deliveries();
