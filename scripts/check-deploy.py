@@ -123,6 +123,11 @@ def check_schemas(label: str, docs: list[dict]) -> None:
         source = doc.pop("__source")
         kind = doc.get("kind")
         name = f"{label}: {source} {kind}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("apiVersion", "").startswith("keda.sh/"):
+            spec = doc.get("spec", {})
+            if kind != "ScaledObject" or not spec.get("triggers") or not spec.get("scaleTargetRef", {}).get("name"):
+                fail(f"{name}: a ScaledObject needs scaleTargetRef.name and triggers")
+            continue
         if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
             spec = doc.get("spec", {})
             if kind == "ServiceMonitor" and not spec.get("endpoints"):
@@ -408,6 +413,70 @@ def check_otel(label: str, docs: list[dict]) -> None:
                 fail(f"{where}: its egress policy does not reach the OTLP collector on port {port}")
 
 
+def check_autoscaling(label: str, docs: list[dict], values: dict) -> None:
+    """Matcher and delivery never scale past the partitions (the rest would
+    idle); lag-based scaling watches the group's own main topics, never a
+    retry tier (its records wait on purpose), and targets a Deployment the
+    chart makes."""
+    partitions = values["kafka"]["partitions"]
+    prefix = values["kafka"]["topicPrefix"]
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        service = name.rsplit("-", 1)[-1]
+        if doc["kind"] == "HorizontalPodAutoscaler":
+            target, top = doc["spec"]["scaleTargetRef"]["name"], doc["spec"]["maxReplicas"]
+            topics = [
+                value
+                for metric in doc["spec"]["metrics"] if metric["type"] == "External"
+                for expr in metric["external"]["metric"]["selector"]["matchExpressions"]
+                for value in expr["values"]
+            ]
+        elif doc["kind"] == "ScaledObject":
+            target, top = doc["spec"]["scaleTargetRef"]["name"], doc["spec"]["maxReplicaCount"]
+            topics = [t["metadata"]["topic"] for t in doc["spec"]["triggers"]]
+            for trigger in doc["spec"]["triggers"]:
+                if trigger["metadata"]["consumerGroup"] != values[service]["groupId"]:
+                    fail(f"{label}: ScaledObject/{name} watches group {trigger['metadata']['consumerGroup']}, "
+                         f"{service} consumes as {values[service]['groupId']}")
+        else:
+            continue
+        if target not in deployments:
+            fail(f"{label}: {doc['kind']}/{name} scales {target}, which the chart does not make")
+        if service in ("matcher", "delivery") and top > partitions:
+            fail(f"{label}: {doc['kind']}/{name} scales to {top} replicas, past the {partitions} partitions")
+        for topic in topics:
+            if ".retry." in topic or not topic.startswith(prefix):
+                fail(f"{label}: {doc['kind']}/{name} scales on the lag of {topic}")
+        if topics:
+            print(f"ok   {label}: {doc['kind']}/{name} scales on the lag of {', '.join(topics)} (at most {top})", flush=True)
+
+
+# Values the chart must refuse, each with what its message must say.
+REFUSED = [
+    ({"delivery": {"autoscaling": {"enabled": True}, "keda": {"enabled": True}}},
+     "autoscaling.enabled and keda.enabled both make an HPA"),
+    ({"kafka": {"sasl": {"enabled": True, "passwordSecret": "p"}}, "delivery": {"keda": {"enabled": True}}},
+     "delivery.keda.authenticationRef"),
+    ({"matcher": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}},
+     "matcher.autoscaling needs targetCPUUtilizationPercentage or lag.enabled"),
+]
+
+
+def check_refusals() -> None:
+    """Bad values fail the render with a message that says what to fix."""
+    for bad, message in REFUSED:
+        try:
+            render(merge(REQUIRED, bad))
+        except Exception as e:  # the renderer raises on a template's fail
+            if message not in str(e):
+                fail(f"values {bad}: refused, but with {e!s:.300}")
+            continue
+        fail(f"values {bad}: rendered, but must be refused ({message})")
+    if not failures:
+        print(f"ok   {len(REFUSED)} bad values files refused with their reason", flush=True)
+
+
 def check_sealing_keys(label: str, docs: list[dict], values: dict) -> None:
     """Every service pod gets every sealing key, and a changed Secret rolls
     the pods. (The topics Job needs none: `create-topics` reads only Kafka's.)"""
@@ -538,6 +607,21 @@ def main() -> int:
                 },
             ),
         ),
+        (
+            # KEDA's Kafka scaler for matcher and delivery, brokers over SASL.
+            "values-ha.yaml with KEDA",
+            merge(
+                merge(ha, REQUIRED),
+                {
+                    "kafka": {"topicPrefix": "prod.", "sasl": {"enabled": True, "username": "waybill",
+                                                              "passwordSecret": "kafka-password"}},
+                    "matcher": {"autoscaling": {"enabled": False},
+                                "keda": {"enabled": True, "authenticationRef": "kafka-scram"}},
+                    "delivery": {"autoscaling": {"enabled": False},
+                                 "keda": {"enabled": True, "maxReplicas": 48, "authenticationRef": "kafka-scram"}},
+                },
+            ),
+        ),
     ):
         before = len(failures)
         report = helm.lint(str(CHART), merge(defaults, values), strict=True, kube_version=f"v{KUBE_VERSION}.0")
@@ -556,10 +640,12 @@ def main() -> int:
         check_sealing_keys(label, docs, values)
         check_exposure(label, docs, merge(defaults, values))
         check_otel(label, docs)
+        check_autoscaling(label, docs, merge(defaults, values))
         check_schemas(label, docs)
         check_checkov(label, values)
         if len(failures) == before:
             print(f"ok   {label}: {len(docs)} manifests ({', '.join(kinds)})", flush=True)
+    check_refusals()
     check_compose(commands)
     if failures:
         print(f"\n{len(failures)} problem(s)", file=sys.stderr)

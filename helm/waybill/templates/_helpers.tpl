@@ -95,3 +95,19 @@ secrets.previousKeyIds with an existing Secret), as a JSON array.
 {{- end -}}
 {{- $ids | uniq | sortAlpha | toJson -}}
 {{- end -}}
+
+{{/*
+The topics whose lag says a service is behind (a YAML list): the domain
+topics for the matcher (as waybill_core::catalog::DomainTopic::CONSUMED), `deliveries` for delivery (not its retry tiers,
+whose records wait on purpose). Args: dict root, service.
+*/}}
+{{- define "waybill.lagTopics" -}}
+{{- $prefix := .root.Values.kafka.topicPrefix -}}
+{{- if eq .service "matcher" -}}
+{{- range list "freights" "orders" "time_slot_management" "loads_monitoring" "operational_events" }}
+- {{ printf "%s%s" $prefix . | quote }}
+{{- end }}
+{{- else -}}
+- {{ printf "%sdeliveries" $prefix | quote }}
+{{- end }}
+{{- end }}
