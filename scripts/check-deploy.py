@@ -435,10 +435,13 @@ def check_autoscaling(label: str, docs: list[dict], values: dict) -> None:
         elif doc["kind"] == "ScaledObject":
             target, top = doc["spec"]["scaleTargetRef"]["name"], doc["spec"]["maxReplicaCount"]
             topics = [t["metadata"]["topic"] for t in doc["spec"]["triggers"]]
+            # The services prefix their group ids as their topics
+            # (KafkaConfig::group_id).
+            group = prefix + values[service]["groupId"]
             for trigger in doc["spec"]["triggers"]:
-                if trigger["metadata"]["consumerGroup"] != values[service]["groupId"]:
+                if trigger["metadata"]["consumerGroup"] != group:
                     fail(f"{label}: ScaledObject/{name} watches group {trigger['metadata']['consumerGroup']}, "
-                         f"{service} consumes as {values[service]['groupId']}")
+                         f"{service} consumes as {group}")
         else:
             continue
         if target not in deployments:
