@@ -427,6 +427,50 @@ async fn describe(
 mod tests {
     use super::*;
 
+    /// One naming style: lowercase words joined by `_`, and `.` only
+    /// between a topic family and its variant (`deliveries.retry.5s`,
+    /// `deliveries.dlq`). Kafka's metric names turn `.` into `_`, so no two
+    /// names may differ only there.
+    #[test]
+    fn topic_names_follow_one_style_and_never_collide_in_metrics() {
+        let config = KafkaConfig {
+            topic_prefix: "prod.".into(),
+            ..KafkaConfig::default()
+        };
+        let names: Vec<String> = Topics::new(&config.topic_prefix)
+            .specs(&config)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert!(names.len() > 10, "{names:?}");
+        let mut metric_names = std::collections::BTreeSet::new();
+        for name in &names {
+            let base = name.strip_prefix("prod.").expect("every topic is prefixed");
+            let (family, variant) = base.split_once('.').unwrap_or((base, ""));
+            assert!(
+                family
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}: the family is lowercase words joined by _"
+            );
+            assert!(
+                variant.is_empty() || family == "deliveries",
+                "{name}: only the deliveries family has variants"
+            );
+            assert!(
+                variant
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'),
+                "{name}"
+            );
+            assert!(
+                metric_names.insert(name.replace('.', "_")),
+                "{name} collides with another topic in Kafka's metric names"
+            );
+        }
+        assert_eq!(config.group_id("waybill-delivery"), "prod.waybill-delivery");
+    }
+
     #[test]
     fn names_carry_the_prefix() {
         let t = Topics::new("prod.");
