@@ -448,9 +448,7 @@ mod tests {
             let base = name.strip_prefix("prod.").expect("every topic is prefixed");
             let (family, variant) = base.split_once('.').unwrap_or((base, ""));
             assert!(
-                family
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                family.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
                 "{name}: the family is lowercase words joined by _"
             );
             assert!(
