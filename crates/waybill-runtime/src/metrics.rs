@@ -89,6 +89,12 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+mod backlog;
+mod kafka_stats;
+
+pub use backlog::{Backlog, sample_backlog, sample_projection_age, stale_after};
+pub use kafka_stats::{ClientBrokerLabels, ClientLabels, ClientPartitionLabels};
+
 /// `route` and `status_class` of an API request's duration.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteClassLabels {
@@ -119,33 +125,6 @@ pub struct TenantLabels {
     pub tenant: String,
     /// As in `waybill_deliveries_total`.
     pub outcome: &'static str,
-}
-
-/// One librdkafka client of the process.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClientLabels {
-    /// librdkafka's handle name, `<client.id>#producer-1`.
-    pub client: String,
-}
-
-/// One broker as one client sees it.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClientBrokerLabels {
-    /// librdkafka's handle name.
-    pub client: String,
-    /// `host:port/id`.
-    pub broker: String,
-}
-
-/// One partition a client consumes.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClientPartitionLabels {
-    /// librdkafka's handle name.
-    pub client: String,
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
 }
 
 /// How many tenants get a label of their own in
@@ -518,8 +497,6 @@ impl Metrics {
         &self.0.families
     }
 
-    /// Exports the skipped-record count of a state table as
-    /// `waybill_state_records_skipped_total{topic}` (read at each render).
     /// Commit results of a consumer group member of this process, exported
     /// as `waybill_kafka_commit_failures_total{group}` and
     /// `waybill_kafka_committed_offset{group, topic, partition}` at each
@@ -534,6 +511,8 @@ impl Metrics {
         stats
     }
 
+    /// Exports the skipped-record count of a state table as
+    /// `waybill_state_records_skipped_total{topic}` (read at each render).
     pub fn watch_skipped<S: waybill_kafka::table::Fold>(
         &self,
         table: &waybill_kafka::table::Table<S>,
@@ -601,51 +580,6 @@ impl Metrics {
 }
 
 impl Families {
-    /// Sets the librdkafka gauges from the clients' latest reports; the
-    /// series of a client that is gone go with it.
-    pub fn record_kafka_stats(&self, clients: &[waybill_kafka::stats::ClientStats]) {
-        self.kafka_broker_rtt.clear();
-        self.kafka_broker_in_flight.clear();
-        self.kafka_queue_messages.clear();
-        self.kafka_queue_bytes.clear();
-        self.kafka_partition_lag.clear();
-        for c in clients {
-            for b in &c.brokers {
-                let labels = ClientBrokerLabels {
-                    client: c.client.clone(),
-                    broker: b.broker.clone(),
-                };
-                if let Some(rtt) = b.rtt_seconds {
-                    self.kafka_broker_rtt.get_or_create(&labels).set(rtt);
-                }
-                self.kafka_broker_in_flight
-                    .get_or_create(&labels)
-                    .set(b.in_flight);
-            }
-            if c.kind == "producer" {
-                let labels = ClientLabels {
-                    client: c.client.clone(),
-                };
-                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-                self.kafka_queue_messages
-                    .get_or_create(&labels)
-                    .set(count(c.queued_messages));
-                self.kafka_queue_bytes
-                    .get_or_create(&labels)
-                    .set(count(c.queued_bytes));
-            }
-            for p in &c.partitions {
-                self.kafka_partition_lag
-                    .get_or_create(&ClientPartitionLabels {
-                        client: c.client.clone(),
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                    })
-                    .set(p.lag);
-            }
-        }
-    }
-
     /// Counts one API answer: by route and status, and its duration by
     /// route and status class.
     pub fn http_request(&self, route: &str, status: u16, duration: Duration) {
@@ -724,136 +658,6 @@ impl Families {
                 topic: topic.to_owned(),
             })
             .inc_by(n);
-    }
-}
-
-/// What a service's backlog sampler reads.
-#[derive(Debug, Clone)]
-pub struct Backlog {
-    /// The consumer group whose committed offsets count.
-    pub group: String,
-    /// The consumed topics, each with its fixed delay (a retry tier's; zero
-    /// for topics whose records are due at once).
-    pub topics: Vec<(String, Duration)>,
-    /// The dead-letter topic whose size is reported, if any.
-    pub dlq: Option<String>,
-    /// How often.
-    pub every: Duration,
-}
-
-/// Samples `backlog` every `backlog.every`, until `shutdown`.
-pub async fn sample_backlog(
-    metrics: Metrics,
-    kafka: waybill_kafka::KafkaConfig,
-    backlog: Backlog,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let names: Vec<String> = backlog.topics.iter().map(|(t, _)| t.clone()).collect();
-    loop {
-        let (kafka_c, group_c, topics_c, dlq_c) = (
-            kafka.clone(),
-            backlog.group.clone(),
-            names.clone(),
-            backlog.dlq.clone(),
-        );
-        let sampled = tokio::task::spawn_blocking(move || {
-            let lags = waybill_kafka::lag::group_lag(&kafka_c, &group_c, &topics_c)?;
-            let dlq = dlq_c
-                .map(|t| waybill_kafka::lag::topic_size(&kafka_c, &t))
-                .transpose()?;
-            Ok::<_, waybill_kafka::Error>((lags, dlq))
-        })
-        .await;
-        match sampled {
-            Ok(Ok((lags, dlq))) => metrics.get().record_backlog(&lags, dlq, &backlog.topics),
-            Ok(Err(e)) => tracing::debug!(error = %e, "backlog not sampled"),
-            Err(e) => tracing::debug!(error = %e, "backlog sampler failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backlog.every) => {}
-        }
-    }
-}
-
-/// Every `every`, asks `table` to catch up with its topic and reports how
-/// old its knowledge is (`waybill_projection_age_seconds`), until
-/// `shutdown`. A projection older than [`stale_after`]`(every)` makes the
-/// service not ready until it is current again.
-pub async fn sample_projection_age<S: waybill_kafka::table::Fold>(
-    metrics: Metrics,
-    table: waybill_kafka::table::Table<S>,
-    every: Duration,
-    readiness: crate::admin::Readiness,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let stale = stale_after(every);
-    loop {
-        // Bounded by the interval: a lagging projection shows as a growing age.
-        let _ = table.wait_fresh(std::time::SystemTime::now(), every).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let age = now_ms.saturating_sub(table.fresh_as_of_ms()) as f64 / 1000.0;
-        metrics.get().projection_age.set(age);
-        // Before the first load completes, readiness waits for the load.
-        if table.fresh_as_of_ms() > 0 {
-            readiness.set_current(age <= stale.as_secs_f64());
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
-}
-
-/// How old the subscription projection may be before the service stops
-/// being ready: three sampling intervals, at least 10 s.
-pub fn stale_after(every: Duration) -> Duration {
-    (every * 3).max(Duration::from_secs(10))
-}
-
-impl Families {
-    /// Sets the backlog gauges from one sample.
-    pub fn record_backlog(
-        &self,
-        lags: &[waybill_kafka::lag::PartitionLag],
-        dlq: Option<i64>,
-        delays: &[(String, Duration)],
-    ) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let mut oldest: std::collections::BTreeMap<&str, f64> = Default::default();
-        for lag in lags {
-            self.consumer_lag
-                .get_or_create(&PartitionLabels {
-                    topic: lag.topic.clone(),
-                    partition: lag.partition,
-                })
-                .set(lag.lag);
-            let age = lag
-                .oldest_ms
-                .map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
-            let entry = oldest.entry(&lag.topic).or_default();
-            *entry = entry.max(age);
-        }
-        for (topic, age) in oldest {
-            let delay = delays
-                .iter()
-                .find(|(t, _)| t == topic)
-                .map_or(0.0, |(_, d)| d.as_secs_f64());
-            let labels = TopicLabels {
-                topic: topic.to_owned(),
-            };
-            self.backlog_age.get_or_create(&labels).set(age);
-            self.backlog_overdue
-                .get_or_create(&labels)
-                .set((age - delay).max(0.0));
-        }
-        if let Some(size) = dlq {
-            self.dlq_records.set(size);
-        }
     }
 }
 
