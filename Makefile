@@ -40,6 +40,7 @@ fuzz-api: ## Fuzz the HTTP API with schemathesis against a fresh waybill dev (FU
 .PHONY: check-deploy
 check-deploy: ## Render, lint, schema-validate and scan the Helm chart; check compose.yaml against the binary
 	$(CARGO) build --locked -q -p waybill
+	"$$(scripts/ensure-deploy-tools.sh)" scripts/chart-docs.py --check
 	"$$(scripts/ensure-deploy-tools.sh)" scripts/check-deploy.py "$${CARGO_TARGET_DIR:-target}/debug/waybill"
 
 .PHONY: e2e

@@ -457,6 +457,15 @@ def check_autoscaling(label: str, docs: list[dict], values: dict) -> None:
 
 # Values the chart must refuse, each with what its message must say.
 REFUSED = [
+    # values.schema.json (scripts/chart-docs.py): misspelt keys, words, ranges, units.
+    ({"kafka": {"partitons": 3}}, "additional properties 'partitons' not allowed"),
+    ({"logFormat": "xml"}, "value must be one of 'json', 'human'"),
+    ({"delivery": {"requestTimeout": "15 seconds"}}, "/delivery/requestTimeout"),
+    ({"ingest": {"replicas": -1}}, "/ingest/replicas"),
+    ({"otel": {"endpoint": "otel-collector:4317"}}, "/otel/endpoint"),
+    ({"secrets": {"operatorToken": "short"}}, "/secrets/operatorToken"),
+    ({"startupTimeoutSeconds": 7}, "/startupTimeoutSeconds"),
+    # The templates' own refusals.
     ({"delivery": {"autoscaling": {"enabled": True}, "keda": {"enabled": True}}},
      "autoscaling.enabled and keda.enabled both make an HPA"),
     ({"kafka": {"sasl": {"enabled": True, "passwordSecret": "p"}}, "delivery": {"keda": {"enabled": True}}},
