@@ -70,6 +70,8 @@ RULES = {
     "delivery.requestTimeout": DURATION,
     "delivery.drainTimeout": DURATION,
     "metrics.serviceMonitor.interval": DURATION,
+    "tests.timeout": DURATION,
+    "tests.receiverUrl": {"pattern": r"^https?://.+"},
     "networkPolicy.deliveryEgress.kafka.ports": {"items": PORT},
     "networkPolicy.deliveryEgress.otel.ports": {"items": PORT},
 }

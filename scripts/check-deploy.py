@@ -206,6 +206,8 @@ def check_hooks(label: str, docs: list[dict]) -> None:
             continue
         hooks += 1
         events, weight = hook
+        if events == {"test"}:
+            continue  # `helm test` runs against the installed release
         pod = doc["spec"]["template"]["spec"] if doc["kind"] == "Job" else doc["spec"]
         where = f"{label}: hook {doc['kind']}/{doc['metadata']['name']} ({','.join(sorted(events))}, weight {weight})"
         for kind, name in sorted(references(pod)):
@@ -411,6 +413,28 @@ def check_otel(label: str, docs: list[dict]) -> None:
             )
             if not reachable:
                 fail(f"{where}: its egress policy does not reach the OTLP collector on port {port}")
+
+
+def check_test_pod(label: str, docs: list[dict], binary: str) -> None:
+    """The `helm test` Pod's command line is one the binary takes: run with
+    the API and admin URLs unreachable, it must fail on the first URL, not
+    on its arguments (clap exits 2 on a usage error)."""
+    for doc in docs:
+        annotations = doc["metadata"].get("annotations") or {}
+        if doc["kind"] != "Pod" or annotations.get("helm.sh/hook") != "test":
+            continue
+        container = doc["spec"]["containers"][0]
+        env = {e["name"] for e in container.get("env", [])}
+        if not {"WAYBILL_API_URL", "WAYBILL_OPERATOR_TOKEN"} <= env:
+            fail(f"{label}: the test Pod lacks the API URL or the operator token: {sorted(env)}")
+        args = [a.replace(doc["metadata"]["name"].removesuffix("-check"), "127.0.0.1.invalid") for a in container["args"]]
+        run = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60,
+                             env={"WAYBILL_API_URL": "http://127.0.0.1:9", "WAYBILL_OPERATOR_TOKEN": "x" * 24,
+                                  "PATH": os.environ.get("PATH", "")})
+        if run.returncode == 2 or "does not answer" not in run.stderr:
+            fail(f"{label}: the test Pod's command `waybill {' '.join(container['args'])}` is refused: {run.stderr.strip()[:300]}")
+        else:
+            print(f"ok   {label}: the test Pod runs `waybill {' '.join(container['args'][:2])}` with arguments the binary takes", flush=True)
 
 
 def check_autoscaling(label: str, docs: list[dict], values: dict) -> None:
@@ -652,6 +676,7 @@ def main() -> int:
         check_sealing_keys(label, docs, values)
         check_exposure(label, docs, merge(defaults, values))
         check_otel(label, docs)
+        check_test_pod(label, docs, binary)
         check_autoscaling(label, docs, merge(defaults, values))
         check_schemas(label, docs)
         check_checkov(label, values)

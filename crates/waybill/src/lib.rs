@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: `waybill admin` — operators' commands against a
+//!   deployment's API (`check`: what the chart's `helm test` runs).
 //! - [`config`]: the configuration file, one section per part.
 //! - [`dev`]: `waybill dev` — the three services in one process on an
 //!   embedded broker, for trying Waybill and for in-process tests.
@@ -11,6 +13,7 @@
 //! This crate only wires configuration to the services' `run` functions.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod dev;
 pub mod listen;
@@ -65,6 +68,9 @@ pub enum Command {
     /// Measure a deployment (or `waybill dev`, started for the run): the raw
     /// HTTP ceiling, then workloads W1..W4; prints and writes JSON.
     Bench(BenchArgs),
+    /// Operators' commands against a running deployment's API (operator
+    /// token): `check` proves a deployment delivers.
+    Admin(admin::AdminArgs),
 }
 
 /// Options of `waybill bench`.
@@ -162,7 +168,8 @@ pub fn main() -> ExitCode {
         | Command::CheckConfig(_)
         | Command::CreateTopics
         | Command::Reseal(_)
-        | Command::Bench(_) => None,
+        | Command::Bench(_)
+        | Command::Admin(_) => None,
     };
     let telemetry = match service_name {
         Some(name) => {
@@ -208,6 +215,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
         Command::Delivery => serve(Service::Delivery, cli.config, env).await,
         Command::Dev(args) => dev::run(args, cli.config, env).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench(args, cli.config, env).await,
         Command::Reseal(args) => {
             let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;
