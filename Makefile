@@ -41,7 +41,7 @@ fuzz-api: ## Fuzz the HTTP API with schemathesis against a fresh waybill dev (FU
 check-deploy: ## Render, lint, schema-validate and scan the Helm chart; check compose.yaml against the binary
 	$(CARGO) build --locked -q -p waybill
 	"$$(scripts/ensure-deploy-tools.sh)" scripts/chart-docs.py --check
-	"$$(scripts/ensure-deploy-tools.sh)" scripts/check-deploy.py "$${CARGO_TARGET_DIR:-target}/debug/waybill"
+	"$$(scripts/ensure-deploy-tools.sh)" scripts/check-deploy.py "$${CARGO_TARGET_DIR:-target}/debug/waybill" "$$(scripts/ensure-go-tools.sh)"
 
 .PHONY: e2e
 e2e: ## Run only the end-to-end tests on Apache Kafka

@@ -593,6 +593,61 @@ def check_checkov(label: str, values: dict) -> None:
         print(f"ok   {label}: checkov {passed} checks passed, {len(failed)} failed", flush=True)
 
 
+def check_promtool(tools: Path) -> None:
+    """Prometheus's own promtool: the rules parse, and their unit tests
+    (each important alert fires on the series that should fire it, stays
+    quiet on its look-alikes, and renders its annotations) pass."""
+    rules = ROOT / "deploy" / "prometheus"
+    for args in (["check", "rules", "waybill-alerts.yaml"], ["test", "rules", "waybill-alerts.test.yaml"]):
+        run = subprocess.run([str(tools / "promtool"), *args], cwd=rules, capture_output=True, text=True)
+        if run.returncode != 0:
+            fail(f"promtool {' '.join(args)}:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
+            return
+    tests = len(yaml.safe_load((rules / "waybill-alerts.test.yaml").read_text())["tests"])
+    print(f"ok   promtool: the alert rules check, and their {tests} unit tests pass", flush=True)
+
+
+def check_real_helm(tools: Path, label: str, values: dict, docs: list[dict]) -> None:
+    """The real helm: `lint --strict` and `template` of the values take them,
+    and render the same objects as the Python renderer."""
+    helm_bin = str(tools / "helm")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(values, f)
+        f.flush()
+        lint = subprocess.run([helm_bin, "lint", "--strict", str(CHART), "-f", f.name,
+                               "--kube-version", f"{KUBE_VERSION}.0"], capture_output=True, text=True)
+        if lint.returncode != 0:
+            fail(f"{label}: helm lint --strict: {lint.stdout[-2000:]}{lint.stderr[-1000:]}")
+            return
+        template = subprocess.run([helm_bin, "template", "waybill", str(CHART), "-n", "webhooks", "-f", f.name,
+                                   "--kube-version", f"{KUBE_VERSION}.0"], capture_output=True, text=True)
+    if template.returncode != 0:
+        fail(f"{label}: helm template: {template.stderr[-2000:]}")
+        return
+    theirs = sorted((d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(template.stdout) if d)
+    ours = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+    if theirs != ours:
+        fail(f"{label}: helm template renders {sorted(set(theirs) ^ set(ours))} differently from the Python renderer")
+    else:
+        print(f"ok   {label}: helm lint --strict and helm template ({len(theirs)} objects, as rendered above)", flush=True)
+
+
+def check_real_helm_refusals(tools: Path) -> None:
+    """The real helm refuses the bad values files too, with the same reason."""
+    for bad, message in REFUSED:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            yaml.safe_dump(merge(REQUIRED, bad), f)
+            f.flush()
+            run = subprocess.run([str(tools / "helm"), "template", "waybill", str(CHART), "-f", f.name],
+                                 capture_output=True, text=True)
+        if run.returncode == 0:
+            fail(f"helm template takes {bad}, which must be refused ({message})")
+        elif message not in run.stderr:
+            fail(f"helm template refuses {bad}, but with {run.stderr.strip()[:300]}")
+    if not failures:
+        print(f"ok   helm template refuses the {len(REFUSED)} bad values files too", flush=True)
+
+
 def check_compose(commands: set[str]) -> None:
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     services = compose.get("services", {})
@@ -622,6 +677,9 @@ def check_compose(commands: set[str]) -> None:
 
 def main() -> int:
     binary = sys.argv[1]
+    tools = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    if tools is None:
+        fail("no Go tools folder given (scripts/ensure-go-tools.sh): promtool and helm must run")
     commands = subcommands(binary)
     for needed in ("ingest", "matcher", "delivery", "create-topics", "check-config"):
         if needed not in commands:
@@ -680,9 +738,15 @@ def main() -> int:
         check_autoscaling(label, docs, merge(defaults, values))
         check_schemas(label, docs)
         check_checkov(label, values)
+        if tools is not None:
+            # The Python renderer dropped __source from the docs already.
+            check_real_helm(tools, label, merge(defaults, values), docs)
         if len(failures) == before:
             print(f"ok   {label}: {len(docs)} manifests ({', '.join(kinds)})", flush=True)
     check_refusals()
+    if tools is not None:
+        check_real_helm_refusals(tools)
+        check_promtool(tools)
     check_compose(commands)
     if failures:
         print(f"\n{len(failures)} problem(s)", file=sys.stderr)
