@@ -469,6 +469,10 @@ impl Worker {
             error.type = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
+        // The attempt is a child of its task's context, named explicitly:
+        // under load an attempt was once seen whose contextual parent was
+        // gone, starting a trace of its own (CI, twice).
+        telemetry::adopt(&attempt_span, Some(trace));
         // The receiver's span is a child of the attempt.
         let request_trace = telemetry::propagate(&attempt_span, Some(trace));
         let attempt = self
