@@ -376,9 +376,51 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     None
 }
 
+/// A callback URL as telemetry may show it (`url.full` of a webhook
+/// attempt's span): user and password dropped, every query value and the
+/// fragment replaced by `REDACTED` (a query often carries a token), so the
+/// shape stays readable: `https://hooks.example.com/in?token=REDACTED`.
+/// `None` when it does not parse.
+pub fn for_telemetry(raw: &str) -> Option<url::Url> {
+    let mut url = url::Url::parse(raw).ok()?;
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let mut pairs = url.query_pairs_mut();
+        pairs.clear();
+        for key in keys {
+            pairs.append_pair(&key, "REDACTED");
+        }
+    }
+    if url.fragment().is_some() {
+        url.set_fragment(Some("REDACTED"));
+    }
+    Some(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telemetry_never_shows_credentials_or_query_values() {
+        let url =
+            for_telemetry("https://user:pa55@hooks.example.com:8443/in?token=s3cr3t&x=1#frag")
+                .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://hooks.example.com:8443/in?token=REDACTED&x=REDACTED#REDACTED"
+        );
+        assert_eq!(url.port_or_known_default(), Some(8443));
+        assert_eq!(
+            for_telemetry("https://hooks.example.com/in")
+                .unwrap()
+                .as_str(),
+            "https://hooks.example.com/in"
+        );
+        assert!(for_telemetry("not a url").is_none());
+    }
 
     fn last_v4(range: &Range<Ipv4Addr>) -> Ipv4Addr {
         let host = u32::MAX.checked_shr(u32::from(range.prefix)).unwrap_or(0);

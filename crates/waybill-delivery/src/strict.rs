@@ -209,7 +209,7 @@ impl Worker {
                 Gate::Send => return None,
                 Gate::Stale => {
                     tracing::debug!(delivery_id = %task.delivery_id, "retry of a lane's former blocker; it settled already");
-                    tracing::Span::current().record("outcome", "stale");
+                    tracing::Span::current().record("waybill.outcome", "stale");
                     return Some(Finished::Done);
                 }
                 Gate::Park => return Some(self.park(job, lane, trace, stop).await),
@@ -285,7 +285,7 @@ impl Worker {
             ..crate::worker::job_record(job, 0, time::OffsetDateTime::now_utc())
         };
         self.publish_attempt(&queued).await;
-        tracing::Span::current().record("outcome", "parked");
+        tracing::Span::current().record("waybill.outcome", "parked");
         Some(acked)
     }
 
@@ -487,7 +487,7 @@ impl Worker {
     ) -> Finished {
         let topic = self.topics.deliveries();
         let written = self.write(&topic, &job.task, trace, None, stop).await;
-        tracing::Span::current().record("outcome", "home");
+        tracing::Span::current().record("waybill.outcome", "home");
         written.into()
     }
 }

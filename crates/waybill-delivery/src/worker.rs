@@ -247,18 +247,24 @@ impl Worker {
         stop: &CancellationToken,
         slot: Option<&mut LaneSlot>,
     ) -> Finished {
+        // A messaging process span by the semantic conventions.
         let span = tracing::info_span!(
             "delivery.task",
-            otel.name = "deliver",
+            otel.name = %format!("process {}", job.source.topic),
             otel.kind = "consumer",
-            delivery_id = %job.task.delivery_id,
-            subscription_id = %job.task.subscription_id,
-            event_id = %job.event.id,
-            attempt = job.task.attempt.max(1),
+            messaging.system = "kafka",
+            messaging.operation.name = "process",
+            messaging.operation.type = "process",
             messaging.destination.name = %job.source.topic,
-            messaging.kafka.partition = job.source.partition,
+            messaging.destination.partition.id = %job.source.partition,
             messaging.kafka.offset = job.source.offset,
-            outcome = tracing::field::Empty,
+            messaging.consumer.group.name = %self.kafka.group_id(&self.config.group_id),
+            waybill.delivery_id = %job.task.delivery_id,
+            waybill.subscription_id = %job.task.subscription_id,
+            waybill.event_id = %job.event.id,
+            waybill.event_name = %job.event.name,
+            waybill.attempt = job.task.attempt.max(1),
+            waybill.outcome = tracing::field::Empty,
         );
         telemetry::adopt(&span, job.parent.as_ref());
         let trace = telemetry::propagate(&span, job.parent.as_ref());
@@ -282,7 +288,7 @@ impl Worker {
             let next = self.retry_topic(remaining);
             tracing::debug!(remaining_ms = remaining.as_secs_f64() * 1000.0, written = ?job.written, not_before = ?job.not_before(), "hop");
             Families::topic_counter(&self.metrics.get().retries_scheduled, &next);
-            tracing::Span::current().record("outcome", "waiting");
+            tracing::Span::current().record("waybill.outcome", "waiting");
             return self.write(&next, &job.task, trace, None, stop).await.into();
         }
         if tier.is_some() && job.task.strict_retry && !job.task.redeliver {
@@ -399,7 +405,7 @@ impl Worker {
         let task = &job.task;
         if attempt_no == 1 && !task.redeliver && self.succeeded.contains_key(&task.delivery_id) {
             self.metrics.get().duplicate_tasks_skipped.inc();
-            tracing::Span::current().record("outcome", "duplicate");
+            tracing::Span::current().record("waybill.outcome", "duplicate");
             tracing::debug!(delivery_id = %task.delivery_id, "delivered before; duplicate task skipped");
             return None;
         }
@@ -422,7 +428,7 @@ impl Worker {
                 }
                 self.record_skip(job, attempt_no, why).await;
                 self.metrics.get().deliveries.get_or_create(&SKIPPED).inc();
-                tracing::Span::current().record("outcome", "skipped");
+                tracing::Span::current().record("waybill.outcome", "skipped");
                 tracing::info!(delivery_id = %task.delivery_id, subscription_id = %task.subscription_id, why = why.as_str(), "delivery not sent");
                 None
             }
@@ -456,19 +462,26 @@ impl Worker {
             metrics.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
         }
         let method = subscription.spec.method.as_str();
+        // An HTTP client span by the semantic conventions; the URL without
+        // credentials or query values.
+        let url = waybill_core::url_policy::for_telemetry(&subscription.spec.url);
         let attempt_span = tracing::info_span!(
             "delivery.attempt",
             otel.name = method,
             otel.kind = "client",
             http.request.method = method,
-            server.address = reqwest::Url::parse(&subscription.spec.url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .unwrap_or_default(),
+            url.full = url.as_ref().map_or("", |u| u.as_str()),
+            server.address = url.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
+            server.port = url.as_ref().and_then(|u| u.port_or_known_default()).unwrap_or(0),
+            http.request.resend_count = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
+        let attempt_no = job.task.attempt.max(1);
+        if attempt_no > 1 {
+            attempt_span.record("http.request.resend_count", attempt_no - 1);
+        }
         // The attempt is a child of its task's context, named explicitly:
         // under load an attempt was once seen whose contextual parent was
         // gone, starting a trace of its own (CI, twice).
@@ -526,7 +539,7 @@ impl Worker {
     ) -> Finished {
         let task = &job.task;
         let subscription = &ready.subscription;
-        tracing::Span::current().record("outcome", settlement.label());
+        tracing::Span::current().record("waybill.outcome", settlement.label());
         let metrics = self.metrics.get();
         metrics.delivery(settlement.label(), attempt.status, attempt.duration);
         metrics.tenant_delivery(&task.tenant_id, settlement.label());

@@ -198,15 +198,20 @@ async fn publish(state: &AppState, accepted: AcceptedEvent) -> Result<Accepted, 
     let topic = state.topics.domain(accepted.topic);
 
     // The request span continues the caller's trace; publishing is its child.
+    // A messaging producer span by the semantic conventions.
     let span = tracing::info_span!(
         "ingest.publish",
-        otel.name = %format!("{topic} publish"),
+        otel.name = %format!("publish {topic}"),
         otel.kind = "producer",
-        event_id = %event.id,
-        event_name = %event.name,
+        messaging.system = "kafka",
+        messaging.operation.name = "publish",
+        messaging.operation.type = "send",
         messaging.destination.name = %topic,
-        messaging.kafka.partition = tracing::field::Empty,
+        messaging.destination.partition.id = tracing::field::Empty,
         messaging.kafka.offset = tracing::field::Empty,
+        waybill.event_id = %event.id,
+        waybill.event_name = %event.name,
+        waybill.tenant_id = %event.tenant_id,
     );
     let trace = waybill_runtime::telemetry::propagate(&span, None);
     let record = event_to_proto(&event).encode_to_vec();
@@ -224,7 +229,10 @@ async fn publish(state: &AppState, accepted: AcceptedEvent) -> Result<Accepted, 
             tracing::error!(parent: &span, error = %e, topic, "cannot publish event");
             ApiError::unavailable("Kafka did not accept the event; retry shortly")
         })?;
-    span.record("messaging.kafka.partition", acked.partition);
+    span.record(
+        "messaging.destination.partition.id",
+        tracing::field::display(acked.partition),
+    );
     span.record("messaging.kafka.offset", acked.offset);
     waybill_runtime::metrics::Families::topic_counter(
         &state.metrics.get().events_published,

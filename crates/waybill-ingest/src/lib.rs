@@ -428,13 +428,17 @@ async fn count_request(
     // and unknown paths are not.
     let response = match path.as_deref() {
         Some(path) if path.starts_with("/v1/") => {
+            // An HTTP server span by the semantic conventions.
             let span = tracing::info_span!(
                 "ingest.request",
                 otel.name = %route,
                 otel.kind = "server",
                 http.request.method = %request.method(),
                 http.route = path,
+                url.path = request.uri().path(),
+                url.scheme = request.uri().scheme_str().unwrap_or("http"),
                 http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
             );
             let parent = trace_parent(request.headers());
@@ -443,6 +447,7 @@ async fn count_request(
             let status = response.status();
             span.record("http.response.status_code", status.as_u16());
             if status.is_server_error() {
+                span.record("error.type", status.as_str());
                 span.record("otel.status_code", "error");
             }
             let trace = waybill_runtime::telemetry::propagate(&span, parent.as_ref());

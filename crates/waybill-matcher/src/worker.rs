@@ -118,17 +118,22 @@ impl Worker {
     /// the producer refuses work (the partition task stops; the record will
     /// be consumed again after the next assignment).
     async fn handle(&self, message: &BorrowedMessage<'_>, seen: &mut Seen) -> Option<Pending> {
+        // A messaging process span by the semantic conventions.
         let span = tracing::info_span!(
             "matcher.match",
-            otel.name = "match",
+            otel.name = %format!("process {}", message.topic()),
             otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.name = "process",
+            messaging.operation.type = "process",
             messaging.destination.name = message.topic(),
-            messaging.kafka.partition = message.partition(),
+            messaging.destination.partition.id = %message.partition(),
             messaging.kafka.offset = message.offset(),
-            event_id = tracing::field::Empty,
-            event_name = tracing::field::Empty,
-            tenant_id = tracing::field::Empty,
-            matches = tracing::field::Empty,
+            messaging.consumer.group.name = %self.kafka.group_id(&self.config.group_id),
+            waybill.event_id = tracing::field::Empty,
+            waybill.event_name = tracing::field::Empty,
+            waybill.tenant_id = tracing::field::Empty,
+            waybill.matches = tracing::field::Empty,
         );
         let parent = headers::trace_parent(message.headers());
         waybill_runtime::telemetry::adopt(&span, parent.as_ref());
@@ -248,9 +253,12 @@ impl Worker {
             }
         };
 
-        span.record("event_id", tracing::field::display(&event.id));
-        span.record("event_name", tracing::field::display(&event.name));
-        span.record("tenant_id", tracing::field::display(&event.tenant_id));
+        span.record("waybill.event_id", tracing::field::display(&event.id));
+        span.record("waybill.event_name", tracing::field::display(&event.name));
+        span.record(
+            "waybill.tenant_id",
+            tracing::field::display(&event.tenant_id),
+        );
 
         let at_ms = message.timestamp().to_millis().unwrap_or(0);
         if seen.is_duplicate(&event.tenant_id, &event.id, offset, at_ms) {
@@ -297,7 +305,7 @@ impl Worker {
         let metrics = self.metrics.get();
         metrics.matcher_events.inc();
         metrics.matches_per_event.observe(tasks.len() as f64);
-        span.record("matches", tasks.len());
+        span.record("waybill.matches", tasks.len());
         if event.callback_url.is_some()
             && !tasks
                 .iter()

@@ -163,7 +163,11 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
             // A task's span ends after its attempt's (the attempt record is
             // written in between), so wait for both kinds.
             spans.iter().filter(|s| s.name == "POST").count() == 5
-                && spans.iter().filter(|s| s.name == "deliver").count() == 5
+                && spans
+                    .iter()
+                    .filter(|s| s.name == "process deliveries")
+                    .count()
+                    == 5
                 && spans.iter().any(|s| s.name == "POST /v1/events")
         })
         .await
@@ -174,6 +178,9 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
     assert_eq!(request.parent_span_id, hex(&producer.span_id));
     assert_eq!(request.attribute("http.route"), Some("/v1/events"));
     assert_eq!(request.attribute("http.response.status_code"), Some("202"));
+    assert_eq!(request.attribute("url.path"), Some("/v1/events"));
+    assert_eq!(request.attribute("url.scheme"), Some("http"));
+    assert_eq!(request.attribute("http.request.method"), Some("POST"));
     assert_eq!(
         request.resource.get("service.name").map(String::as_str),
         Some("waybill-dev")
@@ -185,40 +192,70 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
             .map(String::as_str),
         Some("ci")
     );
-    let publish = spans
-        .iter()
-        .find(|s| s.name.ends_with("freights publish"))
-        .unwrap_or_else(|| panic!("no publish span: {spans:#?}"));
+    let publish = one(&spans, "publish freights");
     assert_eq!(
         (publish.kind, &publish.parent_span_id),
         ("producer", &request.span_id)
     );
-    let matched = one(&spans, "match");
+    let matched = one(&spans, "process freights");
     assert_eq!(
         (matched.kind, &matched.parent_span_id),
         ("consumer", &publish.span_id)
     );
-    assert_eq!(matched.attribute("matches"), Some("5"));
-    let tasks: Vec<_> = spans.iter().filter(|s| s.name == "deliver").collect();
+    assert_eq!(matched.attribute("waybill.matches"), Some("5"));
+    // The messaging semantic conventions: what is done, on what, by whom.
+    for (span, operation, kind, topic) in [
+        (publish, "publish", "send", "freights"),
+        (matched, "process", "process", "freights"),
+    ] {
+        messaging(span, operation, kind, topic);
+    }
+    assert_eq!(
+        matched.attribute("messaging.consumer.group.name"),
+        Some("waybill-matcher")
+    );
+    assert_eq!(
+        publish.attribute("waybill.event_name"),
+        Some("freights.publication.created")
+    );
+    let tasks: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "process deliveries")
+        .collect();
     assert_eq!(tasks.len(), 5, "{spans:#?}");
     let attempts: Vec<_> = spans.iter().filter(|s| s.name == "POST").collect();
     assert_eq!(attempts.len(), 5, "{spans:#?}");
     for (i, subscription) in subscriptions.iter().enumerate() {
         let task = tasks
             .iter()
-            .find(|t| t.attribute("subscription_id") == Some(subscription))
+            .find(|t| t.attribute("waybill.subscription_id") == Some(subscription))
             .unwrap_or_else(|| panic!("no task span of {subscription}: {tasks:#?}"));
         assert_eq!(
             (task.kind, &task.parent_span_id),
             ("consumer", &matched.span_id)
         );
-        assert_eq!(task.attribute("outcome"), Some("succeeded"));
+        assert_eq!(task.attribute("waybill.outcome"), Some("succeeded"));
+        messaging(task, "process", "process", "deliveries");
+        assert_eq!(
+            task.attribute("messaging.consumer.group.name"),
+            Some("waybill-delivery")
+        );
+        assert!(task.attribute("waybill.delivery_id").is_some(), "{task:#?}");
         let attempt = attempts
             .iter()
             .find(|a| a.parent_span_id == task.span_id)
             .unwrap_or_else(|| panic!("no attempt under {task:#?}"));
         assert_eq!(attempt.kind, "client");
         assert_eq!(attempt.attribute("http.response.status_code"), Some("200"));
+        // The HTTP client conventions, the URL without query values.
+        assert_eq!(attempt.attribute("http.request.method"), Some("POST"));
+        assert_eq!(attempt.attribute("server.address"), Some("127.0.0.1"));
+        let url = attempt.attribute("url.full").unwrap_or_default();
+        let port = attempt.attribute("server.port").unwrap_or_default();
+        assert!(
+            url.starts_with(&format!("http://127.0.0.1:{port}/")) && port.parse::<u16>().is_ok(),
+            "{attempt:#?}"
+        );
         // The receiver's parent is the attempt that called it.
         assert_eq!(hex(&outgoing[i].span_id), attempt.span_id);
     }
@@ -258,7 +295,45 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
             !logs.contains(secret.as_str()),
             "a secret appears in the logs: {secret}"
         );
+        for span in &spans {
+            assert!(
+                span.attributes
+                    .values()
+                    .all(|v| !v.contains(secret.as_str())),
+                "a secret appears in a span: {span:#?}"
+            );
+        }
     }
+}
+
+/// A messaging span's required attributes (OpenTelemetry semantic
+/// conventions for Kafka).
+fn messaging(span: &CollectedSpan, operation: &str, kind: &str, topic: &str) {
+    assert_eq!(
+        span.attribute("messaging.system"),
+        Some("kafka"),
+        "{span:#?}"
+    );
+    assert_eq!(
+        span.attribute("messaging.operation.name"),
+        Some(operation),
+        "{span:#?}"
+    );
+    assert_eq!(
+        span.attribute("messaging.operation.type"),
+        Some(kind),
+        "{span:#?}"
+    );
+    assert_eq!(
+        span.attribute("messaging.destination.name"),
+        Some(topic),
+        "{span:#?}"
+    );
+    assert!(
+        span.attribute("messaging.destination.partition.id")
+            .is_some_and(|p| p.parse::<u32>().is_ok()),
+        "{span:#?}"
+    );
 }
 
 /// Starts `waybill dev` with `config`, logs to `stderr`, `env` on top of
