@@ -28,7 +28,7 @@ kafka: ## Fetch the Apache Kafka broker's jars for end-to-end tests (Maven; cach
 .PHONY: test
 test: ## Run every test: unit, in-process (embedded broker), the portal in headless Chromium, end-to-end and chaos (Apache Kafka + 3 processes), deploy checks, a short API fuzz run
 	scripts/ensure-browser.sh
-	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" $(CARGO) test --locked --workspace
+	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" WAYBILL_JAEGER="$$(scripts/ensure-go-tools.sh)/jaeger" $(CARGO) test --locked --workspace
 	$(MAKE) check-deploy
 	$(MAKE) fuzz-api FUZZ_SECONDS=20
 
@@ -45,7 +45,7 @@ check-deploy: ## Render, lint, schema-validate and scan the Helm chart; check co
 
 .PHONY: e2e
 e2e: ## Run only the end-to-end tests on Apache Kafka
-	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" $(CARGO) test --locked -p waybill --test e2e_kafka
+	WAYBILL_KAFKA_LIBS="$$(scripts/ensure-kafka.sh)" WAYBILL_JAEGER="$$(scripts/ensure-go-tools.sh)/jaeger" $(CARGO) test --locked -p waybill --test e2e_kafka
 
 .PHONY: chaos
 chaos: ## Chaos runs on Apache Kafka + 3 processes (SCENARIO=kill_matcher|kill_delivery|kill_ingest|restart_broker|kill_partition_leader|rolling_restart|receiver_resets, default all)

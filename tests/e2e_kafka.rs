@@ -493,3 +493,89 @@ async fn a_too_high_committed_offset_loses_nothing() {
         "{metrics}"
     );
 }
+
+/// One event's trace, exported by the three services (separate processes
+/// on Apache Kafka) to Jaeger, a trace backend nobody here wrote, and read
+/// back through Jaeger's own query API: one trace, every service in it,
+/// each stage by its semantic-convention name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_of_every_service_reaches_jaeger() {
+    let jaeger = waybill_testkit::jaeger::Jaeger::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new(env!("CARGO_BIN_EXE_waybill"));
+    options.env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), jaeger.otlp_endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "http/protobuf".into()),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION".into(), "gzip".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+    ];
+    let cluster = Cluster::start(dir.path(), options).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    let (status, created) = api
+        .post(
+            "/v1/subscriptions",
+            json!({"url": receiver.url("/traced"), "event_types": ["freights.*"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, body) = api
+        .post(
+            "/v1/events",
+            json!({"event_name": "freights.publication.created",
+                   "entity": {"type": "freight", "id": "F-JAEGER"}, "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver
+        .wait_for(1, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let traceparent = got[0].header("traceparent").expect("a traceparent");
+    let trace_id = traceparent.split('-').nth(1).unwrap().to_owned();
+
+    let wanted = [
+        ("waybill-ingest", "POST /v1/events"),
+        ("waybill-ingest", "publish freights"),
+        ("waybill-matcher", "process freights"),
+        ("waybill-delivery", "process deliveries"),
+        ("waybill-delivery", "POST"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let traces = loop {
+        let traces = jaeger.traces(&trace_id).await;
+        let complete = traces.iter().flatten().count() >= wanted.len()
+            && wanted.iter().all(|(service, name)| {
+                traces
+                    .iter()
+                    .flatten()
+                    .any(|s| s.service == *service && s.name == *name)
+            });
+        if complete {
+            break traces;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Jaeger has not the whole trace {trace_id}: {traces:#?}\nJaeger's log:\n{}",
+            jaeger.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(traces.len(), 1, "one trace: {traces:#?}");
+    let services: HashSet<&str> = traces[0].iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(
+        services,
+        HashSet::from(["waybill-ingest", "waybill-matcher", "waybill-delivery"])
+    );
+    assert!(traces[0].iter().all(|s| s.trace_id == trace_id));
+    let process = traces[0]
+        .iter()
+        .find(|s| s.name == "process freights")
+        .unwrap();
+    assert!(
+        process
+            .tags
+            .contains(&("messaging.system".to_owned(), "kafka".to_owned())),
+        "{process:#?}"
+    );
+}

@@ -75,6 +75,8 @@ pub struct Options {
     pub extra_config: String,
     /// `RUST_LOG` of the services.
     pub log: String,
+    /// More environment of every service process (e.g. `OTEL_*`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -86,6 +88,7 @@ impl Options {
             partitions: 3,
             extra_config: String::new(),
             log: "info".into(),
+            env: Vec::new(),
         }
     }
 }
@@ -361,7 +364,8 @@ listen = "127.0.0.1:{delivery}"
         let mut c = Command::new(&self.options.waybill);
         c.args([subcommand, "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", &self.options.log);
+            .env("RUST_LOG", &self.options.log)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -7,6 +7,8 @@
 //! - [`api`]: a client of the HTTP API returning status and JSON.
 //! - [`cluster`]: Apache Kafka and the three services as processes that
 //!   can be killed and restarted.
+//! - [`jaeger`]: Jaeger (built from its Go module) as a trace backend to
+//!   export to and read traces back from.
 //! - [`kafka`]: Apache Kafka KRaft nodes (one, or three) as child processes.
 //! - [`otlp`]: an OTLP/HTTP trace collector that keeps the spans it receives.
 //! - [`receiver`], [`serve`]: `waybill-receiver`'s recording webhook
@@ -20,6 +22,7 @@
 pub mod api;
 pub mod browser;
 pub mod cluster;
+pub mod jaeger;
 pub mod kafka;
 pub mod otlp;
 pub mod schema;
