@@ -215,7 +215,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> anyhow::Result<()> {
         Command::Delivery => serve(Service::Delivery, cli.config, env).await,
         Command::Dev(args) => dev::run(args, cli.config, env).await,
         Command::Listen(args) => listen::run(args).await,
-        Command::Admin(args) => admin::run(args).await,
+        Command::Admin(args) => admin::run(args, cli.config.as_deref(), env).await,
         Command::Bench(args) => bench(args, cli.config, env).await,
         Command::Reseal(args) => {
             let config: Config = load(toml::Table::new(), cli.config.as_deref(), env)?;

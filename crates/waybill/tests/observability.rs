@@ -589,7 +589,25 @@ async fn the_sampler_settings_are_honoured() {
         async move { found }
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}; logs:\n{}", read(&run.stderr_path)));
+    .unwrap_or_else(|e| {
+        // Was it not delivered, or delivered in another trace?
+        let received: Vec<_> = run
+            .receiver
+            .received()
+            .iter()
+            .map(|r| {
+                (
+                    r.header("traceparent").map(str::to_owned),
+                    r.json()["data"].clone(),
+                )
+            })
+            .collect();
+        panic!(
+            "{e}; the producer's trace {}; received {received:?}; logs:\n{}",
+            producer.trace_id_hex(),
+            read(&run.stderr_path)
+        )
+    });
     assert_eq!(sampled.flags & 1, 1);
     run.collector
         .wait_for_trace(&producer.trace_id_hex(), WAIT, |spans| {
