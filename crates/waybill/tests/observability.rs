@@ -31,6 +31,18 @@ const WAIT: Duration = Duration::from_secs(30);
 const API_KEY: &str = "wb_observability_key_5f1c2d0a1b2c";
 const OPERATOR_TOKEN: &str = "wbop_observability_operator_8a7e";
 
+/// At most two `waybill dev` processes of this file at once: five at once
+/// on a 2-core machine (with the other test binaries' work) slowed
+/// deliveries past the tests' waits.
+async fn slot() -> tokio::sync::SemaphorePermit<'static> {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS
+        .get_or_init(|| tokio::sync::Semaphore::new(2))
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+}
+
 fn one<'a>(spans: &'a [CollectedSpan], name: &str) -> &'a CollectedSpan {
     let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
     assert_eq!(found.len(), 1, "one {name} span expected: {spans:#?}");
@@ -42,6 +54,7 @@ async fn one_trace_from_producer_to_receiver_and_no_secret_in_logs() {
     /// A vendor's entries, to be passed on untouched.
     const PRODUCER_STATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
     waybill_testkit::wait::watchdog(Duration::from_secs(240));
+    let _slot = slot().await;
     let collector = Collector::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let encryption_key = Keyring::generate_key();
@@ -399,6 +412,7 @@ struct Exporting {
     receiver: Receiver,
     stderr_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
 async fn exporting_to_a_collector(env: &[(&str, &str)]) -> Exporting {
@@ -406,7 +420,8 @@ async fn exporting_to_a_collector(env: &[(&str, &str)]) -> Exporting {
 }
 
 async fn exporting_to(collector: Collector, env: &[(&str, &str)]) -> Exporting {
-    waybill_testkit::wait::watchdog(Duration::from_secs(180));
+    waybill_testkit::wait::watchdog(Duration::from_secs(240));
+    let slot = slot().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("waybill.toml");
     std::fs::write(&config, "").unwrap();
@@ -431,6 +446,7 @@ async fn exporting_to(collector: Collector, env: &[(&str, &str)]) -> Exporting {
         receiver,
         stderr_path,
         _dir: dir,
+        _slot: slot,
     }
 }
 
