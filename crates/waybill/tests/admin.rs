@@ -12,18 +12,11 @@ use waybill_testkit::receiver::{Options, Receiver};
 
 const KEY: &str = "wb_admin_check_key_3c1d2e4f5a6b7c8d9e0f";
 
-fn admin(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_waybill"))
-        .args(["admin", "--api", api, "--token", token, "check"])
-        .args(args)
-        .env_remove("WAYBILL_OPERATOR_TOKEN")
-        .output()
-        .expect("waybill admin runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `waybill admin --api <api> --token <token> check <args>`.
+async fn check(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = strings(&["--api", api, "--token", token, "check"]);
+    all.extend(strings(args));
+    admin_with(all, Vec::new()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,14 +43,7 @@ async fn check_proves_a_deployment_delivers_and_cleans_up() {
 
     // Twice: the second run reuses the check's tenant.
     for _ in 0..2 {
-        let (api_url, token, args) = (api_url.clone(), token.clone(), args.clone());
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            admin(&api_url, &token, &args)
-        })
-        .await
-        .unwrap();
+        let (ok, stdout, stderr) = check(&api_url, &token, &args).await;
         assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
         let lines: Vec<&str> = stdout.lines().collect();
         for url in &admins {
@@ -100,31 +86,23 @@ async fn check_proves_a_deployment_delivers_and_cleans_up() {
     .await
     .unwrap();
     let refusing_url = refusing.url("/down");
-    let (api_c, token_c) = (api_url.clone(), token.clone());
-    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        admin(
-            &api_c,
-            &token_c,
-            &[
-                "--receiver-url",
-                &refusing_url,
-                "--expect-success",
-                "--timeout",
-                "30s",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let (ok, stdout, stderr) = check(
+        &api_url,
+        &token,
+        &[
+            "--receiver-url",
+            &refusing_url,
+            "--expect-success",
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
     assert!(!ok, "{stdout}");
     assert!(stderr.contains("answered 503"), "{stderr}");
 
     // A wrong token: a clear error, exit 1.
-    let (api_c, _) = (api_url.clone(), ());
-    let (ok, _, stderr) =
-        tokio::task::spawn_blocking(move || admin(&api_c, "wbop_wrong_token_0000000000", &[]))
-            .await
-            .unwrap();
+    let (ok, _, stderr) = check(&api_url, "wbop_wrong_token_0000000000", &[]).await;
     assert!(!ok);
     assert!(stderr.contains("GET /v1/tenants answered 401"), "{stderr}");
     stack.stop().await.unwrap();
