@@ -28,7 +28,7 @@ use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicCo
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Event, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -315,19 +315,6 @@ fn install(format: LogFormat, filter: Option<&str>, provider: &SdkTracerProvider
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let traced = Targets::new().with_target("waybill", tracing::Level::INFO);
-    // Parents come from the tracing span tree, not from OpenTelemetry's
-    // thread-local context, which is attached on every span entry (work on
-    // every poll) and is the likely cause of a webhook attempt seen once in
-    // CI, under load, starting a trace of its own instead of continuing
-    // its task's. Waybill uses no other OpenTelemetry instrumentation that
-    // would need that context.
-    let otel = tracing_opentelemetry::layer()
-        .with_context_activation(false)
-        .with_tracer(provider.tracer("waybill"))
-        .with_location(false)
-        .with_threads(false)
-        .with_filter(traced);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Human => fmt.boxed(),
@@ -342,12 +329,69 @@ fn install(format: LogFormat, filter: Option<&str>, provider: &SdkTracerProvider
             .boxed(),
     };
     // A subscriber already installed (tests) is fine.
-    drop(
-        Registry::default()
-            .with(otel)
-            .with(fmt.with_filter(filter))
-            .try_init(),
-    );
+    drop(subscriber(provider.tracer("waybill"), fmt, filter).try_init());
+}
+
+/// The registry with the OpenTelemetry layer (Waybill's spans at `INFO`
+/// and above) and the log layer (what `filter` enables).
+///
+/// Both filters are per layer, and tracing-subscriber keeps which of them
+/// enabled a callsite in a thread-local map, set by `enabled()` and
+/// consumed by the span or event that follows. `tracing::enabled!` (which
+/// rdkafka calls whenever a client is configured) sets it with nothing to
+/// consume it, and a callsite whose interest is cached as `always` is
+/// created without asking the filters again: the next span on that thread
+/// used the stale map and was hidden from OpenTelemetry (an API request
+/// or a webhook attempt, seen in CI, then started a trace of its own). The
+/// traced filter is therefore dynamic (`Interest::sometimes`), so every
+/// callsite asks both filters each time and the map is always fresh.
+fn subscriber(
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    logs: Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>,
+    filter: EnvFilter,
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> {
+    // Parents come from the tracing span tree, not from OpenTelemetry's
+    // thread-local context, which is attached on every span entry (work on
+    // every poll). Waybill uses no other OpenTelemetry instrumentation that
+    // would need that context.
+    let otel = tracing_opentelemetry::layer()
+        .with_context_activation(false)
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_filter(Traced);
+    Registry::default()
+        .with(logs.with_filter(filter))
+        .with(otel)
+}
+
+/// Waybill's own spans and events at `INFO` and above, decided on every
+/// call (see [`subscriber`] for why it is never cached).
+struct Traced;
+
+impl<S> tracing_subscriber::layer::Filter<S> for Traced {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        traced(meta)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if traced(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+}
+
+fn traced(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() <= tracing::Level::INFO && meta.target().starts_with("waybill")
 }
 
 /// Prefixes each JSON line with the `trace_id` and `span_id` of the span
@@ -672,6 +716,37 @@ mod tests {
         assert!(err.contains("holds no PEM certificate"), "{err}");
         let err = read(&cert, &cert, &cert).unwrap_err();
         assert!(err.contains("holds no PEM private key"), "{err}");
+    }
+
+    /// rdkafka asks `tracing::enabled!(target: "librdkafka", ..)` whenever
+    /// a client is configured: logged by `RUST_LOG=info`, not traced. The
+    /// next span on that thread (here an API request and its publish span)
+    /// must still be traced, its child in its trace.
+    #[test]
+    fn a_stray_enabled_check_hides_no_span_from_tracing() {
+        let provider = SdkTracerProvider::builder().build();
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .boxed();
+        let subscriber = subscriber(provider.tracer("test"), logs, EnvFilter::new("info"));
+        tracing::subscriber::with_default(subscriber, || {
+            for round in 0..3 {
+                let _ = tracing::enabled!(target: "librdkafka", tracing::Level::INFO);
+                let request = tracing::info_span!(target: "waybill_ingest", "ingest.request");
+                let publish =
+                    request.in_scope(|| tracing::info_span!(target: "waybill_ingest", "publish"));
+                let request = request.context().span().span_context().clone();
+                let publish = publish.context().span().span_context().clone();
+                assert!(
+                    request.is_valid(),
+                    "round {round}: the request is not traced"
+                );
+                assert_eq!(publish.trace_id(), request.trace_id(), "round {round}");
+            }
+            // What is not Waybill's is not traced.
+            let other = tracing::info_span!(target: "hyper", "connect");
+            assert!(!other.context().span().span_context().is_valid());
+        });
     }
 
     #[test]
