@@ -9,6 +9,17 @@
 # do not inherit each other's logs or offsets.
 #
 #   scripts/bench-kafka.sh [--runs 3] [--workloads W1,W2,W3,W4] [--scale 1] [--out bench-kafka.json]
+#                          [--partitions 3] [--delivery-replicas 1] [--max-in-flight-total N]
+#   scripts/bench-kafka.sh --workloads S1 --partitions 12 --delivery-replicas 2 --max-in-flight-total 64
+#                                       # scale-out: two `waybill delivery` processes share
+#                                       # the 12 partitions, each with 64 requests in flight
+#   scripts/bench-kafka.sh --workloads S1 --scale 3 --partitions 12 --max-in-flight-total 64 --churn
+#                                       # a delivery process joins 5 s into each run and the
+#                                       # first one leaves (SIGTERM) at 15 s: lost, and the
+#                                       # longest pause between arrivals, are in the table
+#
+# The CPU seconds each process used during each measured run (services,
+# the Kafka JVM, the load tool) go to the --out file's name with -cpu.txt.
 #   FETCH_WAIT_MS=10 scripts/bench-kafka.sh --workloads W3   # the services'
 #                                       # fetch.wait.max.ms (default 100)
 #
@@ -17,13 +28,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3 workloads=W1,W2,W3,W4 scale=1 out=bench-kafka.json
+runs=3 workloads=W1,W2,W3,W4 scale=1 out=bench-kafka.json partitions=3 replicas=1 total= churn=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --workloads) workloads="$2"; shift 2 ;;
     --scale) scale="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --partitions) partitions="$2"; shift 2 ;;
+    --delivery-replicas) replicas="$2"; shift 2 ;;
+    --max-in-flight-total) total="$2"; shift 2 ;;
+    --churn) churn=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -87,6 +102,28 @@ start_kafka() {
   [[ -n "$brokers" ]] || { echo "Kafka did not start (see $logs)" >&2; exit 1; }
 }
 
+# CPU seconds (user + system) a process used so far.
+cpu_seconds() { # pid
+  python3 - "$1" <<'PY'
+import os, sys
+try:
+    fields = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
+    print(round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2))
+except OSError:
+    print("gone")
+PY
+}
+
+# Starts one more `waybill delivery` of the deployment in $1 (same group).
+start_delivery_replica() { # logs n
+  local port
+  port=$(free_port)
+  WAYBILL_DELIVERY__LISTEN="127.0.0.1:$port" RUST_LOG=warn "$bin" delivery \
+    --config "$1/waybill.toml" >"$1/delivery$2.log" 2>&1 &
+  pids+=($!)
+  names+=("delivery$2")
+}
+
 # Starts the three services with topics prefixed $2, logging into $1; sets
 # $api and $key.
 start_deployment() {
@@ -98,7 +135,7 @@ start_deployment() {
 [kafka]
 brokers = "$brokers"
 topic_prefix = "$prefix"
-partitions = 3
+partitions = $partitions
 subscriptions_partitions = 1
 create_topics = false
 replication_factor = 1
@@ -132,17 +169,63 @@ listen = "127.0.0.1:$matcher"
 
 [delivery]
 listen = "127.0.0.1:$delivery"
+${total:+max_in_flight_total = $total}
 TOML
   RUST_LOG=warn "$bin" create-topics --config "$logs/waybill.toml" >"$logs/create-topics.log" 2>&1
   local service
+  names=()
   for service in ingest matcher delivery; do
     RUST_LOG=warn "$bin" "$service" --config "$logs/waybill.toml" >"$logs/$service.log" 2>&1 &
     pids+=($!)
+    names+=("$service")
   done
   local port
   for port in "$ingest_admin" "$matcher" "$delivery"; do wait_ready "http://127.0.0.1:$port/readyz"; done
+  # More delivery processes in the same consumer group (each with an admin
+  # port of its own); the group settles before anything is measured.
+  local n
+  for n in $(seq 2 "$replicas"); do start_delivery_replica "$logs" "$n"; done
+  if [[ "$replicas" -gt 1 ]]; then sleep 10; fi
 }
 
+# Runs the load tool against the deployment ($1: logs, $2: workload) and
+# records each process's CPU seconds during the run.
+measure() {
+  local logs="$1" workload="$2" before=() i started
+  for i in "${!pids[@]}"; do before+=("$(cpu_seconds "${pids[$i]}")"); done
+  local kafka_before
+  kafka_before=$(cpu_seconds "$kafka_pid")
+  started=$(date +%s.%N)
+  TIMEFORMAT='%U %S'
+  { time RUST_LOG=error "$bin" bench --api "http://127.0.0.1:$api" --key "$key" \
+      --workloads "$workload" --scale "$scale" --delivery-replicas "$replicas" \
+      --out "$logs.json" >/dev/null 2>"$logs/bench.log" & bench=$!
+    if [[ -n "$churn" ]]; then
+      sleep 5
+      echo "  a delivery process joins" >&3
+      start_delivery_replica "$logs" churn
+      before+=(0)
+      sleep 10
+      echo "  the first delivery process leaves (SIGTERM)" >&3
+      kill -TERM "${pids[2]}"
+    fi
+    wait "$bench"; } 2>"$logs/bench.time"
+  local line="$workload run: wall $(python3 -c "import time; print(round(time.time() - $started, 1))") s; cpu s:"
+  for i in "${!pids[@]}"; do
+    local now
+    now=$(cpu_seconds "${pids[$i]}")
+    if [[ "$now" == gone ]]; then now="${before[$i]} (exited)"; else now=$(python3 -c "print(round($now - ${before[$i]}, 2))"); fi
+    line+=" ${names[$i]} $now"
+  done
+  line+=" kafka $(python3 -c "print(round($(cpu_seconds "$kafka_pid") - $kafka_before, 2))")"
+  line+=" bench $(tail -1 "$logs/bench.time" | awk '{print $1 + $2}')"
+  echo "$line" >&2
+  echo "$line" >>"$cpu_out"
+}
+
+exec 3>&2
+cpu_out="${out%.json}-cpu.txt"
+: >"$cpu_out"
 echo "Kafka and the services log to $dir" >&2
 start_kafka "$dir/kafka"
 echo "warm-up (not counted): W1 at scale 0.5" >&2
@@ -154,8 +237,7 @@ for run in $(seq 1 "$runs"); do
   for workload in ${workloads//,/ }; do
     echo "run $run, $workload: fresh services and topics" >&2
     start_deployment "$dir/run$run-$workload" "run$run$workload."
-    RUST_LOG=error "$bin" bench --api "http://127.0.0.1:$api" --key "$key" \
-      --workloads "$workload" --scale "$scale" --out "$dir/run$run-$workload.json" >/dev/null
+    measure "$dir/run$run-$workload" "$workload"
     stop_deployment
   done
 done

@@ -69,6 +69,7 @@ RULES = {
     "delivery.connectTimeout": DURATION,
     "delivery.requestTimeout": DURATION,
     "delivery.drainTimeout": DURATION,
+    "delivery.maxInFlightTotal": {"type": "integer", "minimum": 1, "maximum": 100000},
     "metrics.serviceMonitor.interval": DURATION,
     "tests.timeout": DURATION,
     "tests.receiverUrl": {"pattern": r"^https?://.+"},

@@ -165,6 +165,49 @@ async fn entity_order_by_default_none_overlaps_and_max_in_flight_caps() {
     assert_eq!(refused["error"]["code"], "validation_failed", "{refused}");
 }
 
+/// `delivery.max_in_flight_total` bounds the process's requests across
+/// subscriptions: three subscriptions that would each send 6 at once (no
+/// ordering) share 3 slots; every delivery arrives once, and the waits are
+/// counted in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_total_bounds_the_process_across_subscriptions() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new(env!("CARGO_BIN_EXE_waybill"));
+    options.extra_config = "max_in_flight_total = 3\n".into();
+    let cluster = Cluster::start(dir.path(), options).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::with(receiver::Options {
+        delay: Some(ANSWER_AFTER),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for path in ["/a", "/b", "/c"] {
+        subscribe(&api, receiver.url(path), json!({"ordering": "none"})).await;
+    }
+    let events = 6;
+    for n in 0..events {
+        post_event(&api, &format!("F-{n}"), n).await;
+    }
+    let all = 3 * events;
+    if let Err(e) = receiver.wait_for(all, Duration::from_secs(120)).await {
+        panic!("{e}\n{}", cluster.logs());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), all, "no request twice");
+    let every: Vec<&Received> = got.iter().collect();
+    assert_eq!(most_in_flight(&every), 3, "3 slots, all used, never more");
+    let admin = cluster.health_url(Role::Delivery).unwrap();
+    assert!(metric(&admin, "waybill_request_slot_waits_total").await >= 1.0);
+    assert_eq!(
+        metric(&admin, "waybill_delivery_requests_in_flight").await,
+        0.0,
+        "every slot given back"
+    );
+}
+
 /// `ordering: "strict"`: one entity's 20 events, the 3rd answered 500
 /// twice, arrive (2xx) exactly in order; another entity of the subscription
 /// is not delayed by the held one. With `kill`, the delivery process is

@@ -115,6 +115,38 @@ pub fn standard() -> Vec<Workload> {
     ]
 }
 
+/// Open-loop latency at a rate both Waybill and its peers carry (L1, L2),
+/// and scale-out against slow receivers (S1; not run unless named).
+pub fn latency_and_scale() -> Vec<Workload> {
+    vec![
+        Workload {
+            rate: Some(400),
+            ..Workload::plain("L1", "W1 at 400 events/s for 30 s (latency)", 1, 12_000)
+        },
+        Workload {
+            rate: Some(150),
+            ..Workload::plain("L2", "W2 at 150 events/s for 30 s (latency)", 10, 4_500)
+        },
+        slow_receivers(),
+    ]
+}
+
+/// S1: 200 subscriptions whose receivers answer after 50 ms, 100 events
+/// (20,000 deliveries): what bounds a delivery process is its requests in
+/// flight (`delivery.max_in_flight_total`), not its CPU, so replicas add
+/// capacity.
+pub fn slow_receivers() -> Workload {
+    Workload {
+        answer_after_ms: 50,
+        ..Workload::plain(
+            "S1",
+            "200 subscriptions, receivers answer after 50 ms, 100 events",
+            200,
+            100,
+        )
+    }
+}
+
 /// What each `ordering` mode costs: one subscription, 10 entities,
 /// `max_in_flight` 64 (O1..O8; not run unless named): O1..O3 with a
 /// receiver answering at once, O4/O5 with failures, O6..O8 with one
@@ -154,10 +186,12 @@ pub fn ordering_modes() -> Vec<Workload> {
     ]
 }
 
-/// Every workload by name: [`standard`], then [`ordering_modes`].
+/// Every workload by name: [`standard`], [`ordering_modes`], then
+/// [`latency_and_scale`].
 pub fn all() -> Vec<Workload> {
     let mut all = standard();
     all.extend(ordering_modes());
+    all.extend(latency_and_scale());
     all
 }
 
@@ -230,8 +264,27 @@ pub struct Report {
     pub out_of_order: usize,
     /// POST sent → first 2xx arrival, per delivery.
     pub latency: Latency,
+    /// The longest time between two successive 2xx arrivals while
+    /// deliveries were still due, ms: the pause of a rebalance when a
+    /// delivery process joins or leaves during the run.
+    #[serde(default)]
+    pub longest_gap_ms: f64,
+    /// `waybill delivery` processes of the deployment (as the caller
+    /// said: `--delivery-replicas`).
+    #[serde(default = "one")]
+    pub delivery_replicas: usize,
     /// Wall time of the workload.
     pub seconds: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The longest time between two successive instants of `at` (any order).
+pub fn longest_gap(mut at: Vec<Instant>) -> Duration {
+    at.sort_unstable();
+    at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
 }
 
 /// The raw HTTP ceiling: `requests` posts of an event-sized body straight
@@ -437,6 +490,7 @@ pub async fn run(
         .filter_map(|((event, _), at)| sent.get(event).map(|s| at.saturating_duration_since(*s)))
         .collect();
     let delivered = first.len();
+    let longest_gap_ms = longest_gap(first.values().copied().collect()).as_secs_f64() * 1000.0;
     let out_of_order = out_of_order(
         &first,
         &written.lock().unwrap(),
@@ -467,6 +521,8 @@ pub async fn run(
         failed_on_purpose,
         out_of_order,
         latency: Latency::of(latencies),
+        longest_gap_ms,
+        delivery_replicas: 1,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -631,6 +687,8 @@ impl Spread {
 pub struct Summary {
     /// `W1` ...
     pub workload: String,
+    /// `waybill delivery` processes.
+    pub delivery_replicas: usize,
     /// Runs summarised.
     pub runs: usize,
     /// Accepted events per second.
@@ -653,23 +711,30 @@ pub struct Summary {
     pub duplicates: usize,
     /// Deliveries out of their entity's order over all runs.
     pub out_of_order: usize,
+    /// The longest pause between arrivals, ms.
+    pub longest_gap_ms: Spread,
 }
 
-/// Groups `reports` by workload (in order of first appearance).
+/// Groups `reports` by workload and delivery replicas (in order of first
+/// appearance).
 pub fn summarize(reports: &[Report]) -> Vec<Summary> {
-    let mut names: Vec<&str> = Vec::new();
+    let mut keys: Vec<(&str, usize)> = Vec::new();
     for r in reports {
-        if !names.contains(&r.workload.as_str()) {
-            names.push(&r.workload);
+        let key = (r.workload.as_str(), r.delivery_replicas);
+        if !keys.contains(&key) {
+            keys.push(key);
         }
     }
-    names
-        .into_iter()
-        .map(|name| {
-            let runs: Vec<&Report> = reports.iter().filter(|r| r.workload == name).collect();
+    keys.into_iter()
+        .map(|(name, replicas)| {
+            let runs: Vec<&Report> = reports
+                .iter()
+                .filter(|r| r.workload == name && r.delivery_replicas == replicas)
+                .collect();
             let spread = |f: fn(&Report) -> f64| Spread::of(runs.iter().map(|r| f(r)).collect());
             Summary {
                 workload: name.to_owned(),
+                delivery_replicas: replicas,
                 runs: runs.len(),
                 accepted_per_s: spread(|r| r.accepted_per_s),
                 delivered_per_s: spread(|r| r.delivered_per_s),
@@ -681,6 +746,7 @@ pub fn summarize(reports: &[Report]) -> Vec<Summary> {
                 lost: runs.iter().map(|r| r.lost).sum(),
                 duplicates: runs.iter().map(|r| r.duplicates).sum(),
                 out_of_order: runs.iter().map(|r| r.out_of_order).sum(),
+                longest_gap_ms: spread(|r| r.longest_gap_ms),
             }
         })
         .collect()
@@ -689,15 +755,23 @@ pub fn summarize(reports: &[Report]) -> Vec<Summary> {
 /// A Markdown table of `summaries` (median, then min–max).
 pub fn markdown(summaries: &[Summary]) -> String {
     let mut out = String::from(
-        "| workload | runs | accepted/s | delivered/s | of ceiling | p50 | p99 | p99.9 | lost | duplicates | out of order |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| workload | delivery processes | runs | accepted/s | delivered/s | of ceiling | p50 | p99 | p99.9 | longest pause | lost | duplicates | out of order |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let rate = |s: &Spread| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max);
     let ratio = |s: &Spread| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max);
-    let ms = |s: &Spread| format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max);
+    let ms = |s: &Spread| {
+        // Below 10 ms a tenth of a millisecond matters.
+        let digits = if s.max < 10.0 { 1 } else { 0 };
+        format!(
+            "{:.*} ms ({:.*}–{:.*})",
+            digits, s.median, digits, s.min, digits, s.max
+        )
+    };
     for s in summaries {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.workload,
+            s.delivery_replicas,
             s.runs,
             rate(&s.accepted_per_s),
             rate(&s.delivered_per_s),
@@ -705,6 +779,7 @@ pub fn markdown(summaries: &[Summary]) -> String {
             ms(&s.p50_ms),
             ms(&s.p99_ms),
             ms(&s.p999_ms),
+            ms(&s.longest_gap_ms),
             s.lost,
             s.duplicates,
             s.out_of_order,
@@ -770,25 +845,48 @@ mod tests {
             failed_on_purpose: 0,
             out_of_order: 0,
             latency: Latency::default(),
+            longest_gap_ms: rate,
+            delivery_replicas: 1,
             seconds: 1.0,
         };
+        let mut two = report("W1", 50.0, 0);
+        two.delivery_replicas = 2;
         let all = [
             report("W1", 10.0, 0),
             report("W2", 5.0, 1),
             report("W1", 30.0, 0),
+            two,
             report("W1", 20.0, 2),
         ];
         let summaries = summarize(&all);
-        assert_eq!(summaries.len(), 2);
+        assert_eq!(summaries.len(), 3, "W1 on one and on two processes apart");
+        assert_eq!(
+            (
+                summaries[2].workload.as_str(),
+                summaries[2].delivery_replicas
+            ),
+            ("W1", 2)
+        );
         assert_eq!(summaries[0].workload, "W1");
         assert_eq!(summaries[0].runs, 3);
         assert_eq!(summaries[0].delivered_per_s.median, 20.0);
         assert_eq!((summaries[0].lost, summaries[0].duplicates), (2, 3));
         let table = markdown(&summaries);
         assert!(
-            table.contains("| W1 | 3 | 20 (10–30) | 20 (10–30) | 0.20 (0.10–0.30) |"),
+            table.contains("| W1 | 1 | 3 | 20 (10–30) | 20 (10–30) | 0.20 (0.10–0.30) |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn the_longest_pause_between_arrivals() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            longest_gap(vec![at(30), at(0), at(10), at(250), at(260)]),
+            Duration::from_millis(220)
+        );
+        assert_eq!(longest_gap(vec![at(5)]), Duration::ZERO);
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub struct DeliveryConfig {
     /// response is in; writing its outcome to Kafka happens behind it
     /// (except on a strict lane, where the outcome may hold the lane).
     pub max_in_flight_per_subscription: usize,
+    /// The most webhook requests of this process in flight at once, across
+    /// every partition and subscription: what bounds a pod's sockets and
+    /// the memory of its requests and responses. An attempt waits for a
+    /// slot after its rate limit; a slot is free once the response is in.
+    /// Throughput against slow receivers is about this over their answer
+    /// time, per process (see docs/deploy.md, sizing).
+    pub max_in_flight_total: usize,
     /// How long a revoked partition may take to finish its current request.
     #[serde(with = "waybill_core::duration")]
     pub drain_timeout: Duration,
@@ -85,6 +92,7 @@ impl Default for DeliveryConfig {
             freshness_timeout: Duration::from_secs(10),
             max_in_flight_per_partition: 1000,
             max_in_flight_per_subscription: 64,
+            max_in_flight_total: 512,
             drain_timeout: Duration::from_secs(20),
             backlog_sample_interval: Duration::from_secs(15),
             disable_after: Duration::from_secs(5 * 24 * 3600),
@@ -117,6 +125,9 @@ impl DeliveryConfig {
         }
         if !(1..=1000).contains(&self.max_in_flight_per_subscription) {
             out.push("delivery.max_in_flight_per_subscription: must be between 1 and 1000".into());
+        }
+        if !(1..=100_000).contains(&self.max_in_flight_total) {
+            out.push("delivery.max_in_flight_total: must be between 1 and 100000".into());
         }
         if self.pause_retention.is_zero() {
             out.push("delivery.pause_retention: must be positive".into());

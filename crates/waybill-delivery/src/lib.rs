@@ -8,6 +8,8 @@
 //! - [`lanes`]: which deliveries of a partition may run now (one at a time
 //!   per subscription and entity, a cap per subscription).
 //! - [`limits`]: per-subscription rate limits.
+//! - [`slots`]: the bound on the process's requests in flight
+//!   (`max_in_flight_total`).
 //! - [`sender`]: one HTTP attempt (auth, signing, `Retry-After`, excerpt),
 //!   with name resolution that obeys the URL policy.
 //! - [`takeover`]: what a partition's new owner reads before its first
@@ -34,6 +36,7 @@ pub mod partition;
 pub mod pause;
 pub mod request;
 pub mod sender;
+pub mod slots;
 pub mod strict;
 pub mod takeover;
 pub mod worker;
@@ -154,6 +157,10 @@ pub async fn run(
         keys: settings.keys,
         config: settings.delivery.clone(),
         limits: limits::RateLimits::default(),
+        slots: slots::RequestSlots::new(
+            settings.delivery.max_in_flight_total,
+            settings.metrics.get().requests_in_flight.clone(),
+        ),
         health: health::HealthLocks::new(100_000),
         succeeded: worker::succeeded_cache(),
         kafka: settings.kafka.clone(),

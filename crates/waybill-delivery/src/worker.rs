@@ -91,6 +91,8 @@ pub struct Worker {
     pub config: DeliveryConfig,
     /// Per-subscription rate limits.
     pub limits: RateLimits,
+    /// The process's requests in flight (`max_in_flight_total`).
+    pub slots: crate::slots::RequestSlots,
     /// Kafka connection, to read `delivery_attempts` when a partition is
     /// taken over.
     pub kafka: waybill_kafka::KafkaConfig,
@@ -435,8 +437,9 @@ impl Worker {
         }
     }
 
-    /// Waits for the subscription's rate limit and sends the request;
-    /// `None` if the partition is taken away while waiting. A request once
+    /// Waits for the subscription's rate limit and a request slot of the
+    /// process, and sends the request; `None` if the partition is taken
+    /// away while waiting. A request once
     /// sent is seen through (it is bounded by the request timeout, shorter
     /// than the drain timeout), so a stop does not turn it into a
     /// duplicate. The lane is free once the request is over.
@@ -460,6 +463,20 @@ impl Worker {
             let metrics = self.metrics.get();
             metrics.rate_limit_waits.inc();
             metrics.rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+        }
+        // A slot of the process's requests in flight, held until the
+        // response is in.
+        let (request_slot, waited) = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            got = self.slots.acquire() => got,
+        };
+        if let Some(waited) = waited {
+            let metrics = self.metrics.get();
+            metrics.request_slot_waits.inc();
+            metrics
+                .request_slot_wait_seconds
+                .inc_by(waited.as_secs_f64());
         }
         let method = subscription.spec.method.as_str();
         // An HTTP client span by the semantic conventions; the URL without
@@ -498,6 +515,7 @@ impl Worker {
             )
             .instrument(attempt_span.clone())
             .await;
+        drop(request_slot);
         // A success is remembered before the lane's next delivery may start:
         // a duplicate task right behind it on the lane is then skipped.
         if attempt.succeeded() {

@@ -177,6 +177,14 @@ pub struct Families {
     pub rate_limit_waits: Counter,
     /// `waybill_rate_limit_wait_seconds_total`.
     pub rate_limit_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// `waybill_delivery_requests_in_flight`: webhook requests of the
+    /// process in flight (bounded by `delivery.max_in_flight_total`).
+    pub requests_in_flight: Gauge,
+    /// `waybill_request_slot_waits_total`: attempts that waited for a slot
+    /// under `delivery.max_in_flight_total`.
+    pub request_slot_waits: Counter,
+    /// `waybill_request_slot_wait_seconds_total`.
+    pub request_slot_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// `waybill_subscription_health_changes_total{status}`.
     pub health_changes: Family<HealthLabels, Counter>,
     /// `waybill_takeover_skipped_total`.
@@ -272,6 +280,9 @@ impl Metrics {
             retries_scheduled: Family::default(),
             rate_limit_waits: Counter::default(),
             rate_limit_wait_seconds: Counter::default(),
+            requests_in_flight: Gauge::default(),
+            request_slot_waits: Counter::default(),
+            request_slot_wait_seconds: Counter::default(),
             health_changes: Family::default(),
             takeover_skipped: Counter::default(),
             duplicate_tasks_skipped: Counter::default(),
@@ -395,6 +406,22 @@ impl Metrics {
             "Time attempts spent waiting for rate limits",
             Unit::Seconds,
             f.rate_limit_wait_seconds.clone(),
+        );
+        registry.register(
+            "delivery_requests_in_flight",
+            "Webhook requests of this process in flight (at most delivery.max_in_flight_total)",
+            f.requests_in_flight.clone(),
+        );
+        registry.register(
+            "request_slot_waits",
+            "Attempts that waited for a request slot (delivery.max_in_flight_total)",
+            f.request_slot_waits.clone(),
+        );
+        registry.register_with_unit(
+            "request_slot_wait",
+            "Time attempts spent waiting for a request slot",
+            Unit::Seconds,
+            f.request_slot_wait_seconds.clone(),
         );
         registry.register(
             "subscription_health_changes",

@@ -83,8 +83,10 @@ pub struct BenchArgs {
     /// Tenant API key for `--api`.
     #[arg(long, env = "WAYBILL_BENCH_KEY")]
     pub key: Option<String>,
-    /// Workloads to run, comma-separated: W1..W4, or O1..O8 (one
-    /// subscription in each `ordering` mode).
+    /// Workloads to run, comma-separated: W1..W4, O1..O8 (one
+    /// subscription in each `ordering` mode), L1 and L2 (W1 at 400 and W2
+    /// at 150 events/s, open loop: latency), S1 (200 subscriptions whose
+    /// receivers answer after 50 ms: scale-out).
     #[arg(long, default_value = "W1,W2,W3,W4", value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// Requests in flight while posting.
@@ -105,6 +107,11 @@ pub struct BenchArgs {
     /// Where to write the results (JSON).
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
+    /// `waybill delivery` processes of the `--api` deployment, recorded
+    /// with each result (scripts/bench-kafka.sh starts them); summaries
+    /// are per workload and replica count.
+    #[arg(long, default_value_t = 1, requires = "api")]
+    pub delivery_replicas: usize,
 }
 
 /// Options of `waybill reseal`.
@@ -346,7 +353,7 @@ async fn measure(
         .collect();
     if workloads.is_empty() {
         anyhow::bail!(
-            "no workload selected; use --workloads W1,W2,W3,W4 (or O1..O8, the ordering modes)"
+            "no workload selected; use --workloads W1,W2,W3,W4 (or O1..O8, the ordering modes; L1, L2, open-loop latency; S1, slow receivers)"
         );
     }
     let attached = match &args.api {
@@ -368,8 +375,16 @@ async fn measure(
             tracing::info!(run, workload = workload.name, "starting");
             let results = match &attached {
                 Some(target) => {
-                    waybill_bench::run_all(target, std::slice::from_ref(workload), args.concurrency)
-                        .await?
+                    let mut results = waybill_bench::run_all(
+                        target,
+                        std::slice::from_ref(workload),
+                        args.concurrency,
+                    )
+                    .await?;
+                    for report in &mut results.workloads {
+                        report.delivery_replicas = args.delivery_replicas;
+                    }
+                    results
                 }
                 None => {
                     let config = load(dev::bench_config(), file.as_deref(), env.clone())?;

@@ -82,4 +82,5 @@ group_id = {{ .Values.delivery.groupId | quote }}
 connect_timeout = {{ .Values.delivery.connectTimeout | quote }}
 request_timeout = {{ .Values.delivery.requestTimeout | quote }}
 drain_timeout = {{ .Values.delivery.drainTimeout | quote }}
+max_in_flight_total = {{ .Values.delivery.maxInFlightTotal | int }}
 {{- end -}}
