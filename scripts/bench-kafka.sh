@@ -22,6 +22,7 @@
 # the Kafka JVM, the load tool) go to the --out file's name with -cpu.txt.
 #   FETCH_WAIT_MS=10 scripts/bench-kafka.sh --workloads W3   # the services'
 #                                       # fetch.wait.max.ms (default 100)
+#   LINGER_MS=0 scripts/bench-kafka.sh --workloads L1  # the producers' linger.ms (default 2)
 #
 # Prints the summary table (median, min–max) and writes every run and the
 # summary to the --out file. Logs of the processes stay in the printed directory.
@@ -102,13 +103,23 @@ start_kafka() {
   [[ -n "$brokers" ]] || { echo "Kafka did not start (see $logs)" >&2; exit 1; }
 }
 
-# CPU seconds (user + system) a process used so far.
+# CPU seconds (user + system) a process and its children (the Kafka
+# launcher's JVM) used so far.
 cpu_seconds() { # pid
   python3 - "$1" <<'PY'
 import os, sys
+def cpu(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+def children(pid):
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
 try:
-    fields = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
-    print(round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2))
+    pid = int(sys.argv[1])
+    ticks = cpu(pid) + sum(cpu(c) for c in children(pid))
+    print(round(ticks / os.sysconf("SC_CLK_TCK"), 2))
 except OSError:
     print("gone")
 PY
@@ -144,6 +155,7 @@ replication_factor = 1
 # The longest a fetch waits for records (Apache Kafka answers as soon as
 # records arrive; the test brokers waited this long every time).
 "fetch.wait.max.ms" = "${FETCH_WAIT_MS:-100}"
+${LINGER_MS:+\"linger.ms\" = \"$LINGER_MS\"}
 
 [secrets]
 current_key_id = "k1"

@@ -103,6 +103,16 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
+    /// The consumer group of the retry tiers (before the topic prefix):
+    /// `<group_id>.retries`. It is a group of its own so that Kafka's
+    /// assignor balances `deliveries` alone across the processes: in one
+    /// group with the tiers it balanced partition counts over all of them,
+    /// and a second process could get tiers only (measured: it added no
+    /// capacity).
+    pub fn retries_group_id(&self) -> String {
+        format!("{}.retries", self.group_id)
+    }
+
     /// Every problem with these settings.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -166,22 +166,44 @@ pub async fn run(
         kafka: settings.kafka.clone(),
         metrics: settings.metrics.clone(),
     });
-    let mut consumed = vec![topics.deliveries()];
-    consumed.extend(topics.retries());
-    tokio::spawn(waybill_runtime::metrics::sample_backlog(
-        settings.metrics.clone(),
-        settings.kafka.clone(),
-        waybill_runtime::metrics::Backlog {
-            group: settings.kafka.group_id(&settings.delivery.group_id),
-            topics: consumed
-                .iter()
-                .map(|t| (t.clone(), topics.tier_of(t).unwrap_or_default()))
-                .collect(),
-            dlq: Some(topics.deliveries_dlq()),
-            every: settings.delivery.backlog_sample_interval,
-        },
-        shutdown.clone(),
-    ));
+    // `deliveries` and the retry tiers are consumed in two groups, so each
+    // is balanced on its own across the processes.
+    let deliveries_group = settings.kafka.group_id(&settings.delivery.group_id);
+    let retries_group = settings
+        .kafka
+        .group_id(&settings.delivery.retries_group_id());
+    let tiers = topics.retries();
+    // Until version 0.1 the tiers were in the deliveries group: the new
+    // group starts where that one stopped.
+    if let Err(e) =
+        partitioned::adopt_offsets(&settings.kafka, &deliveries_group, &retries_group, &tiers).await
+    {
+        tracing::warn!(error = %e, group = %retries_group, "cannot adopt the retry tiers' offsets of the deliveries group; another process may have");
+    }
+    let sampled = [
+        (
+            deliveries_group.clone(),
+            vec![topics.deliveries()],
+            Some(topics.deliveries_dlq()),
+        ),
+        (retries_group.clone(), tiers.clone(), None),
+    ];
+    for (group, consumed, dlq) in sampled {
+        tokio::spawn(waybill_runtime::metrics::sample_backlog(
+            settings.metrics.clone(),
+            settings.kafka.clone(),
+            waybill_runtime::metrics::Backlog {
+                group,
+                topics: consumed
+                    .iter()
+                    .map(|t| (t.clone(), topics.tier_of(t).unwrap_or_default()))
+                    .collect(),
+                dlq,
+                every: settings.delivery.backlog_sample_interval,
+            },
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(kept::sample(
         worker.clone(),
         settings.delivery.backlog_sample_interval,
@@ -189,19 +211,21 @@ pub async fn run(
     ));
     let task: partitioned::PartitionTask =
         Arc::new(move |assigned| worker.clone().run_partition(assigned).boxed());
-    let group_id = settings.kafka.group_id(&settings.delivery.group_id);
-    partitioned::run(
-        &settings.kafka,
-        GroupOptions {
-            group_id: group_id.clone(),
-            commits: settings.metrics.watch_commits(&group_id),
-            topics: consumed,
-            drain_timeout: settings.delivery.drain_timeout,
-        },
-        task,
-        shutdown,
-    )
-    .await?;
+    let group = |group_id: String, topics: Vec<String>| GroupOptions {
+        commits: settings.metrics.watch_commits(&group_id),
+        group_id,
+        topics,
+        drain_timeout: settings.delivery.drain_timeout,
+    };
+    tokio::try_join!(
+        partitioned::run(
+            &settings.kafka,
+            group(deliveries_group, vec![topics.deliveries()]),
+            task.clone(),
+            shutdown.clone(),
+        ),
+        partitioned::run(&settings.kafka, group(retries_group, tiers), task, shutdown,),
+    )?;
     producer.flush(Duration::from_secs(5))?;
     admin.await.ok();
     tracing::info!("delivery stopped");

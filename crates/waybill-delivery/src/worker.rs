@@ -260,7 +260,11 @@ impl Worker {
             messaging.destination.name = %job.source.topic,
             messaging.destination.partition.id = %job.source.partition,
             messaging.kafka.offset = job.source.offset,
-            messaging.consumer.group.name = %self.kafka.group_id(&self.config.group_id),
+            messaging.consumer.group.name = %self.kafka.group_id(&if self.topics.tier_of(&job.source.topic).is_some() {
+                self.config.retries_group_id()
+            } else {
+                self.config.group_id.clone()
+            }),
             waybill.delivery_id = %job.task.delivery_id,
             waybill.subscription_id = %job.task.subscription_id,
             waybill.event_id = %job.event.id,

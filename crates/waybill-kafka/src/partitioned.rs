@@ -296,6 +296,65 @@ pub struct GroupOptions {
     pub commits: Arc<CommitStats>,
 }
 
+/// Gives group `to` the committed offsets group `from` has on `topics`,
+/// when `to` has none there yet: a consumer group split in two (the
+/// delivery service's retry tiers moved to a group of their own) resumes
+/// where the old group stopped instead of at `auto.offset.reset`. Returns
+/// how many partitions' offsets were copied. Run before `to` is joined; if
+/// another process joined it first, the commit is refused and that one
+/// copied them already.
+pub async fn adopt_offsets(
+    config: &KafkaConfig,
+    from: &str,
+    to: &str,
+    topics: &[String],
+) -> Result<usize> {
+    let consumer_for = |group: &str| -> Result<rdkafka::consumer::BaseConsumer> {
+        let mut client = config.client_config(crate::config::ClientRole::Consumer);
+        client
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
+        Ok(client.create()?)
+    };
+    let (old, new) = (consumer_for(from)?, consumer_for(to)?);
+    let topics = topics.to_vec();
+    let (from, to) = (from.to_owned(), to.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let mut all = TopicPartitionList::new();
+        for topic in &topics {
+            let metadata = new.fetch_metadata(Some(topic), timeout)?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    all.add_partition(t.name(), p.id());
+                }
+            }
+        }
+        let has = |list: &TopicPartitionList| {
+            list.elements()
+                .iter()
+                .any(|e| matches!(e.offset(), Offset::Offset(_)))
+        };
+        if has(&new.committed_offsets(all.clone(), timeout)?) {
+            return Ok(0);
+        }
+        let mut copy = TopicPartitionList::new();
+        for e in old.committed_offsets(all, timeout)?.elements() {
+            if let Offset::Offset(n) = e.offset() {
+                copy.add_partition_offset(e.topic(), e.partition(), Offset::Offset(n))?;
+            }
+        }
+        if copy.count() == 0 {
+            return Ok(0);
+        }
+        new.commit(&copy, rdkafka::consumer::CommitMode::Sync)?;
+        tracing::info!(from = %from, to = %to, partitions = copy.count(), "consumer group offsets adopted");
+        Ok(copy.count())
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
 /// Joins the group and runs `task` for every assigned partition until
 /// `shutdown` is cancelled; then drains every partition, commits, and leaves
 /// the group. Returns when all of that is done, or at most `drain_timeout`

@@ -308,3 +308,64 @@ async fn a_refused_commit_is_counted_and_committed_offsets_are_kept() {
     shutdown.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// A group split in two: the new group takes the old one's committed
+/// offsets on its topics, once (a second run, or a group that already has
+/// offsets there, copies nothing), and nothing of other topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_adopts_the_old_groups_offsets_once() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let (_broker, config) = setup(&[("tier", 2), ("other", 1)]);
+    let consumer = |group: &str| -> BaseConsumer {
+        let mut client = config.client_config(waybill_kafka::config::ClientRole::Consumer);
+        client.set("group.id", group).set("enable.auto.commit", "false");
+        client.create().unwrap()
+    };
+    let mut old = TopicPartitionList::new();
+    old.add_partition_offset("tier", 0, Offset::Offset(7)).unwrap();
+    old.add_partition_offset("tier", 1, Offset::Offset(3)).unwrap();
+    old.add_partition_offset("other", 0, Offset::Offset(5)).unwrap();
+    consumer("old").commit(&old, CommitMode::Sync).unwrap();
+
+    let topics = ["tier".to_owned()];
+    let copied = partitioned::adopt_offsets(&config, "old", "new", &topics)
+        .await
+        .unwrap();
+    assert_eq!(copied, 2);
+    let committed = |group: &str| {
+        let mut all = TopicPartitionList::new();
+        all.add_partition("tier", 0);
+        all.add_partition("tier", 1);
+        all.add_partition("other", 0);
+        consumer(group)
+            .committed_offsets(all, Duration::from_secs(10))
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition(), e.offset()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        committed("new"),
+        vec![
+            ("tier".to_owned(), 0, Offset::Offset(7)),
+            ("tier".to_owned(), 1, Offset::Offset(3)),
+            ("other".to_owned(), 0, Offset::Invalid),
+        ]
+    );
+    // The new group moves on; adopting again changes nothing.
+    let mut moved = TopicPartitionList::new();
+    moved.add_partition_offset("tier", 0, Offset::Offset(9)).unwrap();
+    consumer("new").commit(&moved, CommitMode::Sync).unwrap();
+    let again = partitioned::adopt_offsets(&config, "old", "new", &topics)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(committed("new")[0].2, Offset::Offset(9));
+    // A fresh deployment: nothing to adopt.
+    let none = partitioned::adopt_offsets(&config, "nobody", "fresh", &topics)
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+}
