@@ -105,13 +105,21 @@ def traces(query):
         return json.load(r)["data"]
 
 
-def stages(trace):
+def stages(trace, workload):
     """The stage durations of one trace (ms), or None if it is incomplete."""
     by_name = {}
     for span in trace["spans"]:
-        by_name.setdefault(span["operationName"], span)
+        # Topic names carry the deployment's prefix (`run1L1.freights`).
+        verb, _, topic = span["operationName"].partition(" ")
+        name = f"{verb} {topic.rsplit('.', 1)[-1]}" if verb in ("publish", "process") else span["operationName"]
+        by_name.setdefault(name, span)
     need = ["POST /v1/events", "publish freights", "process freights", "process deliveries", "POST"]
     if not all(n in by_name for n in need):
+        return None
+    # Only the measured workload's events (`bench-<workload>-...`), not
+    # the warm-up's.
+    tags = {t["key"]: t["value"] for t in by_name["publish freights"].get("tags", [])}
+    if not str(tags.get("waybill.event_id", "")).startswith(f"bench-{workload}-"):
         return None
     start = {n: by_name[n]["startTime"] / 1000 for n in need}
     end = {n: start[n] + by_name[n]["duration"] / 1000 for n in need}
@@ -149,12 +157,14 @@ def main():
                         args.workload, "--out", str(workdir / "bench.json"), *rest],
                        env=env, check=True)
         time.sleep(6)  # the last batches of spans
-        rows = [s for s in (stages(t) for t in traces(query)) if s]
+        found = traces(query)
     finally:
         jaeger.terminate()
         jaeger.wait()
+    rows = [s for s in (stages(t, args.workload) for t in found) if s]
     if not rows:
-        sys.exit(f"no complete trace in Jaeger; see {workdir}")
+        names = sorted({s["operationName"] for t in found for s in t["spans"]})
+        sys.exit(f"no complete trace among {len(found)} in Jaeger (spans seen: {names}); see {workdir}")
     print(f"{args.workload}: {len(rows)} sampled events, stage medians and p90 (ms)")
     print("| stage | p50 | p90 |\n|---|---|---|")
     for stage in rows[0]:
