@@ -319,13 +319,18 @@ async fn a_new_group_adopts_the_old_groups_offsets_once() {
     let (_broker, config) = setup(&[("tier", 2), ("other", 1)]);
     let consumer = |group: &str| -> BaseConsumer {
         let mut client = config.client_config(waybill_kafka::config::ClientRole::Consumer);
-        client.set("group.id", group).set("enable.auto.commit", "false");
+        client
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
         client.create().unwrap()
     };
     let mut old = TopicPartitionList::new();
-    old.add_partition_offset("tier", 0, Offset::Offset(7)).unwrap();
-    old.add_partition_offset("tier", 1, Offset::Offset(3)).unwrap();
-    old.add_partition_offset("other", 0, Offset::Offset(5)).unwrap();
+    old.add_partition_offset("tier", 0, Offset::Offset(7))
+        .unwrap();
+    old.add_partition_offset("tier", 1, Offset::Offset(3))
+        .unwrap();
+    old.add_partition_offset("other", 0, Offset::Offset(5))
+        .unwrap();
     consumer("old").commit(&old, CommitMode::Sync).unwrap();
 
     let topics = ["tier".to_owned()];
@@ -356,7 +361,9 @@ async fn a_new_group_adopts_the_old_groups_offsets_once() {
     );
     // The new group moves on; adopting again changes nothing.
     let mut moved = TopicPartitionList::new();
-    moved.add_partition_offset("tier", 0, Offset::Offset(9)).unwrap();
+    moved
+        .add_partition_offset("tier", 0, Offset::Offset(9))
+        .unwrap();
     consumer("new").commit(&moved, CommitMode::Sync).unwrap();
     let again = partitioned::adopt_offsets(&config, "old", "new", &topics)
         .await
