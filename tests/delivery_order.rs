@@ -208,6 +208,62 @@ async fn max_in_flight_total_bounds_the_process_across_subscriptions() {
     );
 }
 
+/// Every series of `name` in a process's `/metrics`, summed.
+async fn metric_sum(admin: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Two delivery processes share `deliveries`: each sends part of the
+/// deliveries. (With the retry tiers in the same consumer group, the
+/// assignor balanced partition counts over all the topics and the second
+/// process got tiers only: it added nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_delivery_process_takes_a_share_of_deliveries() {
+    waybill_testkit::wait::watchdog(Duration::from_secs(600));
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = Options::new(env!("CARGO_BIN_EXE_waybill"));
+    options.partitions = 4;
+    let mut cluster = Cluster::start(dir.path(), options).await;
+    let second = cluster.start_delivery_replica().await;
+    // The group settles with both members before anything is sent.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let api = Api::new(cluster.api(), KEY);
+    let receiver = Receiver::start().await.unwrap();
+    // Tasks are keyed by subscription: 16 of them spread over the 4
+    // partitions.
+    let subscriptions = 16;
+    for n in 0..subscriptions {
+        subscribe(&api, receiver.url(&format!("/s{n}")), json!({})).await;
+    }
+    let events = 5;
+    for n in 0..events {
+        post_event(&api, &format!("F-{n}"), n).await;
+    }
+    if let Err(e) = receiver
+        .wait_for(subscriptions * events, Duration::from_secs(120))
+        .await
+    {
+        panic!("{e}\n{}", cluster.logs());
+    }
+    let first = cluster.health_url(Role::Delivery).unwrap();
+    let (a, b) = (
+        metric_sum(&first, "waybill_deliveries_total").await,
+        metric_sum(&second, "waybill_deliveries_total").await,
+    );
+    eprintln!("deliveries: first process {a}, second {b}");
+    assert_eq!(a + b, (subscriptions * events) as f64, "each sent once");
+    assert!(a > 0.0 && b > 0.0, "both processes deliver: {a} and {b}");
+}
+
 /// `ordering: "strict"`: one entity's 20 events, the 3rd answered 500
 /// twice, arrive (2xx) exactly in order; another entity of the subscription
 /// is not delayed by the held one. With `kill`, the delivery process is
