@@ -8,7 +8,8 @@
 //! matcher: its index). A writing service's projection ([`Log::writer`])
 //! also tells a writer whether its write won and which keys to repair.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
@@ -75,10 +76,15 @@ impl<S: Counted> Counted for Log<S> {
 }
 
 /// Subscriptions by tenant, then id.
+///
+/// Each subscription is boxed: a B-tree node holds eleven entries and is
+/// allocated whole, so unboxed the free slots of the nodes cost most of a
+/// subscription's size each; a tenant's name is stored once (`Arc`), and
+/// the id → tenant lookup is a hash map.
 #[derive(Default)]
 pub struct Subscriptions {
-    by_tenant: BTreeMap<String, BTreeMap<String, Subscription>>,
-    tenant_of: BTreeMap<String, String>,
+    by_tenant: BTreeMap<Arc<str>, BTreeMap<Box<str>, Box<Subscription>>>,
+    tenant_of: HashMap<Box<str>, Arc<str>>,
 }
 
 impl Subscriptions {
@@ -90,7 +96,7 @@ impl Subscriptions {
     /// One subscription by id.
     pub fn get(&self, id: &str) -> Option<&Subscription> {
         let tenant = self.tenant_of.get(id)?;
-        self.by_tenant.get(tenant)?.get(id)
+        self.by_tenant.get(tenant)?.get(id).map(|s| &**s)
     }
 
     /// One tenant's subscriptions, by id.
@@ -98,12 +104,14 @@ impl Subscriptions {
         self.by_tenant
             .get(tenant_id)
             .into_iter()
-            .flat_map(BTreeMap::values)
+            .flat_map(|subs| subs.values().map(|s| &**s))
     }
 
     /// Every subscription, by tenant then id.
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
-        self.by_tenant.values().flat_map(BTreeMap::values)
+        self.by_tenant
+            .values()
+            .flat_map(|subs| subs.values().map(|s| &**s))
     }
 
     /// How many subscriptions there are.
@@ -461,14 +469,20 @@ impl<S: Sink> Fold for Log<S> {
 
 impl Sink for Subscriptions {
     fn upsert(&mut self, subscription: Subscription) {
-        let id = subscription.id.clone();
-        self.remove(&id);
-        self.tenant_of
-            .insert(subscription.id.clone(), subscription.tenant_id.clone());
+        self.remove(&subscription.id);
+        let tenant: Arc<str> = match self
+            .by_tenant
+            .get_key_value(subscription.tenant_id.as_str())
+        {
+            Some((tenant, _)) => tenant.clone(),
+            None => subscription.tenant_id.as_str().into(),
+        };
+        let id: Box<str> = subscription.id.as_str().into();
+        self.tenant_of.insert(id.clone(), tenant.clone());
         self.by_tenant
-            .entry(subscription.tenant_id.clone())
+            .entry(tenant)
             .or_default()
-            .insert(subscription.id.clone(), subscription);
+            .insert(id, Box::new(subscription));
     }
 
     fn set_health(&mut self, id: &str, health: Option<&Health>) {
