@@ -14,17 +14,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use waybill_core::hold::{PAUSED, PauseGate, pause_gate, paused_key, release_start};
-use waybill_core::subscription::Subscription;
+use waybill_core::hold::{PAUSED, Parked, PauseGate, pause_gate, paused_key, release_start};
 
 use crate::strict::Holds;
 use crate::worker::Worker;
 
 /// Where each partition of the parking topic has its oldest kept delivery
 /// (at or after this offset).
+/// `kept` gives each subscription with deliveries kept: its id, whether
+/// it is paused, and since where its deliveries are kept.
 pub fn oldest_kept<'a>(
     holds: &Holds,
-    subscriptions: impl Iterator<Item = &'a Subscription>,
+    kept: impl Iterator<Item = (&'a str, bool, Parked)>,
 ) -> BTreeMap<i32, i64> {
     let mut oldest: BTreeMap<i32, i64> = BTreeMap::new();
     let mut note = |partition: i32, from: i64| {
@@ -38,12 +39,9 @@ pub fn oldest_kept<'a>(
             note(parked.partition, parked.from);
         }
     }
-    for s in subscriptions {
-        let Some(kept_from) = s.kept_from else {
-            continue;
-        };
-        let hold = holds.get(&paused_key(&s.id));
-        if pause_gate(s.paused, Some(kept_from), hold) == PauseGate::Park {
+    for (id, paused, kept_from) in kept {
+        let hold = holds.get(&paused_key(id));
+        if pause_gate(paused, Some(kept_from), hold) == PauseGate::Park {
             let start = release_start(kept_from, hold);
             note(start.partition, start.from);
         }
@@ -68,7 +66,7 @@ pub async fn sample(
         let oldest = {
             let holds = worker.holds.read();
             let subscriptions = worker.subscriptions.read();
-            oldest_kept(&holds, subscriptions.iter())
+            oldest_kept(&holds, subscriptions.kept())
         };
         let value = if oldest.is_empty() {
             Some(0)
@@ -103,7 +101,8 @@ pub async fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use waybill_core::hold::{Hold, Parked};
+    use waybill_core::hold::Hold;
+    use waybill_core::subscription::Subscription;
     use waybill_kafka::table::Fold;
     use waybill_proto::Message as _;
 
@@ -168,10 +167,20 @@ mod tests {
             paused("s3", false, 20),
             paused("s4", false, 120),
         ];
-        let oldest = oldest_kept(&holds, subs.iter());
+        let kept = |subs: &[Subscription]| -> Vec<(String, bool, Parked)> {
+            subs.iter()
+                .filter_map(|s| Some((s.id.clone(), s.paused, s.kept_from?)))
+                .collect()
+        };
+        let subs = kept(&subs);
+        let oldest = oldest_kept(&holds, subs.iter().map(|(id, p, k)| (id.as_str(), *p, *k)));
         assert_eq!(oldest, BTreeMap::from([(0, 40), (1, 100)]));
         assert_eq!(kept_records(&oldest, &[(0, 50), (1, 160), (2, 9)]), 70);
-        let none = oldest_kept(&Holds::default(), [paused("s3", false, 20)].iter());
+        let s3 = kept(&[paused("s3", false, 20)]);
+        let none = oldest_kept(
+            &Holds::default(),
+            s3.iter().map(|(id, p, k)| (id.as_str(), *p, *k)),
+        );
         assert_eq!(none.len(), 1, "resumed, not released yet: still kept");
     }
 }

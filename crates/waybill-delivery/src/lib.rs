@@ -106,7 +106,10 @@ pub async fn run(
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,
-        projection::Log::new(settings.keys.clone(), projection::Subscriptions::new()),
+        projection::Log::new(
+            settings.keys.clone(),
+            projection::SealedSubscriptions::new(settings.keys.clone()),
+        ),
         shutdown.clone(),
     )
     .await?;

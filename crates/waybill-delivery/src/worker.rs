@@ -33,7 +33,7 @@ use waybill_proto::Message as _;
 use waybill_proto::convert::{from_timestamp, health_to_proto, timestamp};
 use waybill_proto::v1;
 use waybill_runtime::metrics::{DeliveryLabels, Families, HealthLabels};
-use waybill_runtime::projection::AllSubscriptions;
+use waybill_runtime::projection::SealedProjection;
 use waybill_runtime::telemetry;
 
 use crate::config::DeliveryConfig;
@@ -82,7 +82,7 @@ pub struct Worker {
     /// Known event types.
     pub catalog: Table<waybill_runtime::catalog::Catalogue>,
     /// The subscription projection.
-    pub subscriptions: Table<AllSubscriptions>,
+    pub subscriptions: Table<SealedProjection>,
     /// The holds on strict lanes and paused subscriptions.
     pub holds: Table<Holds>,
     /// Seals secrets of the subscription records this service writes.
@@ -711,7 +711,7 @@ impl Worker {
         }
         // Most outcomes change nothing on the state known now: only a
         // change waits for the projection to be fresh and is judged again.
-        let known = self.subscriptions.read().get(&subscription.id).cloned();
+        let known = self.subscriptions.read().get(&subscription.id);
         let known = known.as_ref().unwrap_or(subscription);
         if known.health_after(succeeded, at, disable_after).is_none() {
             return;
@@ -730,10 +730,11 @@ impl Worker {
     pub(crate) fn lane_policy(&self, subscription_id: &str) -> (Ordering, usize) {
         self.subscriptions
             .read()
-            .get(subscription_id)
-            .map_or((Ordering::Entity, DEFAULT_MAX_IN_FLIGHT as usize), |s| {
-                (s.spec.ordering, s.spec.max_in_flight as usize)
-            })
+            .lane_policy(subscription_id)
+            .map_or(
+                (Ordering::Entity, DEFAULT_MAX_IN_FLIGHT as usize),
+                |(ordering, max)| (ordering, max as usize),
+            )
     }
 
     /// The retry tier topic for a wait of `after`.
@@ -763,7 +764,7 @@ impl Worker {
             .get()
             .projection_subscriptions
             .set(projection.len() as i64);
-        projection.get(id).cloned()
+        projection.get(id)
     }
 
     /// Writes `task` to `topic` (a retry tier or the DLQ), retrying until

@@ -1,8 +1,10 @@
 //! Measures the subscription projection: memory per subscription and the
 //! time to fold records into it (decode + open sealed secrets + index).
 //!
-//! `cargo run --release -p waybill-runtime --example projection_memory -- [count]`
-//! (default 200,000). Subscriptions are realistic: a name, an https URL,
+//! `cargo run --release -p waybill-runtime --example projection_memory -- [count] [--sealed]`
+//! (default 200,000; `--sealed`: the delivery service's projection, which
+//! keeps each subscription as its sealed record, instead of the ingest
+//! service's, which keeps every subscription decoded). Subscriptions are realistic: a name, an https URL,
 //! three event-type patterns, a filter with one predicate of three values,
 //! bearer auth, two custom headers, one metadata entry. Memory is the growth
 //! of the process's resident set while folding (Linux `/proc/self/statm`).
@@ -20,7 +22,7 @@ use waybill_core::subscription::{Spec, Subscription};
 use waybill_kafka::table::Fold;
 use waybill_proto::Message;
 use waybill_proto::convert::subscription_to_proto;
-use waybill_runtime::projection::{Log, Subscriptions};
+use waybill_runtime::projection::{Counted, Log, SealedSubscriptions, Subscriptions};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -33,10 +35,9 @@ fn resident_bytes() -> u64 {
 }
 
 fn main() {
-    let count: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let count: usize = args.iter().find_map(|s| s.parse().ok()).unwrap_or(200_000);
+    let sealed = args.iter().any(|a| a == "--sealed");
     let keys = Keyring::new(
         "k1",
         &[("k1".to_owned(), Keyring::generate_key())]
@@ -98,21 +99,28 @@ fn main() {
 
     let before = resident_bytes();
     let started = Instant::now();
-    let mut projection = Log::new(keys, Subscriptions::new());
-    for (id, record) in &records {
-        projection
-            .apply(id.as_bytes(), Some(record))
-            .expect("record folds");
-    }
-    let elapsed = started.elapsed();
-    let grown = resident_bytes().saturating_sub(before);
-    assert_eq!(projection.len(), count);
+    let (elapsed, grown) = if sealed {
+        let mut projection = Log::new(keys.clone(), SealedSubscriptions::new(keys));
+        fold(&mut projection, &records);
+        let measured = (started.elapsed(), resident_bytes().saturating_sub(before));
+        assert_eq!(projection.count(), count);
+        // What a delivery does: decode one, its secrets opened.
+        assert!(projection.get(&records[count / 2].0).is_some());
+        measured
+    } else {
+        let mut projection = Log::new(keys, Subscriptions::new());
+        fold(&mut projection, &records);
+        let measured = (started.elapsed(), resident_bytes().saturating_sub(before));
+        assert_eq!(projection.count(), count);
+        measured
+    };
     let per_sub = grown as f64 / count as f64;
     println!(
         "{}",
         serde_json::json!({
             "subscriptions": count,
             "profile": if cfg!(debug_assertions) { "dev" } else { "release" },
+            "projection": if sealed { "sealed (delivery)" } else { "decoded (ingest)" },
             "record_bytes_avg": record_bytes / count,
             "fold_seconds": elapsed.as_secs_f64(),
             "folds_per_second": count as f64 / elapsed.as_secs_f64(),
@@ -121,4 +129,12 @@ fn main() {
             "subscriptions_per_gib": (1u64 << 30) as f64 / per_sub,
         })
     );
+}
+
+fn fold<F: Fold>(projection: &mut F, records: &[(String, Vec<u8>)]) {
+    for (id, record) in records {
+        projection
+            .apply(id.as_bytes(), Some(record))
+            .expect("record folds");
+    }
 }

@@ -213,6 +213,11 @@ pub trait Sink: Send + Sync + 'static {
     /// A subscription's new state (its health fields set from the health
     /// that counts).
     fn upsert(&mut self, subscription: Subscription);
+    /// The same, with the record it was read from (sealed secrets): a
+    /// sink that keeps records instead of states overrides this.
+    fn upsert_record(&mut self, subscription: Subscription, _record: &[u8]) {
+        self.upsert(subscription);
+    }
     /// A subscription's health changed (`None`: healthy).
     fn set_health(&mut self, id: &str, health: Option<&Health>);
     /// A subscription was deleted.
@@ -402,7 +407,7 @@ impl<S: Sink> Fold for Log<S> {
                     self.note_seal(&s.id, &sealed);
                     s.set_health(self.ledger.health(&s.id));
                     let (id, write_id) = (s.id.clone(), s.write_id.clone());
-                    self.sink.upsert(s);
+                    self.sink.upsert_record(s, value.unwrap_or_default());
                     self.judged(&id, &write_id, verdict);
                 } else {
                     // A state written again is read from its latest record.
@@ -501,6 +506,243 @@ impl Sink for Subscriptions {
     }
 }
 
-/// Every subscription in full, behind the ledger (the ingest and delivery
-/// services' projection).
+/// Every subscription in full, behind the ledger (the ingest service's
+/// projection).
 pub type AllSubscriptions = Log<Subscriptions>;
+
+/// Every subscription as its sealed record, behind the ledger (the
+/// delivery service's projection).
+pub type SealedProjection = Log<SealedSubscriptions>;
+
+/// Every subscription kept as the record it was read from, secrets still
+/// sealed, with the few fields read on every delivery beside it; a
+/// subscription is decoded (and its secrets opened) when a delivery needs
+/// it. A fraction of the memory of [`Subscriptions`] (BENCHMARKS.md), and
+/// no secret lies open in memory between deliveries.
+pub struct SealedSubscriptions {
+    keys: Keyring,
+    by_id: HashMap<Box<str>, Sealed>,
+}
+
+/// One subscription of [`SealedSubscriptions`].
+struct Sealed {
+    record: Box<[u8]>,
+    ordering: waybill_core::subscription::Ordering,
+    max_in_flight: u32,
+    /// The health that counts (it may be newer than the record's).
+    status: waybill_core::subscription::Status,
+    failing_since: Option<time::OffsetDateTime>,
+    disabled_reason: Option<Box<str>>,
+    /// Paused by the user.
+    paused: bool,
+    /// Deliveries kept since there (while paused, or until released).
+    kept_from: Option<waybill_core::hold::Parked>,
+}
+
+impl SealedSubscriptions {
+    /// An empty projection opening secrets with `keys`.
+    pub fn new(keys: Keyring) -> Self {
+        Self {
+            keys,
+            by_id: HashMap::new(),
+        }
+    }
+
+    /// Subscription `id`, decoded, its secrets opened.
+    pub fn get(&self, id: &str) -> Option<Subscription> {
+        let sealed = self.by_id.get(id)?;
+        let mut s = match v1::Subscription::decode(&*sealed.record)
+            .map_err(|e| e.to_string())
+            .and_then(|r| subscription_from_proto(r, &self.keys).map_err(|e| e.to_string()))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // It was read once with these keys: only a key removed
+                // since could make this fail.
+                tracing::error!(subscription_id = id, error = %e, "a kept subscription record cannot be read again");
+                return None;
+            }
+        };
+        s.status = sealed.status;
+        s.failing_since = sealed.failing_since;
+        s.disabled_reason = sealed.disabled_reason.as_deref().map(str::to_owned);
+        Some(s)
+    }
+
+    /// Subscription `id`'s ordering and `max_in_flight`, without decoding.
+    pub fn lane_policy(&self, id: &str) -> Option<(waybill_core::subscription::Ordering, u32)> {
+        self.by_id.get(id).map(|s| (s.ordering, s.max_in_flight))
+    }
+
+    /// The subscriptions with deliveries kept: id, whether paused, and
+    /// since where.
+    pub fn kept(&self) -> impl Iterator<Item = (&str, bool, waybill_core::hold::Parked)> {
+        self.by_id
+            .iter()
+            .filter_map(|(id, s)| Some((&**id, s.paused, s.kept_from?)))
+    }
+
+    /// How many subscriptions there are.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn keep(subscription: &Subscription, record: Box<[u8]>) -> Sealed {
+        Sealed {
+            record,
+            ordering: subscription.spec.ordering,
+            max_in_flight: subscription.spec.max_in_flight,
+            status: subscription.status,
+            failing_since: subscription.failing_since,
+            disabled_reason: subscription.disabled_reason.as_deref().map(Into::into),
+            paused: subscription.paused,
+            kept_from: subscription.kept_from,
+        }
+    }
+}
+
+impl Counted for SealedSubscriptions {
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Sink for SealedSubscriptions {
+    fn upsert(&mut self, subscription: Subscription) {
+        // Without its record (not how the fold calls it): sealed again.
+        let record = waybill_proto::convert::subscription_to_proto(&subscription, &self.keys)
+            .encode_to_vec();
+        self.upsert_record(subscription, &record);
+    }
+
+    fn upsert_record(&mut self, subscription: Subscription, record: &[u8]) {
+        let sealed = Self::keep(&subscription, record.into());
+        self.by_id.insert(subscription.id.as_str().into(), sealed);
+    }
+
+    fn set_health(&mut self, id: &str, health: Option<&Health>) {
+        if let Some(mut s) = self.get(id)
+            && let Some(sealed) = self.by_id.get_mut(id)
+        {
+            s.set_health(health);
+            sealed.status = s.status;
+            sealed.failing_since = s.failing_since;
+            sealed.disabled_reason = s.disabled_reason.as_deref().map(Into::into);
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.by_id.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use waybill_core::subscription::{Ordering, Spec, Status};
+    use waybill_proto::convert::{health_to_proto, subscription_to_proto};
+
+    fn keys() -> Keyring {
+        Keyring::new(
+            "k1",
+            &[("k1".to_owned(), Keyring::generate_key())]
+                .into_iter()
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// The delivery service's sealed projection answers what the decoded
+    /// one answers, through creates, updates, health, pause and deletes.
+    #[test]
+    fn the_sealed_projection_gives_back_what_the_decoded_one_holds() {
+        let keys = keys();
+        let mut decoded = Log::new(keys.clone(), Subscriptions::new());
+        let mut sealed = Log::new(keys.clone(), SealedSubscriptions::new(keys.clone()));
+        fn both(
+            decoded: &mut Log<Subscriptions>,
+            sealed: &mut Log<SealedSubscriptions>,
+            key: &str,
+            value: Option<Vec<u8>>,
+        ) {
+            decoded.apply(key.as_bytes(), value.as_deref()).unwrap();
+            sealed.apply(key.as_bytes(), value.as_deref()).unwrap();
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let mut spec = Spec::new("https://hooks.example.com/a", Vec::new());
+        spec.headers = [("X-Team".to_owned(), "ops".to_owned())].into();
+        spec.ordering = Ordering::Strict;
+        spec.max_in_flight = 3;
+        let mut a = Subscription::new("sub_a".into(), "ten_1".into(), spec, "key_1", now);
+        let b = Subscription::new(
+            "sub_b".into(),
+            "ten_2".into(),
+            Spec::new("https://hooks.example.com/b", Vec::new()),
+            "key_2",
+            now,
+        );
+        for s in [&a, &b] {
+            both(
+                &mut decoded,
+                &mut sealed,
+                &s.id,
+                Some(subscription_to_proto(s, &keys).encode_to_vec()),
+            );
+        }
+        // An update, paused with deliveries kept.
+        a.revision += 1;
+        a.write_id = "w2".into();
+        a.paused = true;
+        a.kept_from = Some(waybill_core::hold::Parked {
+            partition: 2,
+            from: 40,
+        });
+        both(
+            &mut decoded,
+            &mut sealed,
+            &a.id,
+            Some(subscription_to_proto(&a, &keys).encode_to_vec()),
+        );
+        // Its health: failing.
+        let health = Health {
+            status: Status::Failing,
+            failing_since: Some(now),
+            disabled_reason: None,
+            revision: a.revision,
+            recorded_at: now,
+        };
+        both(
+            &mut decoded,
+            &mut sealed,
+            &health_key(&a.id),
+            Some(health_to_proto(&a.id, &a.tenant_id, &health).encode_to_vec()),
+        );
+
+        let got = sealed.get("sub_a").unwrap();
+        assert_eq!(Some(&got), decoded.get("sub_a"));
+        assert_eq!(got.status, Status::Failing);
+        assert_eq!(
+            got.spec.headers.get("X-Team").map(String::as_str),
+            Some("ops")
+        );
+        assert_eq!(got.signing_secret, a.signing_secret, "the secret opened");
+        assert_eq!(sealed.lane_policy("sub_a"), Some((Ordering::Strict, 3)));
+        let kept: Vec<_> = sealed
+            .kept()
+            .map(|(id, p, k)| (id.to_owned(), p, k))
+            .collect();
+        assert_eq!(kept, vec![("sub_a".to_owned(), true, a.kept_from.unwrap())]);
+        assert_eq!(sealed.get("sub_b").as_ref(), decoded.get("sub_b"));
+        assert_eq!(sealed.count(), 2);
+
+        // Deleted (a tombstone): gone from both.
+        both(&mut decoded, &mut sealed, "sub_b", None);
+        assert!(sealed.get("sub_b").is_none() && decoded.get("sub_b").is_none());
+        assert_eq!((sealed.count(), sealed.lane_policy("sub_b")), (1, None));
+    }
+}
