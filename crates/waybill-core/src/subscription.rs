@@ -424,23 +424,13 @@ impl Subscription {
         at: OffsetDateTime,
         disable_after: std::time::Duration,
     ) -> Option<HealthChange> {
-        match (self.status, succeeded, self.failing_since) {
-            (Status::Disabled, _, _) => None,
-            (Status::Failing, true, _) => Some(HealthChange::Recovered),
-            (Status::Active, false, _) | (Status::Failing, false, None) => {
-                Some(HealthChange::Failing { since: at })
-            }
-            (Status::Failing, false, Some(since)) if at - since >= disable_after => {
-                Some(HealthChange::Disabled {
-                    reason: format!(
-                        "every delivery failed since {} ({} without a success)",
-                        crate::event::format_rfc3339(since),
-                        crate::duration::format(disable_after)
-                    ),
-                })
-            }
-            _ => None,
-        }
+        health_change(
+            self.status,
+            self.failing_since,
+            succeeded,
+            at,
+            disable_after,
+        )
     }
 
     /// Applies a health change to this copy (what the fold does with the
@@ -449,7 +439,38 @@ impl Subscription {
         let health = self.health_record(change, OffsetDateTime::now_utc());
         self.set_health(Some(&health));
     }
+}
 
+/// [`Subscription::health_after`] from a subscription's health fields
+/// alone (a projection that keeps them beside a sealed record answers it
+/// without decoding).
+pub fn health_change(
+    status: Status,
+    failing_since: Option<OffsetDateTime>,
+    succeeded: bool,
+    at: OffsetDateTime,
+    disable_after: std::time::Duration,
+) -> Option<HealthChange> {
+    match (status, succeeded, failing_since) {
+        (Status::Disabled, _, _) => None,
+        (Status::Failing, true, _) => Some(HealthChange::Recovered),
+        (Status::Active, false, _) | (Status::Failing, false, None) => {
+            Some(HealthChange::Failing { since: at })
+        }
+        (Status::Failing, false, Some(since)) if at - since >= disable_after => {
+            Some(HealthChange::Disabled {
+                reason: format!(
+                    "every delivery failed since {} ({} without a success)",
+                    crate::event::format_rfc3339(since),
+                    crate::duration::format(disable_after)
+                ),
+            })
+        }
+        _ => None,
+    }
+}
+
+impl Subscription {
     /// Replaces the signing secret; the old one keeps signing until
     /// `now + overlap`.
     pub fn rotate_secret(&mut self, now: OffsetDateTime, overlap: std::time::Duration) {

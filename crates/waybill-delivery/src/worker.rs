@@ -711,9 +711,19 @@ impl Worker {
         }
         // Most outcomes change nothing on the state known now: only a
         // change waits for the projection to be fresh and is judged again.
-        let known = self.subscriptions.read().get(&subscription.id);
-        let known = known.as_ref().unwrap_or(subscription);
-        if known.health_after(succeeded, at, disable_after).is_none() {
+        let (status, failing_since) = self
+            .subscriptions
+            .read()
+            .health(&subscription.id)
+            .unwrap_or((subscription.status, subscription.failing_since));
+        let change = waybill_core::subscription::health_change(
+            status,
+            failing_since,
+            succeeded,
+            at,
+            disable_after,
+        );
+        if change.is_none() {
             return;
         }
         self.change_health(subscription, cause, stop, |current| {

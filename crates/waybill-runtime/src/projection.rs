@@ -574,6 +574,18 @@ impl SealedSubscriptions {
         self.by_id.get(id).map(|s| (s.ordering, s.max_in_flight))
     }
 
+    /// Subscription `id`'s health fields (status, failing since), without
+    /// decoding.
+    pub fn health(
+        &self,
+        id: &str,
+    ) -> Option<(
+        waybill_core::subscription::Status,
+        Option<time::OffsetDateTime>,
+    )> {
+        self.by_id.get(id).map(|s| (s.status, s.failing_since))
+    }
+
     /// The subscriptions with deliveries kept: id, whether paused, and
     /// since where.
     pub fn kept(&self) -> impl Iterator<Item = (&str, bool, waybill_core::hold::Parked)> {
@@ -732,6 +744,7 @@ mod tests {
         );
         assert_eq!(got.signing_secret, a.signing_secret, "the secret opened");
         assert_eq!(sealed.lane_policy("sub_a"), Some((Ordering::Strict, 3)));
+        assert_eq!(sealed.health("sub_a"), Some((Status::Failing, Some(now))));
         let kept: Vec<_> = sealed
             .kept()
             .map(|(id, p, k)| (id.to_owned(), p, k))
