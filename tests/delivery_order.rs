@@ -57,18 +57,34 @@ fn most_in_flight(got: &[&Received]) -> usize {
     usize::try_from(most).unwrap_or(0)
 }
 
-/// One sample of a process's `/metrics` (`series` with its labels), 0 when
-/// absent.
-async fn metric(admin: &str, series: &str) -> f64 {
-    let text = reqwest::get(format!("{admin}/metrics"))
+/// A process's `/metrics` text.
+async fn scrape(admin: &str) -> String {
+    reqwest::get(format!("{admin}/metrics"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// One sample of a process's `/metrics` (`series` with its labels), 0 when
+/// absent.
+async fn metric(admin: &str, series: &str) -> f64 {
+    scrape(admin)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Every series of `name` in a process's `/metrics`, summed.
+async fn metric_sum(admin: &str, name: &str) -> f64 {
+    scrape(admin)
+        .await
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn entity(r: &Received) -> String {
@@ -206,20 +222,6 @@ async fn max_in_flight_total_bounds_the_process_across_subscriptions() {
         0.0,
         "every slot given back"
     );
-}
-
-/// Every series of `name` in a process's `/metrics`, summed.
-async fn metric_sum(admin: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Two delivery processes share `deliveries`: each sends part of the
