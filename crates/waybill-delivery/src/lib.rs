@@ -176,8 +176,9 @@ pub async fn run(
         .kafka
         .group_id(&settings.delivery.retries_group_id());
     let tiers = topics.retries();
-    // Until version 0.1 the tiers were in the deliveries group: the new
-    // group starts where that one stopped.
+    // A deployment from before the split read the tiers in the deliveries
+    // group: the new group starts where that one stopped (once; a group
+    // with offsets of its own keeps them).
     if let Err(e) =
         partitioned::adopt_offsets(&settings.kafka, &deliveries_group, &retries_group, &tiers).await
     {
