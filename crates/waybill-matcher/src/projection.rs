@@ -33,7 +33,7 @@ impl waybill_runtime::projection::Counted for Indexed {
 }
 
 impl Sink for Indexed {
-    fn upsert(&mut self, subscription: Subscription) {
+    fn upsert(&mut self, subscription: Subscription, _record: &[u8]) {
         self.index.upsert(&subscription);
     }
 

@@ -211,13 +211,9 @@ pub fn decode_record<'a>(
 /// What a projection keeps of the subscriptions the ledger lets through.
 pub trait Sink: Send + Sync + 'static {
     /// A subscription's new state (its health fields set from the health
-    /// that counts).
-    fn upsert(&mut self, subscription: Subscription);
-    /// The same, with the record it was read from (sealed secrets): a
-    /// sink that keeps records instead of states overrides this.
-    fn upsert_record(&mut self, subscription: Subscription, _record: &[u8]) {
-        self.upsert(subscription);
-    }
+    /// that counts), and the record it was read from (secrets sealed), for
+    /// a sink that keeps records instead of states.
+    fn upsert(&mut self, subscription: Subscription, record: &[u8]);
     /// A subscription's health changed (`None`: healthy).
     fn set_health(&mut self, id: &str, health: Option<&Health>);
     /// A subscription was deleted.
@@ -407,7 +403,7 @@ impl<S: Sink> Fold for Log<S> {
                     self.note_seal(&s.id, &sealed);
                     s.set_health(self.ledger.health(&s.id));
                     let (id, write_id) = (s.id.clone(), s.write_id.clone());
-                    self.sink.upsert_record(s, value.unwrap_or_default());
+                    self.sink.upsert(s, value.unwrap_or_default());
                     self.judged(&id, &write_id, verdict);
                 } else {
                     // A state written again is read from its latest record.
@@ -473,7 +469,7 @@ impl<S: Sink> Fold for Log<S> {
 }
 
 impl Sink for Subscriptions {
-    fn upsert(&mut self, subscription: Subscription) {
+    fn upsert(&mut self, subscription: Subscription, _record: &[u8]) {
         self.remove(&subscription.id);
         let tenant: Arc<str> = match self
             .by_tenant
@@ -625,14 +621,7 @@ impl Counted for SealedSubscriptions {
 }
 
 impl Sink for SealedSubscriptions {
-    fn upsert(&mut self, subscription: Subscription) {
-        // Without its record (not how the fold calls it): sealed again.
-        let record = waybill_proto::convert::subscription_to_proto(&subscription, &self.keys)
-            .encode_to_vec();
-        self.upsert_record(subscription, &record);
-    }
-
-    fn upsert_record(&mut self, subscription: Subscription, record: &[u8]) {
+    fn upsert(&mut self, subscription: Subscription, record: &[u8]) {
         let sealed = Self::keep(&subscription, record.into());
         self.by_id.insert(subscription.id.as_str().into(), sealed);
     }
