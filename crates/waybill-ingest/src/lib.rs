@@ -226,7 +226,10 @@ pub async fn run(
     let subscriptions = projection::follow(
         &settings.kafka,
         &topics,
-        projection::Log::writer(settings.keys.clone(), projection::Subscriptions::new()),
+        projection::Log::writer(
+            settings.keys.clone(),
+            projection::SealedSubscriptions::with_tenant_index(settings.keys.clone()),
+        ),
         shutdown.clone(),
     )
     .await?;

@@ -342,12 +342,7 @@ async fn drive(state: &Arc<AppState>, job: &mut v1::ReplayJob, resumed: bool) ->
             if state.shutdown.is_cancelled() {
                 return Drive::Stopped;
             }
-            let Some(subscription) = state
-                .subscriptions
-                .read()
-                .get(&job.subscription_id)
-                .cloned()
-            else {
+            let Some(subscription) = state.subscriptions.read().get(&job.subscription_id) else {
                 return Drive::Finished(Some("the subscription was deleted".into()));
             };
             let range = job.ranges[i].clone();

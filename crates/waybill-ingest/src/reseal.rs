@@ -27,7 +27,7 @@ use waybill_kafka::producer::Producer;
 use waybill_kafka::table::Table;
 use waybill_proto::Message as _;
 use waybill_proto::convert::subscription_to_proto;
-use waybill_runtime::projection::{self, AllSubscriptions, Subscriptions};
+use waybill_runtime::projection::{self, AllSubscriptions, SealedSubscriptions};
 
 /// How many times one subscription is written again after losing to a
 /// concurrent change.
@@ -105,7 +105,7 @@ pub async fn reseal(
     let table = projection::follow(
         kafka,
         &topics,
-        projection::Log::writer(keys.clone(), Subscriptions::new()),
+        projection::Log::writer(keys.clone(), SealedSubscriptions::new(keys.clone())),
         shutdown.clone(),
     )
     .await?;
@@ -167,7 +167,7 @@ impl Writer<'_> {
                 if !projection.stale_seals().contains(id) {
                     return Ok(false);
                 }
-                projection.get(id).cloned()
+                projection.get(id)
             };
             let Some(mut next) = current else {
                 return Ok(false);
@@ -209,7 +209,7 @@ impl Writer<'_> {
     /// Writes the current state again at its own revision, so the key ends
     /// with a record that counts.
     async fn restate(&self, id: &str) -> Result<(), String> {
-        let current = self.table.read().get(id).cloned();
+        let current = self.table.read().get(id);
         let Some(current) = current else {
             return Ok(());
         };

@@ -285,7 +285,7 @@ async fn restate(state: &AppState, id: &str) {
 async fn repair_key(state: &AppState, key: &str, repair: Repair) -> Result<(), ApiError> {
     match repair {
         Repair::Restate => {
-            let current = state.subscriptions.read().get(key).cloned();
+            let current = state.subscriptions.read().get(key);
             match current {
                 Some(s) => publish(state, &s).await,
                 None => Ok(()),

@@ -225,19 +225,26 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = ListQuery::parse(&query).map_err(ApiError::validation)?;
     let projection = state.subscriptions.read();
-    let mut selected: Vec<&Subscription> = projection
-        .of_tenant(&principal.tenant_id)
-        .filter(|s| q.selects(s))
-        .collect();
-    // Ids are time-ordered (UUIDv7): oldest first, stable across pages.
-    selected.sort_by(|a, b| a.id.cmp(&b.id));
-    let total = selected.len();
-    let page: Vec<Value> = selected
-        .into_iter()
-        .skip(q.offset)
-        .take(q.limit)
-        .map(view)
-        .collect();
+    // A tenant's subscriptions come in id order, and ids are time-ordered
+    // (UUIDv7): oldest first, stable across pages. Each is decoded only
+    // if a filter must read it or it is on the page.
+    let (total, page): (usize, Vec<Value>) = if q.filters() {
+        let selected: Vec<Subscription> = projection
+            .of_tenant(&principal.tenant_id)
+            .filter(|s| q.selects(s))
+            .collect();
+        let page = selected.iter().skip(q.offset).take(q.limit).map(view);
+        (selected.len(), page.collect())
+    } else {
+        let ids = projection.ids_of_tenant(&principal.tenant_id);
+        let total = ids.len();
+        let page = ids
+            .skip(q.offset)
+            .take(q.limit)
+            .filter_map(|id| projection.get(id))
+            .map(|s| view(&s));
+        (total, page.collect())
+    };
     Ok(Json(json!({
         "subscriptions": page,
         "total_count": total,
@@ -326,6 +333,11 @@ impl ListQuery {
         } else {
             Err(errors)
         }
+    }
+
+    /// Whether any filter is asked for.
+    fn filters(&self) -> bool {
+        self.enabled.is_some() || self.status.is_some() || self.event_type.is_some()
     }
 
     fn selects(&self, s: &Subscription) -> bool {
@@ -600,7 +612,7 @@ pub(crate) async fn ensure_callbacks(
     by: &str,
 ) -> Result<Subscription, ApiError> {
     let id = waybill_core::ids::callbacks_subscription_id(tenant_id);
-    let existing = || state.subscriptions.read().get(&id).cloned();
+    let existing = || state.subscriptions.read().get(&id);
     if let Some(s) = existing() {
         return Ok(s);
     }
@@ -783,7 +795,6 @@ pub(crate) fn find(
         .read()
         .get(id)
         .filter(|s| s.tenant_id == principal.tenant_id)
-        .cloned()
         .ok_or_else(|| ApiError::not_found(format!("no subscription `{id}`")))
 }
 

@@ -4,11 +4,11 @@
 //! [`Log`] is the fold every service shares: the ledger of
 //! `waybill-core` decides which records count (revisions, final
 //! deletions, health under its own key), and a [`Sink`] keeps what one
-//! service needs ([`Subscriptions`]: every subscription in full; the
-//! matcher: its index). A writing service's projection ([`Log::writer`])
+//! service needs ([`SealedSubscriptions`]: every subscription as its
+//! sealed record; the matcher: its index). A writing service's projection ([`Log::writer`])
 //! also tells a writer whether its write won and which keys to repair.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -63,76 +63,9 @@ pub trait Counted {
     fn count(&self) -> usize;
 }
 
-impl Counted for Subscriptions {
-    fn count(&self) -> usize {
-        self.len()
-    }
-}
-
 impl<S: Counted> Counted for Log<S> {
     fn count(&self) -> usize {
         self.sink.count()
-    }
-}
-
-/// Subscriptions by tenant, then id.
-///
-/// Each subscription is boxed: a B-tree node holds eleven entries and is
-/// allocated whole, so unboxed the free slots of the nodes cost most of a
-/// subscription's size each; a tenant's name is stored once (`Arc`), and
-/// the id → tenant lookup is a hash map.
-#[derive(Default)]
-pub struct Subscriptions {
-    by_tenant: BTreeMap<Arc<str>, BTreeMap<Box<str>, Box<Subscription>>>,
-    tenant_of: HashMap<Box<str>, Arc<str>>,
-}
-
-impl Subscriptions {
-    /// An empty projection.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// One subscription by id.
-    pub fn get(&self, id: &str) -> Option<&Subscription> {
-        let tenant = self.tenant_of.get(id)?;
-        self.by_tenant.get(tenant)?.get(id).map(|s| &**s)
-    }
-
-    /// One tenant's subscriptions, by id.
-    pub fn of_tenant(&self, tenant_id: &str) -> impl Iterator<Item = &Subscription> {
-        self.by_tenant
-            .get(tenant_id)
-            .into_iter()
-            .flat_map(|subs| subs.values().map(|s| &**s))
-    }
-
-    /// Every subscription, by tenant then id.
-    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
-        self.by_tenant
-            .values()
-            .flat_map(|subs| subs.values().map(|s| &**s))
-    }
-
-    /// How many subscriptions there are.
-    pub fn len(&self) -> usize {
-        self.tenant_of.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.tenant_of.is_empty()
-    }
-
-    fn remove(&mut self, id: &str) {
-        if let Some(tenant) = self.tenant_of.remove(id)
-            && let Some(subs) = self.by_tenant.get_mut(&tenant)
-        {
-            subs.remove(id);
-            if subs.is_empty() {
-                self.by_tenant.remove(&tenant);
-            }
-        }
     }
 }
 
@@ -468,56 +401,28 @@ impl<S: Sink> Fold for Log<S> {
     }
 }
 
-impl Sink for Subscriptions {
-    fn upsert(&mut self, subscription: Subscription, _record: &[u8]) {
-        self.remove(&subscription.id);
-        let tenant: Arc<str> = match self
-            .by_tenant
-            .get_key_value(subscription.tenant_id.as_str())
-        {
-            Some((tenant, _)) => tenant.clone(),
-            None => subscription.tenant_id.as_str().into(),
-        };
-        let id: Box<str> = subscription.id.as_str().into();
-        self.tenant_of.insert(id.clone(), tenant.clone());
-        self.by_tenant
-            .entry(tenant)
-            .or_default()
-            .insert(id, Box::new(subscription));
-    }
+/// The ingest service's projection: every subscription as its sealed
+/// record, with an index by tenant for its lists.
+pub type AllSubscriptions = Log<SealedSubscriptions>;
 
-    fn set_health(&mut self, id: &str, health: Option<&Health>) {
-        if let Some(tenant) = self.tenant_of.get(id)
-            && let Some(s) = self
-                .by_tenant
-                .get_mut(tenant)
-                .and_then(|subs| subs.get_mut(id))
-        {
-            s.set_health(health);
-        }
-    }
-
-    fn remove(&mut self, id: &str) {
-        Subscriptions::remove(self, id);
-    }
-}
-
-/// Every subscription in full, behind the ledger (the ingest service's
-/// projection).
-pub type AllSubscriptions = Log<Subscriptions>;
-
-/// Every subscription as its sealed record, behind the ledger (the
-/// delivery service's projection).
+/// The delivery service's projection: every subscription as its sealed
+/// record, by id.
 pub type SealedProjection = Log<SealedSubscriptions>;
 
 /// Every subscription kept as the record it was read from, secrets still
 /// sealed, with the few fields read on every delivery beside it; a
-/// subscription is decoded (and its secrets opened) when a delivery needs
-/// it. A fraction of the memory of [`Subscriptions`] (BENCHMARKS.md), and
-/// no secret lies open in memory between deliveries.
+/// subscription is decoded (and its secrets opened) when it is read. About
+/// a quarter of the memory of the decoded model (BENCHMARKS.md), and no
+/// secret lies open in memory between reads.
+///
+/// Ids are shared (`Arc<str>`) between the map by id and, when kept
+/// ([`SealedSubscriptions::with_tenant_index`]), the tenant index, whose
+/// sets give a tenant's subscriptions in id order (UUIDv7 ids: oldest
+/// first).
 pub struct SealedSubscriptions {
     keys: Keyring,
-    by_id: HashMap<Box<str>, Sealed>,
+    by_id: HashMap<Arc<str>, Box<Sealed>>,
+    by_tenant: Option<HashMap<Arc<str>, BTreeSet<Arc<str>>>>,
 }
 
 /// One subscription of [`SealedSubscriptions`].
@@ -536,18 +441,36 @@ struct Sealed {
 }
 
 impl SealedSubscriptions {
-    /// An empty projection opening secrets with `keys`.
+    /// An empty projection by id, opening secrets with `keys`.
     pub fn new(keys: Keyring) -> Self {
         Self {
             keys,
             by_id: HashMap::new(),
+            by_tenant: None,
+        }
+    }
+
+    /// An empty projection by id and by tenant (for lists).
+    pub fn with_tenant_index(keys: Keyring) -> Self {
+        Self {
+            by_tenant: Some(HashMap::new()),
+            ..Self::new(keys)
         }
     }
 
     /// Subscription `id`, decoded, its secrets opened.
     pub fn get(&self, id: &str) -> Option<Subscription> {
-        let sealed = self.by_id.get(id)?;
+        self.open(id, self.by_id.get(id)?)
+    }
+
+    fn open(&self, id: &str, sealed: &Sealed) -> Option<Subscription> {
         let mut s = match v1::Subscription::decode(&*sealed.record)
+            .map(|mut r| {
+                if r.id.is_empty() {
+                    r.id = id.to_owned();
+                }
+                r
+            })
             .map_err(|e| e.to_string())
             .and_then(|r| subscription_from_proto(r, &self.keys).map_err(|e| e.to_string()))
         {
@@ -563,6 +486,23 @@ impl SealedSubscriptions {
         s.failing_since = sealed.failing_since;
         s.disabled_reason = sealed.disabled_reason.as_deref().map(str::to_owned);
         Some(s)
+    }
+
+    /// The ids of one tenant's subscriptions, in id order (empty without
+    /// the tenant index).
+    pub fn ids_of_tenant(&self, tenant_id: &str) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.by_tenant
+            .as_ref()
+            .and_then(|t| t.get(tenant_id))
+            .map(|ids| ids.iter())
+            .unwrap_or_default()
+            .map(|id| &**id)
+    }
+
+    /// One tenant's subscriptions in id order, each decoded as it is
+    /// reached (empty without the tenant index).
+    pub fn of_tenant(&self, tenant_id: &str) -> impl Iterator<Item = Subscription> + '_ {
+        self.ids_of_tenant(tenant_id).filter_map(|id| self.get(id))
     }
 
     /// Subscription `id`'s ordering and `max_in_flight`, without decoding.
@@ -614,6 +554,30 @@ impl SealedSubscriptions {
     }
 }
 
+/// `record` without its id, when the id is its first field as an encoder
+/// writes it (the key of the map holds it; [`SealedSubscriptions::get`]
+/// puts it back): 40 bytes less per subscription.
+fn without_id<'r>(record: &'r [u8], id: &str) -> &'r [u8] {
+    const ID_TAG: u8 = 1 << 3 | 2; // field 1, length-delimited
+    let Some((&ID_TAG, rest)) = record.split_first() else {
+        return record;
+    };
+    // The length, a varint.
+    let mut len = 0u64;
+    for (i, b) in rest.iter().enumerate().take(10) {
+        len |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let value = &rest[i + 1..];
+            return if len == id.len() as u64 && value.starts_with(id.as_bytes()) {
+                &value[id.len()..]
+            } else {
+                record
+            };
+        }
+    }
+    record
+}
+
 impl Counted for SealedSubscriptions {
     fn count(&self) -> usize {
         self.len()
@@ -622,8 +586,28 @@ impl Counted for SealedSubscriptions {
 
 impl Sink for SealedSubscriptions {
     fn upsert(&mut self, subscription: Subscription, record: &[u8]) {
-        let sealed = Self::keep(&subscription, record.into());
-        self.by_id.insert(subscription.id.as_str().into(), sealed);
+        let record = without_id(record, &subscription.id);
+        let sealed = Box::new(Self::keep(&subscription, record.into()));
+        let id: Arc<str> = match self.by_id.get_key_value(subscription.id.as_str()) {
+            Some((id, _)) => id.clone(),
+            None => subscription.id.as_str().into(),
+        };
+        if let Some(by_tenant) = &mut self.by_tenant {
+            // A subscription never changes tenant: its id is in its set
+            // already, or goes in now.
+            match by_tenant.get_mut(subscription.tenant_id.as_str()) {
+                Some(ids) => {
+                    ids.insert(id.clone());
+                }
+                None => {
+                    by_tenant.insert(
+                        subscription.tenant_id.as_str().into(),
+                        BTreeSet::from([id.clone()]),
+                    );
+                }
+            }
+        }
+        self.by_id.insert(id, sealed);
     }
 
     fn set_health(&mut self, id: &str, health: Option<&Health>) {
@@ -638,7 +622,21 @@ impl Sink for SealedSubscriptions {
     }
 
     fn remove(&mut self, id: &str) {
-        self.by_id.remove(id);
+        let Some(sealed) = self.by_id.remove(id) else {
+            return;
+        };
+        if let Some(by_tenant) = &mut self.by_tenant {
+            // The tenant is read from the record (no secret is opened).
+            let tenant = v1::Subscription::decode(&*sealed.record)
+                .map(|r| r.tenant_id)
+                .unwrap_or_default();
+            if let Some(ids) = by_tenant.get_mut(tenant.as_str()) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    by_tenant.remove(tenant.as_str());
+                }
+            }
+        }
     }
 }
 
@@ -658,39 +656,47 @@ mod tests {
         .unwrap()
     }
 
-    /// The delivery service's sealed projection answers what the decoded
-    /// one answers, through creates, updates, health, pause and deletes.
-    #[test]
-    fn the_sealed_projection_gives_back_what_the_decoded_one_holds() {
-        let keys = keys();
-        let mut decoded = Log::new(keys.clone(), Subscriptions::new());
-        let mut sealed = Log::new(keys.clone(), SealedSubscriptions::new(keys.clone()));
-        fn both(
-            decoded: &mut Log<Subscriptions>,
-            sealed: &mut Log<SealedSubscriptions>,
-            key: &str,
-            value: Option<Vec<u8>>,
-        ) {
-            decoded.apply(key.as_bytes(), value.as_deref()).unwrap();
-            sealed.apply(key.as_bytes(), value.as_deref()).unwrap();
+    fn fold(projection: &mut [&mut Log<SealedSubscriptions>], key: &str, value: Option<Vec<u8>>) {
+        for p in projection {
+            p.apply(key.as_bytes(), value.as_deref()).unwrap();
         }
+    }
+
+    /// The sealed projection gives back each subscription as it was
+    /// written, with the health that counts, through creates, updates,
+    /// health, pause and deletes; the ingest service's tenant index lists a
+    /// tenant's subscriptions in id order.
+    #[test]
+    fn the_sealed_projection_gives_back_what_was_written() {
+        let keys = keys();
+        let mut by_id = Log::new(keys.clone(), SealedSubscriptions::new(keys.clone()));
+        let mut indexed = Log::new(
+            keys.clone(),
+            SealedSubscriptions::with_tenant_index(keys.clone()),
+        );
         let now = time::OffsetDateTime::now_utc();
         let mut spec = Spec::new("https://hooks.example.com/a", Vec::new());
         spec.headers = [("X-Team".to_owned(), "ops".to_owned())].into();
         spec.ordering = Ordering::Strict;
         spec.max_in_flight = 3;
-        let mut a = Subscription::new("sub_a".into(), "ten_1".into(), spec, "key_1", now);
+        let mut a = Subscription::new("sub_b1".into(), "ten_1".into(), spec, "key_1", now);
         let b = Subscription::new(
-            "sub_b".into(),
+            "sub_a2".into(),
             "ten_2".into(),
             Spec::new("https://hooks.example.com/b", Vec::new()),
             "key_2",
             now,
         );
-        for s in [&a, &b] {
-            both(
-                &mut decoded,
-                &mut sealed,
+        let c = Subscription::new(
+            "sub_a3".into(),
+            "ten_1".into(),
+            Spec::new("https://hooks.example.com/c", Vec::new()),
+            "key_1",
+            now,
+        );
+        for s in [&a, &b, &c] {
+            fold(
+                &mut [&mut by_id, &mut indexed],
                 &s.id,
                 Some(subscription_to_proto(s, &keys).encode_to_vec()),
             );
@@ -703,9 +709,8 @@ mod tests {
             partition: 2,
             from: 40,
         });
-        both(
-            &mut decoded,
-            &mut sealed,
+        fold(
+            &mut [&mut by_id, &mut indexed],
             &a.id,
             Some(subscription_to_proto(&a, &keys).encode_to_vec()),
         );
@@ -717,34 +722,80 @@ mod tests {
             revision: a.revision,
             recorded_at: now,
         };
-        both(
-            &mut decoded,
-            &mut sealed,
+        fold(
+            &mut [&mut by_id, &mut indexed],
             &health_key(&a.id),
             Some(health_to_proto(&a.id, &a.tenant_id, &health).encode_to_vec()),
         );
+        a.set_health(Some(&health));
 
-        let got = sealed.get("sub_a").unwrap();
-        assert_eq!(Some(&got), decoded.get("sub_a"));
-        assert_eq!(got.status, Status::Failing);
+        for p in [&by_id, &indexed] {
+            let got = p.get("sub_b1").unwrap();
+            assert_eq!(got, a);
+            assert_eq!(got.status, Status::Failing);
+            assert_eq!(
+                got.spec.headers.get("X-Team").map(String::as_str),
+                Some("ops")
+            );
+            assert_eq!(got.signing_secret, a.signing_secret, "the secret opened");
+            assert_eq!(p.lane_policy("sub_b1"), Some((Ordering::Strict, 3)));
+            assert_eq!(p.health("sub_b1"), Some((Status::Failing, Some(now))));
+            let kept: Vec<_> = p.kept().map(|(id, p, k)| (id.to_owned(), p, k)).collect();
+            assert_eq!(
+                kept,
+                vec![("sub_b1".to_owned(), true, a.kept_from.unwrap())]
+            );
+            assert_eq!(p.get("sub_a2").as_ref(), Some(&b));
+            assert_eq!(p.count(), 3);
+        }
+        // A tenant's subscriptions in id order, the update in its place.
+        let ids = |p: &Log<SealedSubscriptions>, t: &str| -> Vec<String> {
+            p.ids_of_tenant(t).map(str::to_owned).collect()
+        };
+        assert_eq!(ids(&indexed, "ten_1"), ["sub_a3", "sub_b1"]);
         assert_eq!(
-            got.spec.headers.get("X-Team").map(String::as_str),
-            Some("ops")
+            indexed.of_tenant("ten_1").collect::<Vec<_>>(),
+            vec![c.clone(), a.clone()]
         );
-        assert_eq!(got.signing_secret, a.signing_secret, "the secret opened");
-        assert_eq!(sealed.lane_policy("sub_a"), Some((Ordering::Strict, 3)));
-        assert_eq!(sealed.health("sub_a"), Some((Status::Failing, Some(now))));
-        let kept: Vec<_> = sealed
-            .kept()
-            .map(|(id, p, k)| (id.to_owned(), p, k))
-            .collect();
-        assert_eq!(kept, vec![("sub_a".to_owned(), true, a.kept_from.unwrap())]);
-        assert_eq!(sealed.get("sub_b").as_ref(), decoded.get("sub_b"));
-        assert_eq!(sealed.count(), 2);
+        assert_eq!(ids(&indexed, "ten_2"), ["sub_a2"]);
+        assert!(ids(&by_id, "ten_1").is_empty(), "no index by tenant");
 
-        // Deleted (a tombstone): gone from both.
-        both(&mut decoded, &mut sealed, "sub_b", None);
-        assert!(sealed.get("sub_b").is_none() && decoded.get("sub_b").is_none());
-        assert_eq!((sealed.count(), sealed.lane_policy("sub_b")), (1, None));
+        // Deleted (a tombstone): gone, and from its tenant's list.
+        fold(&mut [&mut by_id, &mut indexed], "sub_a2", None);
+        fold(&mut [&mut by_id, &mut indexed], "sub_a3", None);
+        for p in [&by_id, &indexed] {
+            assert!(p.get("sub_a2").is_none() && p.get("sub_a3").is_none());
+            assert_eq!((p.count(), p.lane_policy("sub_a2")), (1, None));
+        }
+        assert!(ids(&indexed, "ten_2").is_empty());
+        assert_eq!(ids(&indexed, "ten_1"), ["sub_b1"]);
+    }
+
+    /// A record is kept without its id when the id is its first field, and
+    /// whole otherwise; both read back whole.
+    #[test]
+    fn a_kept_record_leaves_out_its_id() {
+        let keys = keys();
+        let s = Subscription::new(
+            "sub_0123456789".into(),
+            "ten_1".into(),
+            Spec::new("https://hooks.example.com/a", Vec::new()),
+            "key_1",
+            time::OffsetDateTime::now_utc(),
+        );
+        let record = subscription_to_proto(&s, &keys).encode_to_vec();
+        let kept = without_id(&record, &s.id);
+        assert_eq!(kept.len(), record.len() - 2 - s.id.len());
+        assert_eq!(without_id(&record, "sub_other"), &record[..], "not its id");
+        assert_eq!(without_id(&[], "x"), &[] as &[u8]);
+        assert_eq!(
+            without_id(&[0x0a, 0xff], "x"),
+            &[0x0a, 0xff],
+            "a cut varint"
+        );
+        let mut p = SealedSubscriptions::new(keys.clone());
+        p.upsert(s.clone(), &record);
+        assert_eq!(p.by_id["sub_0123456789"].record.len(), kept.len());
+        assert_eq!(p.get(&s.id), Some(s));
     }
 }

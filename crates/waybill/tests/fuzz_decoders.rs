@@ -115,7 +115,7 @@ fn valid_records(keys: &Keyring) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
 /// Feeds one record to every decoder the services run.
 struct Decoders {
     keys: Keyring,
-    subscriptions: waybill_runtime::projection::Log<waybill_runtime::projection::Subscriptions>,
+    subscriptions: waybill_runtime::projection::AllSubscriptions,
     indexed: waybill_matcher::projection::Projection,
     tenants: waybill_ingest::tenants::Tenants,
     catalogue: waybill_runtime::catalog::Catalogue,
@@ -128,7 +128,7 @@ impl Decoders {
         Self {
             subscriptions: waybill_runtime::projection::Log::writer(
                 keys.clone(),
-                waybill_runtime::projection::Subscriptions::new(),
+                waybill_runtime::projection::SealedSubscriptions::with_tenant_index(keys.clone()),
             ),
             indexed: waybill_matcher::projection::new(keys.clone()),
             tenants: waybill_ingest::tenants::Tenants::default(),

@@ -216,10 +216,12 @@ fn find(state: &AppState, p: &Principal, webhook_id: &str) -> Result<Subscriptio
     let not_found = || ApiError::not_found(format!("no webhook {webhook_id}"));
     let n: u64 = webhook_id.parse().map_err(|_| not_found())?;
     let projection = state.subscriptions.read();
+    // The numeric id is derived from the id: only candidates are decoded.
     projection
-        .of_tenant(&p.tenant_id)
-        .find(|s| numeric_id(&s.id) == n && webhook(s).is_some())
-        .cloned()
+        .ids_of_tenant(&p.tenant_id)
+        .filter(|id| numeric_id(id) == n)
+        .filter_map(|id| projection.get(id))
+        .find(|s| webhook(s).is_some())
         .ok_or_else(not_found)
 }
 
@@ -272,7 +274,7 @@ async fn list(
     let hooks: Vec<Value> = projection
         .of_tenant(&p.tenant_id)
         .filter(|s| s.spec.enabled && !crate::subscriptions::is_internal(s))
-        .filter_map(webhook)
+        .filter_map(|s| webhook(&s))
         .collect();
     Ok(Json(Value::Array(hooks)))
 }

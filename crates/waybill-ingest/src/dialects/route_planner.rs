@@ -127,7 +127,7 @@ async fn list(
     let webhooks: Vec<Value> = projection
         .of_tenant(&p.tenant_id)
         .filter(|s| !crate::subscriptions::is_internal(s))
-        .filter_map(webhook)
+        .filter_map(|s| webhook(&s))
         .collect();
     Ok(success(json!({"webhooks": webhooks})))
 }

@@ -272,7 +272,7 @@ async fn list(
     let items: Vec<Value> = projection
         .of_tenant(&p.tenant_id)
         .filter(|s| !crate::subscriptions::is_internal(s))
-        .filter_map(item)
+        .filter_map(|s| item(&s))
         .collect();
     Ok(Json(Value::Array(items)))
 }

@@ -361,12 +361,12 @@ async fn list(
     let p = p?;
     let (limit, offset) = page(&query)?;
     let projection = state.subscriptions.read();
-    let mut selected: Vec<&Subscription> = projection
+    // In id order (oldest first).
+    let items: Vec<Value> = projection
         .of_tenant(&p.tenant_id)
         .filter(|s| s.spec.metadata.get(SUBSCRIBER_KEY) == Some(&subscriber))
+        .filter_map(|s| subscription(&s))
         .collect();
-    selected.sort_by(|a, b| a.id.cmp(&b.id));
-    let items: Vec<Value> = selected.into_iter().filter_map(subscription).collect();
     let total = items.len();
     let page: Vec<Value> = items.into_iter().skip(offset).take(limit).collect();
     Ok(Json(json!({"subscriptions": page, "totalCount": total})))
