@@ -23,6 +23,13 @@
 #   FETCH_WAIT_MS=10 scripts/bench-kafka.sh --workloads W3   # the services'
 #                                       # fetch.wait.max.ms (default 100)
 #   LINGER_MS=0 scripts/bench-kafka.sh --workloads L1  # the producers' linger.ms (default 2)
+#   scripts/bench-kafka.sh --population 1000000 --workloads W3,R1
+#                                       # the million-subscription mode: one deployment
+#                                       # gets 1,000,000 background subscriptions through
+#                                       # its API (1,000 tenants), then each run restarts
+#                                       # its three services on those topics (start-up
+#                                       # until /readyz, resident memory of each) and runs
+#                                       # the workloads; figures in the -cpu.txt file
 #
 # Prints the summary table (median, min–max) and writes every run and the
 # summary to the --out file. Logs of the processes stay in the printed directory.
@@ -30,6 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=3 workloads=W1,W2,W3,W4 scale=1 out=bench-kafka.json partitions=3 replicas=1 total= churn=
+population= reuse=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
@@ -40,6 +48,7 @@ while [[ $# -gt 0 ]]; do
     --delivery-replicas) replicas="$2"; shift 2 ;;
     --max-in-flight-total) total="$2"; shift 2 ;;
     --churn) churn=1; shift ;;
+    --population) population="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -69,22 +78,6 @@ trap stop_all EXIT
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_ready() { # url
-  python3 - "$1" <<'PY'
-import sys, time, urllib.request
-deadline = time.time() + 60
-while True:
-    try:
-        if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200:
-            break
-    except Exception:
-        pass
-    if time.time() > deadline:
-        sys.exit(f"{sys.argv[1]} not ready within 60 s")
-    time.sleep(0.2)
-PY
 }
 
 # Starts the Kafka node, logging into $1; sets $brokers.
@@ -125,6 +118,38 @@ except OSError:
 PY
 }
 
+# Seconds from $1 (an epoch time) until each of the admin ports $3...
+# answers /readyz, polled together; $2 names them. Prints "name s" pairs.
+ready_after() { # started names ports...
+  python3 - "$@" <<'PY'
+import sys, time, urllib.request
+started, names, ports = float(sys.argv[1]), sys.argv[2].split(","), sys.argv[3:]
+ready, deadline = {}, time.time() + 600
+while len(ready) < len(ports):
+    for name, port in zip(names, ports):
+        if name in ready:
+            continue
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
+                ready[name] = time.time() - started
+        except Exception:
+            pass
+    if time.time() > deadline:
+        sys.exit(f"not ready within 600 s: {sorted(set(names) - set(ready))}")
+    time.sleep(0.1)
+print(" ".join(f"{n} {ready[n]:.1f} s" for n in names))
+PY
+}
+
+# Resident memory (MiB) of each service process: "name MiB" pairs.
+resident() {
+  local i out=""
+  for i in "${!pids[@]}"; do
+    out+=" ${names[$i]} $(awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/${pids[$i]}/status" 2>/dev/null || echo gone) MiB"
+  done
+  echo "${out# }"
+}
+
 # Starts one more `waybill delivery` of the deployment in $1 (same group).
 start_delivery_replica() { # logs n
   local port
@@ -140,9 +165,18 @@ start_delivery_replica() { # logs n
 start_deployment() {
   local logs="$1" prefix="$2" matcher delivery ingest_admin
   mkdir -p "$logs"
-  api=$(free_port) matcher=$(free_port) delivery=$(free_port) ingest_admin=$(free_port)
-  key="wb_bench_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-  cat >"$logs/waybill.toml" <<TOML
+  if [[ -n "$reuse" ]]; then
+    # The same deployment again (its topics, keys and ports).
+    cp "$reuse/waybill.toml" "$reuse/ports.env" "$logs/"
+    # shellcheck disable=SC1091
+    source "$logs/ports.env"
+  else
+    api=$(free_port) matcher=$(free_port) delivery=$(free_port) ingest_admin=$(free_port)
+    key="wb_bench_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+    operator="wbop_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+    printf 'api=%s matcher=%s delivery=%s ingest_admin=%s key=%s operator=%s\n' \
+      "$api" "$matcher" "$delivery" "$ingest_admin" "$key" "$operator" >"$logs/ports.env"
+    cat >"$logs/waybill.toml" <<TOML
 [kafka]
 brokers = "$brokers"
 topic_prefix = "$prefix"
@@ -170,6 +204,7 @@ allow_any_port = true
 listen = "127.0.0.1:$api"
 admin_listen = "127.0.0.1:$ingest_admin"
 api_keys = [{ id = "key_bench", key = "$key", tenant_id = "ten_bench" }]
+operator_token = "$operator"
 
 [ingest.quotas]
 # The load tool is one tenant posting as fast as it can (as waybill dev's
@@ -183,16 +218,17 @@ listen = "127.0.0.1:$matcher"
 listen = "127.0.0.1:$delivery"
 ${total:+max_in_flight_total = $total}
 TOML
-  RUST_LOG=warn "$bin" create-topics --config "$logs/waybill.toml" >"$logs/create-topics.log" 2>&1
-  local service
+    RUST_LOG=warn "$bin" create-topics --config "$logs/waybill.toml" >"$logs/create-topics.log" 2>&1
+  fi
+  local service started
   names=()
+  started=$(date +%s.%N)
   for service in ingest matcher delivery; do
     RUST_LOG=warn "$bin" "$service" --config "$logs/waybill.toml" >"$logs/$service.log" 2>&1 &
     pids+=($!)
     names+=("$service")
   done
-  local port
-  for port in "$ingest_admin" "$matcher" "$delivery"; do wait_ready "http://127.0.0.1:$port/readyz"; done
+  startup="$(ready_after "$started" ingest,matcher,delivery "$ingest_admin" "$matcher" "$delivery")"
   # More delivery processes in the same consumer group (each with an admin
   # port of its own); the group settles before anything is measured.
   local n
@@ -245,6 +281,36 @@ start_deployment "$dir/warmup" "warmup."
 RUST_LOG=error "$bin" bench --api "http://127.0.0.1:$api" --key "$key" \
   --workloads W1 --scale 0.5 --out "$dir/warmup.json" >/dev/null
 stop_deployment
+if [[ -n "$population" ]]; then
+  echo "population: $population subscriptions through the API of one deployment" >&2
+  start_deployment "$dir/population" "pop."
+  echo "population: empty deployment ready after: $startup; resident: $(resident)" | tee -a "$cpu_out" >&2
+  RUST_LOG=info "$bin" bench --api "http://127.0.0.1:$api" --operator-token "$operator" \
+    --populate "$population" --tenants 1000 --out "$dir/population.json" 2>"$dir/population/bench.log"
+  python3 - "$dir/population.json" <<'PY' | tee -a "$cpu_out" >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"population: {r['subscriptions']} subscriptions over {r['tenants']} tenants in {r['seconds']:.0f} s, "
+      f"{r['created_per_s']:.0f} creates/s, create p50 {r['create_latency']['p50_ms']:.1f} ms, "
+      f"p99 {r['create_latency']['p99_ms']:.1f} ms")
+PY
+  echo "population: resident after creating: $(resident)" | tee -a "$cpu_out" >&2
+  cp "$dir/population.json" "${out%.json}-population.json"
+  stop_deployment
+  reuse="$dir/population"
+  for run in $(seq 1 "$runs"); do
+    echo "run $run: the populated deployment's services again" >&2
+    start_deployment "$dir/run$run-population" ""
+    echo "run $run: ready after: $startup; resident: $(resident)" | tee -a "$cpu_out" >&2
+    for workload in ${workloads//,/ }; do
+      mkdir -p "$dir/run$run-$workload"
+      measure "$dir/run$run-$workload" "$workload"
+    done
+    echo "run $run: resident after the workloads: $(resident)" | tee -a "$cpu_out" >&2
+    stop_deployment
+  done
+  runs=0
+fi
 for run in $(seq 1 "$runs"); do
   for workload in ${workloads//,/ }; do
     echo "run $run, $workload: fresh services and topics" >&2

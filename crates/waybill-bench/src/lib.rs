@@ -13,7 +13,10 @@
 //! - [`receiver`]: the counting webhook receiver.
 //! - [`workloads`]: what each workload posts, and to how many
 //!   subscriptions.
+//! - [`population`]: the million-subscription mode (a population of
+//!   background subscriptions) and R1's subscription writes.
 
+pub mod population;
 pub mod receiver;
 pub mod workloads;
 
@@ -107,7 +110,8 @@ pub struct Report {
     /// the same entity (what `ordering` prevents).
     #[serde(default)]
     pub out_of_order: usize,
-    /// POST sent → first 2xx arrival, per delivery.
+    /// POST sent → first 2xx arrival, per delivery (R1: write sent →
+    /// answered, per write).
     pub latency: Latency,
     /// The longest time between two successive 2xx arrivals while
     /// deliveries were still due, ms: the pause of a rebalance when a
@@ -177,6 +181,28 @@ pub async fn run(
     concurrency: usize,
     ceiling_per_s: f64,
 ) -> anyhow::Result<Report> {
+    if workload.kind == workloads::Kind::Writes {
+        let writes = population::read_your_writes(client, target, workload.events / 2).await?;
+        return Ok(Report {
+            workload: workload.name.to_owned(),
+            about: workload.about.to_owned(),
+            events: writes.writes,
+            subscriptions: 0,
+            concurrency: 1,
+            accepted_per_s: writes.writes as f64 / writes.seconds,
+            delivered_per_s: 0.0,
+            ceiling_ratio: 0.0,
+            delivered: 0,
+            lost: 0,
+            duplicates: 0,
+            failed_on_purpose: 0,
+            out_of_order: 0,
+            latency: writes.latency,
+            longest_gap_ms: 0.0,
+            delivery_replicas: 1,
+            seconds: writes.seconds,
+        });
+    }
     receiver.clear();
     // Unique per run: the API deduplicates event ids (client ids) for 24 h,
     // so a second run against the same deployment needs new ones.

@@ -1,6 +1,7 @@
 //! The workloads `waybill bench` runs, by name: W1..W4 (throughput and
 //! latency), O1..O8 (what each `ordering` mode costs), L1/L2 (open-loop
-//! latency) and S1 (scale-out against slow receivers).
+//! latency), S1 (scale-out against slow receivers) and R1 (read-your-writes
+//! latency of subscription writes).
 
 /// One workload.
 #[derive(Debug, Clone)]
@@ -26,6 +27,18 @@ pub struct Workload {
     pub max_in_flight: Option<u32>,
     /// How long the receiver takes to answer, ms (0: at once).
     pub answer_after_ms: u64,
+    /// Events posted, or subscription writes made (R1).
+    pub kind: Kind,
+}
+
+/// What a workload does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Posts events and waits for their deliveries.
+    Events,
+    /// Makes `events` subscription writes one at a time, each read back at
+    /// once ([`crate::population::read_your_writes`]).
+    Writes,
 }
 
 impl Workload {
@@ -41,6 +54,7 @@ impl Workload {
             ordering: None,
             max_in_flight: None,
             answer_after_ms: 0,
+            kind: Kind::Events,
         }
     }
 
@@ -84,7 +98,8 @@ pub fn standard() -> Vec<Workload> {
 }
 
 /// Open-loop latency at a rate both Waybill and its peers carry (L1, L2),
-/// and scale-out against slow receivers (S1; not run unless named).
+/// scale-out against slow receivers (S1) and read-your-writes (R1); not run
+/// unless named.
 pub fn latency_and_scale() -> Vec<Workload> {
     vec![
         Workload {
@@ -96,6 +111,15 @@ pub fn latency_and_scale() -> Vec<Workload> {
             ..Workload::plain("L2", "W2 at 150 events/s for 30 s (latency)", 10, 4_500)
         },
         slow_receivers(),
+        Workload {
+            kind: Kind::Writes,
+            ..Workload::plain(
+                "R1",
+                "200 subscription writes (100 creates, 100 PATCHes), each read back at once",
+                0,
+                200,
+            )
+        },
     ]
 }
 

@@ -86,7 +86,8 @@ pub struct BenchArgs {
     /// Workloads to run, comma-separated: W1..W4, O1..O8 (one
     /// subscription in each `ordering` mode), L1 and L2 (W1 at 400 and W2
     /// at 150 events/s, open loop: latency), S1 (200 subscriptions whose
-    /// receivers answer after 50 ms: scale-out).
+    /// receivers answer after 50 ms: scale-out), R1 (subscription writes
+    /// read back at once: read-your-writes latency).
     #[arg(long, default_value = "W1,W2,W3,W4", value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// Requests in flight while posting.
@@ -112,6 +113,18 @@ pub struct BenchArgs {
     /// are per workload and replica count.
     #[arg(long, default_value_t = 1, requires = "api")]
     pub delivery_replicas: usize,
+    /// The million-subscription mode's first step: create this many
+    /// background subscriptions through `--api`, spread over `--tenants`
+    /// tenants (made with `--operator-token`), and write what it measured
+    /// to `--out` instead of running workloads.
+    #[arg(long, requires_all = ["api", "operator_token"])]
+    pub populate: Option<usize>,
+    /// Tenants of the `--populate` subscriptions.
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// The deployment's operator token (`--populate`).
+    #[arg(long, env = "WAYBILL_OPERATOR_TOKEN")]
+    pub operator_token: Option<String>,
 }
 
 /// Options of `waybill reseal`.
@@ -310,6 +323,32 @@ async fn bench(
     file: Option<PathBuf>,
     env: Vec<(String, String)>,
 ) -> anyhow::Result<()> {
+    if let (Some(count), Some(api), Some(token)) = (args.populate, &args.api, &args.operator_token)
+    {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.concurrency)
+            .build()?;
+        let report = waybill_bench::population::populate(
+            &client,
+            api,
+            token,
+            count,
+            args.tenants,
+            args.concurrency,
+        )
+        .await?;
+        tracing::info!(
+            subscriptions = report.subscriptions,
+            tenants = report.tenants,
+            created_per_s = report.created_per_s.round(),
+            create_p50_ms = format!("{:.1}", report.create_latency.p50_ms),
+            create_p99_ms = format!("{:.1}", report.create_latency.p99_ms),
+            "population created"
+        );
+        std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
+        return Ok(());
+    }
     let runs = if args.merge.is_empty() {
         measure(&args, file, env).await?
     } else {
@@ -353,7 +392,7 @@ async fn measure(
         .collect();
     if workloads.is_empty() {
         anyhow::bail!(
-            "no workload selected; use --workloads W1,W2,W3,W4 (or O1..O8, the ordering modes; L1, L2, open-loop latency; S1, slow receivers)"
+            "no workload selected; use --workloads W1,W2,W3,W4 (or O1..O8, the ordering modes; L1, L2, open-loop latency; S1, slow receivers; R1, read-your-writes)"
         );
     }
     let attached = match &args.api {
