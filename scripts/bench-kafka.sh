@@ -23,6 +23,8 @@
 #   FETCH_WAIT_MS=10 scripts/bench-kafka.sh --workloads W3   # the services'
 #                                       # fetch.wait.max.ms (default 100)
 #   LINGER_MS=0 scripts/bench-kafka.sh --workloads L1  # the producers' linger.ms (default 2)
+#   MALLOC_ARENA_MAX=8 scripts/bench-kafka.sh ...      # the services' malloc arenas (default 2,
+#                                       # as the image sets it)
 #   scripts/bench-kafka.sh --population 1000000 --workloads W3,R1
 #                                       # the million-subscription mode: one deployment
 #                                       # gets 1,000,000 background subscriptions through
@@ -38,6 +40,8 @@ cd "$(dirname "$0")/.."
 
 runs=3 workloads=W1,W2,W3,W4 scale=1 out=bench-kafka.json partitions=3 replicas=1 total= churn=
 population= reuse=
+# glibc's malloc arenas, as the image sets them (deploy/Dockerfile).
+arenas="${MALLOC_ARENA_MAX:-2}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
@@ -154,7 +158,7 @@ resident() {
 start_delivery_replica() { # logs n
   local port
   port=$(free_port)
-  WAYBILL_DELIVERY__LISTEN="127.0.0.1:$port" RUST_LOG=warn "$bin" delivery \
+  MALLOC_ARENA_MAX="$arenas" WAYBILL_DELIVERY__LISTEN="127.0.0.1:$port" RUST_LOG=warn "$bin" delivery \
     --config "$1/waybill.toml" >"$1/delivery$2.log" 2>&1 &
   pids+=($!)
   names+=("delivery$2")
@@ -224,7 +228,7 @@ TOML
   names=()
   started=$(date +%s.%N)
   for service in ingest matcher delivery; do
-    RUST_LOG=warn "$bin" "$service" --config "$logs/waybill.toml" >"$logs/$service.log" 2>&1 &
+    MALLOC_ARENA_MAX="$arenas" RUST_LOG=warn "$bin" "$service" --config "$logs/waybill.toml" >"$logs/$service.log" 2>&1 &
     pids+=($!)
     names+=("$service")
   done

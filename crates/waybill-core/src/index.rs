@@ -29,15 +29,18 @@ pub struct MatchIndex {
     free: Vec<u32>,
     /// Every known subscription id (indexed or not) → its slot if indexed.
     by_id: HashMap<Arc<str>, Option<u32>>,
-    tenants: HashMap<Box<str>, TenantIndex>,
+    tenants: HashMap<Arc<str>, TenantIndex>,
 }
 
 #[derive(Debug)]
 struct Slot {
     id: Arc<str>,
-    tenant: Box<str>,
+    /// Shared with the tenant map's key.
+    tenant: Arc<str>,
     /// Normalised: no pattern selects a name another one selects.
     patterns: Box<[EventTypePattern]>,
+    /// What a candidate must pass beyond its keys; `None` when the keys
+    /// decide the filter whole ([`keys_decide`]), the most common filter.
     filter: Option<Box<Filter>>,
     /// The `attribute\0value` keys it is listed under; empty = unkeyed.
     keys: Box<[Box<str>]>,
@@ -186,6 +189,19 @@ fn filter_keys(filter: Option<&Filter>) -> Vec<Box<str>> {
     keys
 }
 
+/// Whether being reached under one of its keys is passing `filter`: each
+/// scope is one `IN` predicate (whose values are its keys), and no name or
+/// value holds the keys' separator (which could make two keys alike).
+fn keys_decide(filter: &Filter) -> bool {
+    !filter.scopes.is_empty()
+        && filter.scopes.iter().all(|scope| {
+            matches!(scope.predicates.as_slice(), [p] if p.comparator == Comparator::In
+                && !p.values.is_empty()
+                && !p.attribute.contains('\0')
+                && p.values.iter().all(|v| !v.contains('\0')))
+        })
+}
+
 /// The keys an event has: one per attribute, and its tenant.
 fn event_keys(tenant_id: &str, attributes: &BTreeMap<String, String>) -> Vec<Box<str>> {
     attributes
@@ -206,8 +222,14 @@ impl MatchIndex {
     /// nothing; one disabled by its health is indexed but suspended, so
     /// that a health change needs no re-indexing).
     pub fn upsert(&mut self, subscription: &Subscription) {
+        self.upsert_as(subscription.id.as_str().into(), subscription);
+    }
+
+    /// [`MatchIndex::upsert`], keyed by `id` (the subscription's id, an
+    /// allocation shared with whoever else keeps it).
+    pub fn upsert_as(&mut self, id: Arc<str>, subscription: &Subscription) {
+        debug_assert_eq!(&*id, subscription.id);
         self.remove(&subscription.id);
-        let id: Arc<str> = subscription.id.as_str().into();
         if !subscription.spec.enabled {
             self.by_id.insert(id, None);
             return;
@@ -220,6 +242,7 @@ impl MatchIndex {
             .filter(|f| !f.scopes.is_empty())
             .map(Box::new);
         let keys = filter_keys(filter.as_deref()).into_boxed_slice();
+        let filter = filter.filter(|f| !keys_decide(f));
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -227,16 +250,18 @@ impl MatchIndex {
                 (self.slots.len() - 1) as u32
             }
         };
-        let tenant = self
-            .tenants
-            .entry(subscription.tenant_id.as_str().into())
-            .or_default();
+        let tenant_id: Arc<str> = match self.tenants.get_key_value(subscription.tenant_id.as_str())
+        {
+            Some((t, _)) => t.clone(),
+            None => subscription.tenant_id.as_str().into(),
+        };
+        let tenant = self.tenants.entry(tenant_id.clone()).or_default();
         for pattern in &patterns {
             tenant.bucket(pattern).add(slot, &keys);
         }
         self.slots[slot as usize] = Some(Slot {
             id: id.clone(),
-            tenant: subscription.tenant_id.as_str().into(),
+            tenant: tenant_id,
             patterns,
             filter,
             keys,
@@ -448,6 +473,33 @@ mod tests {
         assert_eq!(
             index.matching(&event("t1", "a.b", &[("dc_id", "7")])),
             ["s1"]
+        );
+        // One IN predicate per scope: the keys decide, nothing is kept to
+        // evaluate.
+        assert!(index.slots[0].as_ref().unwrap().filter.is_none());
+
+        // Keys alike (`a\0b` = `c` and `a` = `b\0c`): the filter is kept and
+        // evaluated, so the look-alike does not pass.
+        let mut s = sub("s2", "t1", &["*"]);
+        s.spec.filter = Some(Filter {
+            scopes: vec![Scope {
+                predicates: vec![Predicate {
+                    attribute: "a\0b".into(),
+                    comparator: Comparator::In,
+                    values: vec!["c".into()],
+                }],
+            }],
+        });
+        index.upsert(&s);
+        assert!(index.slots[1].as_ref().unwrap().filter.is_some());
+        assert!(
+            index
+                .matching(&event("t1", "a.b", &[("a", "b\0c")]))
+                .is_empty()
+        );
+        assert_eq!(
+            index.matching(&event("t1", "a.b", &[("a\0b", "c")])),
+            ["s2"]
         );
     }
 

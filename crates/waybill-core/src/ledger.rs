@@ -136,7 +136,9 @@ struct Entry {
 /// its last health record.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    live: HashMap<Box<str>, Entry>,
+    /// Ids shared (`Arc`) with the projection that keeps the states
+    /// ([`Ledger::shared_id`]): one copy of each id per service.
+    live: HashMap<std::sync::Arc<str>, Entry>,
     deleted: HashSet<Box<str>>,
     health: HashMap<Box<str>, Health>,
 }
@@ -186,6 +188,12 @@ impl Ledger {
                 current: e.revision,
             },
         }
+    }
+
+    /// The ledger's own copy of a live subscription's id, for a projection
+    /// to key its state with (the same allocation).
+    pub fn shared_id(&self, id: &str) -> Option<std::sync::Arc<str>> {
+        self.live.get_key_value(id).map(|(id, _)| id.clone())
     }
 
     /// Records a deletion (a tombstone, or a delete marker that counted):

@@ -88,6 +88,12 @@ impl<S: Fold> Table<S> {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false");
         set_default(&mut client, "fetch.wait.max.ms", "100");
+        // A table is read once from the start, then follows a trickle: a
+        // quarter of librdkafka's 64 MiB of prefetched records keeps the
+        // load as fast (the fold is the bound), and the buffers freed after
+        // it do not stay behind as holes between the state's allocations
+        // (at a million subscriptions: about 100 MiB of resident memory).
+        set_default(&mut client, "queued.max.messages.kbytes", "16384");
         let consumer: Arc<StreamConsumer> = Arc::new(client.create()?);
         // The freshness lookups (ListOffsets) go through a client of their
         // own: a broker answers one connection's requests in order, so on

@@ -33,8 +33,8 @@ impl waybill_runtime::projection::Counted for Indexed {
 }
 
 impl Sink for Indexed {
-    fn upsert(&mut self, subscription: Subscription, _record: &[u8]) {
-        self.index.upsert(&subscription);
+    fn upsert(&mut self, id: std::sync::Arc<str>, subscription: Subscription, _record: &[u8]) {
+        self.index.upsert_as(id, &subscription);
     }
 
     fn set_health(&mut self, id: &str, health: Option<&Health>) {

@@ -145,8 +145,9 @@ pub fn decode_record<'a>(
 pub trait Sink: Send + Sync + 'static {
     /// A subscription's new state (its health fields set from the health
     /// that counts), and the record it was read from (secrets sealed), for
-    /// a sink that keeps records instead of states.
-    fn upsert(&mut self, subscription: Subscription, record: &[u8]);
+    /// a sink that keeps records instead of states. `id` is the ledger's
+    /// copy of its id: a sink keyed by it shares the allocation.
+    fn upsert(&mut self, id: Arc<str>, subscription: Subscription, record: &[u8]);
     /// A subscription's health changed (`None`: healthy).
     fn set_health(&mut self, id: &str, health: Option<&Health>);
     /// A subscription was deleted.
@@ -336,7 +337,11 @@ impl<S: Sink> Fold for Log<S> {
                     self.note_seal(&s.id, &sealed);
                     s.set_health(self.ledger.health(&s.id));
                     let (id, write_id) = (s.id.clone(), s.write_id.clone());
-                    self.sink.upsert(s, value.unwrap_or_default());
+                    let shared = self
+                        .ledger
+                        .shared_id(&id)
+                        .unwrap_or_else(|| id.as_str().into());
+                    self.sink.upsert(shared, s, value.unwrap_or_default());
                     self.judged(&id, &write_id, verdict);
                 } else {
                     // A state written again is read from its latest record.
@@ -585,13 +590,9 @@ impl Counted for SealedSubscriptions {
 }
 
 impl Sink for SealedSubscriptions {
-    fn upsert(&mut self, subscription: Subscription, record: &[u8]) {
+    fn upsert(&mut self, id: Arc<str>, subscription: Subscription, record: &[u8]) {
         let record = without_id(record, &subscription.id);
         let sealed = Box::new(Self::keep(&subscription, record.into()));
-        let id: Arc<str> = match self.by_id.get_key_value(subscription.id.as_str()) {
-            Some((id, _)) => id.clone(),
-            None => subscription.id.as_str().into(),
-        };
         if let Some(by_tenant) = &mut self.by_tenant {
             // A subscription never changes tenant: its id is in its set
             // already, or goes in now.
@@ -794,7 +795,7 @@ mod tests {
             "a cut varint"
         );
         let mut p = SealedSubscriptions::new(keys.clone());
-        p.upsert(s.clone(), &record);
+        p.upsert(s.id.as_str().into(), s.clone(), &record);
         assert_eq!(p.by_id["sub_0123456789"].record.len(), kept.len());
         assert_eq!(p.get(&s.id), Some(s));
     }
