@@ -437,12 +437,39 @@ struct Sealed {
     max_in_flight: u32,
     /// The health that counts (it may be newer than the record's).
     status: waybill_core::subscription::Status,
-    failing_since: Option<time::OffsetDateTime>,
-    disabled_reason: Option<Box<str>>,
     /// Paused by the user.
     paused: bool,
+    /// What only some subscriptions have, boxed apart: 32 bytes a
+    /// subscription instead of 96.
+    rare: Option<Box<Rare>>,
+}
+
+/// The fields of [`Sealed`] most subscriptions leave empty.
+#[derive(Default, PartialEq)]
+struct Rare {
+    failing_since: Option<time::OffsetDateTime>,
+    disabled_reason: Option<Box<str>>,
     /// Deliveries kept since there (while paused, or until released).
     kept_from: Option<waybill_core::hold::Parked>,
+}
+
+impl Sealed {
+    fn failing_since(&self) -> Option<time::OffsetDateTime> {
+        self.rare.as_ref().and_then(|r| r.failing_since)
+    }
+
+    fn kept_from(&self) -> Option<waybill_core::hold::Parked> {
+        self.rare.as_ref().and_then(|r| r.kept_from)
+    }
+
+    /// Sets the health fields (from the health that counts).
+    fn set_health(&mut self, s: &Subscription) {
+        self.status = s.status;
+        let mut rare = self.rare.take().map(|r| *r).unwrap_or_default();
+        rare.failing_since = s.failing_since;
+        rare.disabled_reason = s.disabled_reason.as_deref().map(Into::into);
+        self.rare = (rare != Rare::default()).then(|| Box::new(rare));
+    }
 }
 
 impl SealedSubscriptions {
@@ -488,8 +515,12 @@ impl SealedSubscriptions {
             }
         };
         s.status = sealed.status;
-        s.failing_since = sealed.failing_since;
-        s.disabled_reason = sealed.disabled_reason.as_deref().map(str::to_owned);
+        s.failing_since = sealed.failing_since();
+        s.disabled_reason = sealed
+            .rare
+            .as_ref()
+            .and_then(|r| r.disabled_reason.as_deref())
+            .map(str::to_owned);
         Some(s)
     }
 
@@ -524,7 +555,7 @@ impl SealedSubscriptions {
         waybill_core::subscription::Status,
         Option<time::OffsetDateTime>,
     )> {
-        self.by_id.get(id).map(|s| (s.status, s.failing_since))
+        self.by_id.get(id).map(|s| (s.status, s.failing_since()))
     }
 
     /// The subscriptions with deliveries kept: id, whether paused, and
@@ -532,7 +563,7 @@ impl SealedSubscriptions {
     pub fn kept(&self) -> impl Iterator<Item = (&str, bool, waybill_core::hold::Parked)> {
         self.by_id
             .iter()
-            .filter_map(|(id, s)| Some((&**id, s.paused, s.kept_from?)))
+            .filter_map(|(id, s)| Some((&**id, s.paused, s.kept_from()?)))
     }
 
     /// How many subscriptions there are.
@@ -546,15 +577,18 @@ impl SealedSubscriptions {
     }
 
     fn keep(subscription: &Subscription, record: Box<[u8]>) -> Sealed {
+        let rare = Rare {
+            failing_since: subscription.failing_since,
+            disabled_reason: subscription.disabled_reason.as_deref().map(Into::into),
+            kept_from: subscription.kept_from,
+        };
         Sealed {
             record,
             ordering: subscription.spec.ordering,
             max_in_flight: subscription.spec.max_in_flight,
             status: subscription.status,
-            failing_since: subscription.failing_since,
-            disabled_reason: subscription.disabled_reason.as_deref().map(Into::into),
             paused: subscription.paused,
-            kept_from: subscription.kept_from,
+            rare: (rare != Rare::default()).then(|| Box::new(rare)),
         }
     }
 }
@@ -616,9 +650,7 @@ impl Sink for SealedSubscriptions {
             && let Some(sealed) = self.by_id.get_mut(id)
         {
             s.set_health(health);
-            sealed.status = s.status;
-            sealed.failing_since = s.failing_since;
-            sealed.disabled_reason = s.disabled_reason.as_deref().map(Into::into);
+            sealed.set_health(&s);
         }
     }
 
@@ -797,6 +829,9 @@ mod tests {
         let mut p = SealedSubscriptions::new(keys.clone());
         p.upsert(s.id.as_str().into(), s.clone(), &record);
         assert_eq!(p.by_id["sub_0123456789"].record.len(), kept.len());
+        // What a subscription costs beside its record stays small.
+        assert!(std::mem::size_of::<Sealed>() <= 32);
+        assert!(p.by_id["sub_0123456789"].rare.is_none(), "nothing rare");
         assert_eq!(p.get(&s.id), Some(s));
     }
 }
