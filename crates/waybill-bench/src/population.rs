@@ -111,7 +111,7 @@ pub async fn populate(
     while let Some(took) = creates.next().await {
         latencies.push(took?);
         done += 1;
-        if done.is_multiple_of(50_000) {
+        if done % 50_000 == 0 {
             tracing::info!(
                 created = done,
                 per_s = (done as f64 / creating.elapsed().as_secs_f64()).round(),
