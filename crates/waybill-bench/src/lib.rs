@@ -183,25 +183,7 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     if workload.kind == workloads::Kind::Writes {
         let writes = population::read_your_writes(client, target, workload.events / 2).await?;
-        return Ok(Report {
-            workload: workload.name.to_owned(),
-            about: workload.about.to_owned(),
-            events: writes.writes,
-            subscriptions: 0,
-            concurrency: 1,
-            accepted_per_s: writes.writes as f64 / writes.seconds,
-            delivered_per_s: 0.0,
-            ceiling_ratio: 0.0,
-            delivered: 0,
-            lost: 0,
-            duplicates: 0,
-            failed_on_purpose: 0,
-            out_of_order: 0,
-            latency: writes.latency,
-            longest_gap_ms: 0.0,
-            delivery_replicas: 1,
-            seconds: writes.seconds,
-        });
+        return Ok(writes.report(workload));
     }
     receiver.clear();
     // Unique per run: the API deduplicates event ids (client ids) for 24 h,

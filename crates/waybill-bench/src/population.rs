@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{Latency, Target};
+use crate::{Latency, Report, Target, Workload};
 
 /// What creating a population measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +141,32 @@ pub struct Writes {
     pub latency: Latency,
     /// Wall time.
     pub seconds: f64,
+}
+
+impl Writes {
+    /// The results row of `workload` (R1): writes per second in the
+    /// accepted column, their latency in the latency columns.
+    pub fn report(&self, workload: &Workload) -> Report {
+        Report {
+            workload: workload.name.to_owned(),
+            about: workload.about.to_owned(),
+            events: self.writes,
+            subscriptions: 0,
+            concurrency: 1,
+            accepted_per_s: self.writes as f64 / self.seconds,
+            delivered_per_s: 0.0,
+            ceiling_ratio: 0.0,
+            delivered: 0,
+            lost: 0,
+            duplicates: 0,
+            failed_on_purpose: 0,
+            out_of_order: 0,
+            latency: self.latency.clone(),
+            longest_gap_ms: 0.0,
+            delivery_replicas: 1,
+            seconds: self.seconds,
+        }
+    }
 }
 
 /// R1: `pairs` subscriptions created, read back, patched, read back and
