@@ -229,12 +229,18 @@ pub(crate) async fn list(
     // (UUIDv7): oldest first, stable across pages. Each is decoded only
     // if a filter must read it or it is on the page.
     let (total, page): (usize, Vec<Value>) = if q.filters() {
-        let selected: Vec<Subscription> = projection
+        // Counted as they pass; only the page is kept.
+        let (mut total, mut page) = (0, Vec::new());
+        for s in projection
             .of_tenant(&principal.tenant_id)
             .filter(|s| q.selects(s))
-            .collect();
-        let page = selected.iter().skip(q.offset).take(q.limit).map(view);
-        (selected.len(), page.collect())
+        {
+            if total >= q.offset && page.len() < q.limit {
+                page.push(view(&s));
+            }
+            total += 1;
+        }
+        (total, page)
     } else {
         let ids = projection.ids_of_tenant(&principal.tenant_id);
         let total = ids.len();

@@ -181,6 +181,13 @@ async fn create_get_list_patch_put_delete() {
     assert_eq!(past_end["total_count"], 5);
     let (_, disabled) = api.get("/v1/subscriptions?enabled=false").await;
     assert_eq!(disabled["total_count"], 2);
+    // A filtered list pages like the whole one: the same order, the same
+    // count on every page.
+    let (_, second) = api
+        .get("/v1/subscriptions?enabled=false&limit=1&offset=1")
+        .await;
+    assert_eq!(second["total_count"], 2);
+    assert_eq!(ids(&second), ids(&disabled)[1..].to_vec());
     let (_, by_type) = api
         .get("/v1/subscriptions?event_type=loads_monitoring.monitoring.device_added")
         .await;
