@@ -455,19 +455,24 @@ mod tests {
         );
     }
 
+    /// A filter of one scope: `attribute IN [value]`.
+    fn one_in(attribute: &str, value: &str) -> Filter {
+        Filter {
+            scopes: vec![Scope {
+                predicates: vec![Predicate {
+                    attribute: attribute.into(),
+                    comparator: Comparator::In,
+                    values: vec![value.into()],
+                }],
+            }],
+        }
+    }
+
     #[test]
     fn filters_apply_after_lookup() {
         let mut index = MatchIndex::new();
         let mut s = sub("s1", "t1", &["*"]);
-        s.spec.filter = Some(Filter {
-            scopes: vec![Scope {
-                predicates: vec![Predicate {
-                    attribute: "dc_id".into(),
-                    comparator: Comparator::In,
-                    values: vec!["7".into()],
-                }],
-            }],
-        });
+        s.spec.filter = Some(one_in("dc_id", "7"));
         index.upsert(&s);
         assert!(index.matching(&event("t1", "a.b", &[])).is_empty());
         assert_eq!(
@@ -481,15 +486,7 @@ mod tests {
         // Keys alike (`a\0b` = `c` and `a` = `b\0c`): the filter is kept and
         // evaluated, so the look-alike does not pass.
         let mut s = sub("s2", "t1", &["*"]);
-        s.spec.filter = Some(Filter {
-            scopes: vec![Scope {
-                predicates: vec![Predicate {
-                    attribute: "a\0b".into(),
-                    comparator: Comparator::In,
-                    values: vec!["c".into()],
-                }],
-            }],
-        });
+        s.spec.filter = Some(one_in("a\0b", "c"));
         index.upsert(&s);
         assert!(index.slots[1].as_ref().unwrap().filter.is_some());
         assert!(
